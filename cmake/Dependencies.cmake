@@ -1,0 +1,32 @@
+# All third-party dependencies come from Debian packages (scripts/install-deps.sh).
+find_package(Threads REQUIRED)
+find_package(Torch REQUIRED)
+find_package(absl REQUIRED)
+find_package(spdlog REQUIRED)
+find_package(nlohmann_json REQUIRED)
+find_package(OpenCV REQUIRED COMPONENTS core imgproc imgcodecs)
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(SENTENCEPIECE REQUIRED IMPORTED_TARGET sentencepiece)
+find_library(SENTENCEPIECE_TRAIN_LIBRARY sentencepiece_train REQUIRED)
+
+# Debian's TorchConfig exposes plain library names; wrap them in one imported target so that
+# consumers link `mfpo::torch` with the include dirs and compile flags it needs.
+add_library(mfpo_torch INTERFACE)
+target_link_libraries(mfpo_torch INTERFACE ${TORCH_LIBRARIES})
+target_include_directories(mfpo_torch SYSTEM INTERFACE ${TORCH_INCLUDE_DIRS})
+if(TORCH_CXX_FLAGS)
+  separate_arguments(_torch_flags UNIX_COMMAND "${TORCH_CXX_FLAGS}")
+  target_compile_options(mfpo_torch INTERFACE ${_torch_flags})
+endif()
+add_library(mfpo::torch ALIAS mfpo_torch)
+
+if(MFPO_WITH_NCCL)
+  find_package(CUDAToolkit REQUIRED)
+  find_library(NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR} /usr/local/cuda/lib64 REQUIRED)
+  find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/local/cuda/include REQUIRED)
+  message(STATUS "mfpo: NCCL path enabled (${NCCL_LIBRARY})")
+endif()
+
+if(MFPO_BUILD_TESTS)
+  find_package(GTest REQUIRED)
+endif()

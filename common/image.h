@@ -1,0 +1,63 @@
+// Image decoding and the LLaVA-1.5 / CLIP preprocessing pipeline.
+//
+// pad to square with the mean colour -> resize (PIL's antialiased bicubic, bit-exact with
+// Pillow's 8-bit fixed-point resampler, which transformers' CLIPImageProcessor uses) -> centre
+// crop -> scale 1/255 -> normalise with the CLIP mean/std -> CHW float32.
+#ifndef MFPO_COMMON_IMAGE_H_
+#define MFPO_COMMON_IMAGE_H_
+
+#include <torch/types.h>
+
+#include <array>
+#include <cstdint>
+#include <string>
+
+#include <opencv2/core.hpp>
+
+#include "absl/status/statusor.h"
+
+namespace mfpo {
+
+struct ImageLimits {
+  int64_t max_pixels = 50'000'000;      // width * height
+  int64_t max_file_bytes = 256ll << 20;
+};
+
+// Width and height read from the PNG / JPEG / WebP header without decoding; NOT_FOUND when the
+// format is not one of those (decoding then decides).
+struct ImageSize {
+  int64_t width = 0, height = 0;
+};
+absl::StatusOr<ImageSize> ProbeImageSize(const std::string& bytes);
+
+// Decodes to 8-bit RGB (HWC, CV_8UC3). Errors name `source`: empty input, oversized images
+// (checked from the header before decoding), undecodable data.
+absl::StatusOr<cv::Mat> DecodeImage(const std::string& bytes, const std::string& source,
+                                    const ImageLimits& limits = {});
+absl::StatusOr<cv::Mat> ReadImageFile(const std::string& path, const ImageLimits& limits = {});
+
+struct ImageProcessorConfig {
+  int64_t size = 336;       // shortest edge after resize
+  int64_t crop_size = 336;  // centre crop (square)
+  bool pad_to_square = true;
+  std::array<double, 3> mean = {0.48145466, 0.4578275, 0.40821073};
+  std::array<double, 3> std = {0.26862954, 0.26130258, 0.27577711};
+};
+
+// Reads a Hugging Face `preprocessor_config.json` (size.shortest_edge or size, crop_size,
+// image_mean, image_std); fields it omits keep the values of `defaults`.
+absl::StatusOr<ImageProcessorConfig> LoadImageProcessorConfig(const std::string& path,
+                                                              const ImageProcessorConfig& defaults);
+std::string ImageProcessorConfigToJson(const ImageProcessorConfig& config);
+
+// LLaVA's expand2square: centre the image on a square canvas of the mean colour (as 0-255 ints).
+cv::Mat PadToSquare(const cv::Mat& rgb, const std::array<double, 3>& mean);
+// Pillow's Image.resize(..., BICUBIC) for 8-bit RGB: separable, antialiased (the kernel widens
+// by the downscale factor), a = -0.5, 22-bit fixed-point weights, horizontal pass first.
+cv::Mat ResizeBicubicPil(const cv::Mat& rgb, int64_t width, int64_t height);
+// The whole pipeline for one image: [3, crop, crop] float32.
+absl::StatusOr<torch::Tensor> PreprocessImage(const cv::Mat& rgb, const ImageProcessorConfig& c);
+
+}  // namespace mfpo
+
+#endif  // MFPO_COMMON_IMAGE_H_

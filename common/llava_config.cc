@@ -1,0 +1,235 @@
+#include "common/llava_config.h"
+
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace mfpo {
+using json = nlohmann::json;
+
+namespace {
+
+// Reads `obj[key]` into `*out` when present; a value of the wrong type is an error naming the
+// field path.
+template <typename T>
+absl::Status Get(const json& obj, const std::string& path, const char* key, T* out) {
+  if (!obj.contains(key) || obj[key].is_null()) return absl::OkStatus();
+  const json& v = obj[key];
+  const std::string field = path.empty() ? key : absl::StrCat(path, ".", key);
+  if constexpr (std::is_same_v<T, std::string>) {
+    if (!v.is_string()) return absl::InvalidArgumentError(absl::StrCat(field, ": expected a string"));
+    *out = v.get<std::string>();
+  } else if constexpr (std::is_integral_v<T>) {
+    if (!v.is_number_integer())
+      return absl::InvalidArgumentError(absl::StrCat(field, ": expected an integer"));
+    *out = v.get<T>();
+  } else {
+    if (!v.is_number()) return absl::InvalidArgumentError(absl::StrCat(field, ": expected a number"));
+    *out = v.get<T>();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseVision(const json& v, ClipVisionConfig* c) {
+  const std::string p = "vision_config";
+  std::string model_type = "clip_vision_model";
+  MFPO_RETURN_IF_ERROR(Get(v, p, "model_type", &model_type));
+  if (model_type != "clip_vision_model")
+    return absl::UnimplementedError(absl::StrCat(
+        p, ".model_type: '", model_type, "' is not supported (only clip_vision_model)"));
+  MFPO_RETURN_IF_ERROR(Get(v, p, "hidden_size", &c->hidden_size));
+  MFPO_RETURN_IF_ERROR(Get(v, p, "intermediate_size", &c->intermediate_size));
+  MFPO_RETURN_IF_ERROR(Get(v, p, "num_hidden_layers", &c->num_hidden_layers));
+  MFPO_RETURN_IF_ERROR(Get(v, p, "num_attention_heads", &c->num_attention_heads));
+  MFPO_RETURN_IF_ERROR(Get(v, p, "num_channels", &c->num_channels));
+  MFPO_RETURN_IF_ERROR(Get(v, p, "image_size", &c->image_size));
+  MFPO_RETURN_IF_ERROR(Get(v, p, "patch_size", &c->patch_size));
+  MFPO_RETURN_IF_ERROR(Get(v, p, "projection_dim", &c->projection_dim));
+  MFPO_RETURN_IF_ERROR(Get(v, p, "hidden_act", &c->hidden_act));
+  MFPO_RETURN_IF_ERROR(Get(v, p, "layer_norm_eps", &c->layer_norm_eps));
+  return absl::OkStatus();
+}
+
+absl::Status ParseText(const json& t, LlamaConfig* c) {
+  const std::string p = "text_config";
+  std::string model_type = "llama";
+  MFPO_RETURN_IF_ERROR(Get(t, p, "model_type", &model_type));
+  if (model_type != "llama")
+    return absl::UnimplementedError(absl::StrCat(
+        p, ".model_type: '", model_type, "' is not supported (only llama; mistral is later work)"));
+  MFPO_RETURN_IF_ERROR(Get(t, p, "vocab_size", &c->vocab_size));
+  MFPO_RETURN_IF_ERROR(Get(t, p, "hidden_size", &c->hidden_size));
+  MFPO_RETURN_IF_ERROR(Get(t, p, "intermediate_size", &c->intermediate_size));
+  MFPO_RETURN_IF_ERROR(Get(t, p, "num_hidden_layers", &c->num_hidden_layers));
+  MFPO_RETURN_IF_ERROR(Get(t, p, "num_attention_heads", &c->num_attention_heads));
+  c->num_key_value_heads = c->num_attention_heads;
+  MFPO_RETURN_IF_ERROR(Get(t, p, "num_key_value_heads", &c->num_key_value_heads));
+  c->head_dim = c->num_attention_heads > 0 ? c->hidden_size / c->num_attention_heads : 0;
+  MFPO_RETURN_IF_ERROR(Get(t, p, "head_dim", &c->head_dim));
+  MFPO_RETURN_IF_ERROR(Get(t, p, "max_position_embeddings", &c->max_position_embeddings));
+  MFPO_RETURN_IF_ERROR(Get(t, p, "rms_norm_eps", &c->rms_norm_eps));
+  MFPO_RETURN_IF_ERROR(Get(t, p, "rope_theta", &c->rope_theta));
+  MFPO_RETURN_IF_ERROR(Get(t, p, "hidden_act", &c->hidden_act));
+  MFPO_RETURN_IF_ERROR(Get(t, p, "bos_token_id", &c->bos_token_id));
+  MFPO_RETURN_IF_ERROR(Get(t, p, "eos_token_id", &c->eos_token_id));
+  if (t.contains("rope_scaling") && !t["rope_scaling"].is_null())
+    return absl::UnimplementedError(absl::StrCat(p, ".rope_scaling: not supported"));
+  if (t.contains("tie_word_embeddings") && t["tie_word_embeddings"].is_boolean() &&
+      t["tie_word_embeddings"].get<bool>())
+    return absl::UnimplementedError(
+        absl::StrCat(p, ".tie_word_embeddings: true is not supported (Llama uses an untied lm_head)"));
+  if (t.contains("attention_bias") && t["attention_bias"].is_boolean() &&
+      t["attention_bias"].get<bool>())
+    return absl::UnimplementedError(absl::StrCat(p, ".attention_bias: true is not supported"));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ValidateLlavaConfig(const LlavaConfig& c) {
+  auto bad = [](absl::string_view field, absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": ", why));
+  };
+  const auto& v = c.vision;
+  const auto& t = c.text;
+  for (auto [name, value] : {std::pair<const char*, int64_t>{"vision_config.hidden_size", v.hidden_size},
+                             {"vision_config.num_hidden_layers", v.num_hidden_layers},
+                             {"vision_config.num_attention_heads", v.num_attention_heads},
+                             {"vision_config.patch_size", v.patch_size},
+                             {"vision_config.image_size", v.image_size},
+                             {"text_config.hidden_size", t.hidden_size},
+                             {"text_config.vocab_size", t.vocab_size},
+                             {"text_config.num_hidden_layers", t.num_hidden_layers},
+                             {"text_config.num_attention_heads", t.num_attention_heads},
+                             {"text_config.num_key_value_heads", t.num_key_value_heads},
+                             {"text_config.head_dim", t.head_dim}}) {
+    if (value <= 0) return bad(name, "must be positive");
+  }
+  if (v.hidden_size % v.num_attention_heads != 0)
+    return bad("vision_config.hidden_size", "must be divisible by num_attention_heads");
+  if (v.image_size % v.patch_size != 0)
+    return bad("vision_config.image_size", "must be divisible by patch_size");
+  if (v.hidden_act != "quick_gelu" && v.hidden_act != "gelu")
+    return bad("vision_config.hidden_act", absl::StrCat("'", v.hidden_act, "' is not supported"));
+  if (t.num_attention_heads % t.num_key_value_heads != 0)
+    return bad("text_config.num_key_value_heads", "must divide num_attention_heads");
+  if (t.head_dim % 2 != 0) return bad("text_config.head_dim", "must be even (rotary embedding)");
+  if (t.hidden_act != "silu")
+    return bad("text_config.hidden_act", absl::StrCat("'", t.hidden_act, "' is not supported"));
+  if (c.projector_hidden_act != "gelu")
+    return bad("projector_hidden_act", absl::StrCat("'", c.projector_hidden_act, "' is not supported"));
+  if (c.vision_feature_select_strategy != "default" && c.vision_feature_select_strategy != "full")
+    return bad("vision_feature_select_strategy", "must be 'default' or 'full'");
+  const int64_t layers = c.vision_layers_to_run();
+  if (layers < 1 || layers > v.num_hidden_layers)
+    return bad("vision_feature_layer", absl::StrCat(c.vision_feature_layer, " selects no CLIP layer"));
+  if (c.image_token_index < 0 || c.image_token_index >= t.vocab_size)
+    return bad("image_token_index", "must be inside text_config.vocab_size");
+  if (c.pad_token_id >= t.vocab_size) return bad("pad_token_id", "must be inside the vocabulary");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<LlavaConfig> ParseLlavaConfig(const std::string& text, const std::string& source) {
+  auto fail = [&](const absl::Status& s) { return Annotate(s, source); };
+  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object())
+    return fail(absl::InvalidArgumentError("not a JSON object"));
+  std::string model_type;
+  if (!Get(j, "", "model_type", &model_type).ok() || model_type != "llava")
+    return fail(absl::UnimplementedError(absl::StrCat(
+        "model_type: '", model_type, "' is not supported (only 'llava', LLaVA-1.5 layout)")));
+  if (j.contains("architectures") && j["architectures"].is_array()) {
+    for (const auto& a : j["architectures"])
+      if (a != "LlavaForConditionalGeneration")
+        return fail(absl::UnimplementedError(
+            absl::StrCat("architectures: '", a.dump(), "' is not LlavaForConditionalGeneration")));
+  }
+  LlavaConfig c;
+  // transformers' LlavaConfig without a vision_config uses these CLIP-L/336 values.
+  c.vision.hidden_size = 1024;
+  c.vision.intermediate_size = 4096;
+  c.vision.num_hidden_layers = 24;
+  c.vision.num_attention_heads = 16;
+  c.vision.image_size = 336;
+  c.vision.patch_size = 14;
+  c.vision.projection_dim = 768;
+  if (j.contains("vision_config") && j["vision_config"].is_object()) {
+    c.vision = ClipVisionConfig();  // a given dict is completed with CLIPVisionConfig defaults
+    absl::Status s = ParseVision(j["vision_config"], &c.vision);
+    if (!s.ok()) return fail(s);
+  }
+  if (j.contains("text_config") && j["text_config"].is_object()) {
+    absl::Status s = ParseText(j["text_config"], &c.text);
+    if (!s.ok()) return fail(s);
+  }
+  absl::Status s = Get(j, "", "image_token_index", &c.image_token_index);
+  if (s.ok()) s = Get(j, "", "image_token_id", &c.image_token_index);
+  if (s.ok()) s = Get(j, "", "pad_token_id", &c.pad_token_id);
+  if (s.ok()) s = Get(j, "", "projector_hidden_act", &c.projector_hidden_act);
+  if (s.ok() && j.contains("vision_feature_layer") && j["vision_feature_layer"].is_array())
+    s = absl::UnimplementedError("vision_feature_layer: lists of layers are not supported");
+  if (s.ok()) s = Get(j, "", "vision_feature_layer", &c.vision_feature_layer);
+  if (s.ok()) s = Get(j, "", "vision_feature_select_strategy", &c.vision_feature_select_strategy);
+  if (s.ok() && j.contains("image_grid_pinpoints"))
+    s = absl::UnimplementedError("image_grid_pinpoints: LLaVA-1.6 anyres is later work");
+  if (s.ok()) s = ValidateLlavaConfig(c);
+  if (!s.ok()) return fail(s);
+  return c;
+}
+
+absl::StatusOr<LlavaConfig> LoadLlavaConfig(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ParseLlavaConfig(ss.str(), path);
+}
+
+std::string LlavaConfigToJson(const LlavaConfig& c) {
+  json j;
+  j["architectures"] = {"LlavaForConditionalGeneration"};
+  j["model_type"] = "llava";
+  j["ignore_index"] = -100;
+  j["image_token_index"] = c.image_token_index;
+  if (c.pad_token_id >= 0) j["pad_token_id"] = c.pad_token_id;
+  j["projector_hidden_act"] = c.projector_hidden_act;
+  j["vision_feature_layer"] = c.vision_feature_layer;
+  j["vision_feature_select_strategy"] = c.vision_feature_select_strategy;
+  j["tie_word_embeddings"] = false;
+  j["vocab_size"] = c.text.vocab_size;
+  j["torch_dtype"] = "float32";
+  j["vision_config"] = {{"model_type", "clip_vision_model"},
+                        {"hidden_size", c.vision.hidden_size},
+                        {"intermediate_size", c.vision.intermediate_size},
+                        {"num_hidden_layers", c.vision.num_hidden_layers},
+                        {"num_attention_heads", c.vision.num_attention_heads},
+                        {"num_channels", c.vision.num_channels},
+                        {"image_size", c.vision.image_size},
+                        {"patch_size", c.vision.patch_size},
+                        {"projection_dim", c.vision.projection_dim},
+                        {"hidden_act", c.vision.hidden_act},
+                        {"layer_norm_eps", c.vision.layer_norm_eps}};
+  j["text_config"] = {{"model_type", "llama"},
+                      {"architectures", {"LlamaForCausalLM"}},
+                      {"vocab_size", c.text.vocab_size},
+                      {"hidden_size", c.text.hidden_size},
+                      {"intermediate_size", c.text.intermediate_size},
+                      {"num_hidden_layers", c.text.num_hidden_layers},
+                      {"num_attention_heads", c.text.num_attention_heads},
+                      {"num_key_value_heads", c.text.num_key_value_heads},
+                      {"head_dim", c.text.head_dim},
+                      {"max_position_embeddings", c.text.max_position_embeddings},
+                      {"rms_norm_eps", c.text.rms_norm_eps},
+                      {"rope_theta", c.text.rope_theta},
+                      {"hidden_act", c.text.hidden_act},
+                      {"bos_token_id", c.text.bos_token_id},
+                      {"eos_token_id", c.text.eos_token_id},
+                      {"tie_word_embeddings", false}};
+  return j.dump(2) + "\n";
+}
+
+}  // namespace mfpo

@@ -1,0 +1,75 @@
+// LLaVA-1.5: CLIP vision tower -> 2-layer GELU projector -> Llama decoder, with the projected
+// image features replacing the embeddings of the expanded `<image>` placeholder tokens.
+//
+// Module tree = legacy Hugging Face tensor names: `vision_tower.vision_model.*`,
+// `multi_modal_projector.linear_{1,2}.*`, `language_model.model.*`, `language_model.lm_head.*`.
+#ifndef MFPO_COMMON_LLAVA_MODEL_H_
+#define MFPO_COMMON_LLAVA_MODEL_H_
+
+#include <torch/torch.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/clip_vision.h"
+#include "common/llama.h"
+#include "common/llava_config.h"
+
+namespace mfpo {
+
+// One padded batch of sequences. Each row that has an image contains exactly
+// config.image_tokens() copies of image_token_index, in one run or not.
+struct LlavaBatch {
+  torch::Tensor input_ids;       // [B, L] int64
+  torch::Tensor attention_mask;  // [B, L] int64 (1 = real token); undefined = all real
+  torch::Tensor image_features;  // [I, N, D_text] from EncodeImages; undefined = no images
+  torch::Tensor image_index;     // [B] int64: image row per sequence, -1 none; undefined = b -> b
+};
+
+// Per-row response statistics over labelled positions (label != -100, shifted for next-token
+// prediction), in fp32.
+struct ResponseScores {
+  torch::Tensor logp;        // [B] sum of log-probs of the labelled tokens
+  torch::Tensor entropy;     // [B] mean predictive entropy at the labelled positions
+  torch::Tensor num_tokens;  // [B] number of labelled tokens
+};
+
+class LlavaModelImpl : public torch::nn::Module {
+ public:
+  LlavaModelImpl(const LlavaConfig& config, const torch::TensorOptions& options);
+
+  const LlavaConfig& config() const { return config_; }
+
+  // pixel_values [I, 3, H, W] -> projected image features [I, N, D_text]. Runs the vision tower
+  // without autograd while it is frozen (the default).
+  torch::Tensor EncodeImages(const torch::Tensor& pixel_values);
+  // Checks shapes, id ranges and the placeholder count of every row; cheap, CPU-side.
+  absl::Status ValidateBatch(const LlavaBatch& batch) const;
+  // Token embeddings with the image features merged in: [B, L, D_text].
+  torch::Tensor InputEmbeddings(const LlavaBatch& batch);
+  // Final hidden states [B, L, D_text]; with a cache, `batch.attention_mask` covers the cached
+  // positions as well and input_ids only the new ones.
+  torch::Tensor Hidden(const LlavaBatch& batch, KvCache* cache = nullptr);
+  torch::Tensor Logits(const LlavaBatch& batch) { return language_model_->LmHead(Hidden(batch)); }
+  // Response log-prob and entropy; applies lm_head only at labelled positions.
+  ResponseScores ScoreResponses(const LlavaBatch& batch, const torch::Tensor& labels);
+
+  LlamaForCausalLm& language_model() { return language_model_; }
+  // Sets requires_grad=false on the vision tower (true = frozen, LLaVA's default).
+  void FreezeVisionTower(bool frozen);
+  bool vision_frozen() const { return vision_frozen_; }
+
+ private:
+  LlavaConfig config_;
+  ClipVisionTransformer vision_model_{nullptr};
+  nn::Linear linear_1_{nullptr}, linear_2_{nullptr};
+  LlamaForCausalLm language_model_{nullptr};
+  bool vision_frozen_ = true;
+};
+TORCH_MODULE(LlavaModel);
+
+// Response scores from full logits [B, L, V] (the plain reference path; tests compare the two).
+ResponseScores ScoreResponsesFromLogits(const torch::Tensor& logits, const torch::Tensor& labels);
+
+}  // namespace mfpo
+
+#endif  // MFPO_COMMON_LLAVA_MODEL_H_

@@ -1,0 +1,134 @@
+#include "common/model_dir.h"
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/status_macros.h"
+#include "common/torch_seam.h"
+
+namespace mfpo {
+namespace fs = std::filesystem;
+
+std::string CanonicalTensorName(const std::string& name) {
+  static const std::pair<const char*, const char*> kRenames[] = {
+      {"model.vision_tower.", "vision_tower."},
+      {"model.multi_modal_projector.", "multi_modal_projector."},
+      {"model.language_model.", "language_model.model."},
+      {"lm_head.", "language_model.lm_head."},
+  };
+  for (const auto& [from, to] : kRenames)
+    if (absl::StartsWith(name, from)) return absl::StrCat(to, name.substr(std::strlen(from)));
+  return name;
+}
+
+bool IsIgnoredTensorName(const std::string& name) {
+  return absl::EndsWith(name, ".position_ids") || absl::EndsWith(name, "rotary_emb.inv_freq");
+}
+
+absl::StatusOr<WeightLoadReport> LoadWeights(const SafetensorsCheckpoint& ckpt,
+                                             torch::nn::Module& module) {
+  std::map<std::string, std::string> source_of;  // canonical name -> checkpoint name
+  for (const auto& n : ckpt.names()) {
+    if (IsIgnoredTensorName(n)) continue;
+    source_of[CanonicalTensorName(n)] = n;
+  }
+  WeightLoadReport report;
+  std::set<std::string> used;
+  for (auto& item : module.named_parameters(/*recurse=*/true)) {
+    auto it = source_of.find(item.key());
+    if (it == source_of.end()) {
+      const auto files = ckpt.files();
+      return absl::NotFoundError(absl::StrCat(
+          "tensor '", item.key(), "' is missing from the checkpoint (",
+          files.size() == 1 ? files[0] : absl::StrCat(files.size(), " shards in ",
+                                                      fs::path(files[0]).parent_path().string()),
+          ")"));
+    }
+    const SafetensorsCheckpoint::Located* loc = ckpt.Find(it->second);
+    torch::Tensor dst = item.value();
+    MFPO_RETURN_IF_ERROR(loc->file->CopyInto(*loc->entry, dst));
+    used.insert(item.key());
+    report.loaded += 1;
+    report.bytes += loc->entry->end - loc->entry->begin;
+  }
+  for (const auto& [canonical, source] : source_of)
+    if (!used.count(canonical)) report.unexpected.push_back(source);
+  return report;
+}
+
+absl::StatusOr<LoadedModel> LoadModelDir(const std::string& dir, const LoadModelOptions& options) {
+  LoadedModel out;
+  out.dir = dir;
+  if (!fs::is_directory(dir))
+    return absl::NotFoundError(absl::StrCat(dir, ": not a model directory"));
+  MFPO_ASSIGN_OR_RETURN(out.config, LoadLlavaConfig((fs::path(dir) / "config.json").string()));
+  MFPO_ASSIGN_OR_RETURN(SafetensorsCheckpoint ckpt, SafetensorsCheckpoint::Open(dir));
+  MFPO_RETURN_IF_ERROR(CatchAll(absl::StrCat(dir, ": building the model"), [&] {
+    out.model = LlavaModel(out.config, torch::TensorOptions().dtype(options.dtype).device(options.device));
+  }));
+  MFPO_ASSIGN_OR_RETURN(out.report, LoadWeights(ckpt, *out.model));
+  if (!out.report.unexpected.empty()) {
+    spdlog::warn("{}: {} checkpoint tensors are not used by the model: {}", dir,
+                 out.report.unexpected.size(), absl::StrJoin(out.report.unexpected, ", "));
+  }
+  out.image.size = out.image.crop_size = out.config.vision.image_size;
+  const fs::path pre = fs::path(dir) / "preprocessor_config.json";
+  if (fs::exists(pre)) {
+    MFPO_ASSIGN_OR_RETURN(out.image, LoadImageProcessorConfig(pre.string(), out.image));
+  }
+  if (out.image.crop_size != out.config.vision.image_size)
+    return absl::InvalidArgumentError(absl::StrCat(
+        pre.string(), ": crop_size ", out.image.crop_size, " differs from vision image_size ",
+        out.config.vision.image_size));
+  if (options.load_tokenizer) {
+    MFPO_ASSIGN_OR_RETURN(out.tokenizer,
+                          Tokenizer::FromFile((fs::path(dir) / "tokenizer.model").string(),
+                                              out.config.image_token_index, out.config.pad_token_id));
+    const fs::path added = fs::path(dir) / "added_tokens.json";
+    if (fs::exists(added)) {
+      std::ifstream in(added);
+      auto j = nlohmann::json::parse(in, nullptr, false);
+      if (j.is_object() && j.contains("<image>") && j["<image>"].is_number_integer() &&
+          j["<image>"].get<int64_t>() != out.config.image_token_index)
+        return absl::InvalidArgumentError(absl::StrCat(
+            added.string(), ": <image> is ", j["<image>"].get<int64_t>(),
+            " but config.json's image_token_index is ", out.config.image_token_index));
+    }
+  }
+  return out;
+}
+
+NamedTensors ModelTensors(LlavaModel& model) {
+  NamedTensors out;
+  for (auto& item : model->named_parameters(/*recurse=*/true))
+    out.emplace_back(item.key(), item.value().detach());
+  return out;
+}
+
+absl::Status SaveModelWeights(const std::string& dir, LlavaModel& model,
+                              const CheckpointWriteOptions& options) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat(dir, ": ", ec.message()));
+  {
+    const std::string tmp = (fs::path(dir) / "config.json.tmp").string();
+    std::ofstream out(tmp);
+    out << LlavaConfigToJson(model->config());
+    if (!out) return absl::InternalError(absl::StrCat(tmp, ": write failed"));
+    out.close();
+    fs::rename(tmp, fs::path(dir) / "config.json", ec);
+    if (ec) return absl::InternalError(absl::StrCat(dir, "/config.json: ", ec.message()));
+  }
+  return WriteCheckpoint(dir, ModelTensors(model), options);
+}
+
+}  // namespace mfpo

@@ -1,0 +1,67 @@
+// A Hugging Face LLaVA checkpoint directory: config.json, model.safetensors (or shards with an
+// index), tokenizer.model, optional preprocessor_config.json.
+#ifndef MFPO_COMMON_MODEL_DIR_H_
+#define MFPO_COMMON_MODEL_DIR_H_
+
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/image.h"
+#include "common/llava_config.h"
+#include "common/llava_model.h"
+#include "common/safetensors.h"
+#include "common/tokenizer.h"
+
+namespace mfpo {
+
+// Maps a checkpoint tensor name to this project's (legacy transformers) name: the newer
+// `model.vision_tower.*`, `model.multi_modal_projector.*`, `model.language_model.*`, `lm_head.*`
+// layout becomes `vision_tower.*`, `multi_modal_projector.*`, `language_model.model.*`,
+// `language_model.lm_head.*`. Legacy names map to themselves.
+std::string CanonicalTensorName(const std::string& name);
+// Buffers transformers writes that carry no weights (`*.position_ids`, `*.rotary_emb.inv_freq`).
+bool IsIgnoredTensorName(const std::string& name);
+
+struct WeightLoadReport {
+  int64_t loaded = 0;
+  uint64_t bytes = 0;
+  std::vector<std::string> unexpected;  // checkpoint tensors the model has no place for
+};
+
+// Copies every parameter of `module` from `ckpt` (converting dtypes), one tensor at a time, so
+// peak memory is the model plus one tensor. Missing tensors and shape mismatches are errors
+// naming the file and the tensor; unexpected tensors are returned in the report (the caller
+// warns about them, as transformers does).
+absl::StatusOr<WeightLoadReport> LoadWeights(const SafetensorsCheckpoint& ckpt,
+                                             torch::nn::Module& module);
+
+struct LoadModelOptions {
+  torch::ScalarType dtype = torch::kFloat32;
+  torch::Device device = torch::kCPU;
+  bool load_tokenizer = true;
+};
+
+struct LoadedModel {
+  std::string dir;
+  LlavaConfig config;
+  LlavaModel model{nullptr};
+  Tokenizer tokenizer;  // valid when loaded with load_tokenizer
+  ImageProcessorConfig image;
+  WeightLoadReport report;
+};
+
+absl::StatusOr<LoadedModel> LoadModelDir(const std::string& dir, const LoadModelOptions& options = {});
+
+// The model's parameters under their checkpoint names (legacy layout), for writing.
+NamedTensors ModelTensors(LlavaModel& model);
+
+// Writes config.json and the weights (sharded above options.max_shard_bytes) into `dir`.
+absl::Status SaveModelWeights(const std::string& dir, LlavaModel& model,
+                              const CheckpointWriteOptions& options = {});
+
+}  // namespace mfpo
+
+#endif  // MFPO_COMMON_MODEL_DIR_H_

@@ -1,0 +1,122 @@
+#include "worker/cli_commands.h"
+
+#include <chrono>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/generation.h"
+#include "common/image.h"
+#include "common/model_dir.h"
+#include "common/safetensors.h"
+#include "common/status_macros.h"
+#include "common/tokenizer.h"
+#include "common/torch_seam.h"
+
+namespace mfpo {
+namespace {
+
+double SecondsSince(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+absl::Status RequireFlag(const std::string& value, const char* flag) {
+  if (value.empty()) return absl::InvalidArgumentError(absl::StrCat("--", flag, " is required"));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<LoadedModel> LoadForInference(const std::string& dir) {
+  const auto t0 = std::chrono::steady_clock::now();
+  MFPO_ASSIGN_OR_RETURN(LoadedModel m, LoadModelDir(dir));
+  m.model->eval();
+  spdlog::info("loaded {} ({} tensors, {:.1f} MiB) in {:.2f} s", dir, m.report.loaded,
+               m.report.bytes / 1048576.0, SecondsSince(t0));
+  return m;
+}
+
+absl::StatusOr<torch::Tensor> LoadPixels(const std::string& path, const LoadedModel& m) {
+  MFPO_ASSIGN_OR_RETURN(cv::Mat rgb, ReadImageFile(path));
+  MFPO_ASSIGN_OR_RETURN(torch::Tensor pixels, PreprocessImage(rgb, m.image));
+  return pixels.unsqueeze(0);
+}
+
+}  // namespace
+
+absl::Status RunInitModel(const InitModelCommandOptions& o, std::ostream& out) {
+  MFPO_RETURN_IF_ERROR(RequireFlag(o.out_dir, "out"));
+  const auto t0 = std::chrono::steady_clock::now();
+  MFPO_RETURN_IF_ERROR(InitModelDir(o.out_dir, o.init));
+  MFPO_ASSIGN_OR_RETURN(ModelPreset preset, GetPreset(o.init.preset));
+  LlavaModel probe(preset.config, torch::TensorOptions());
+  out << "wrote " << o.out_dir << ": preset " << preset.name << ", "
+      << CountParameters(probe) << " parameters, " << preset.config.image_tokens()
+      << " image tokens, seed " << o.init.seed << " (" << SecondsSince(t0) << " s)\n";
+  return absl::OkStatus();
+}
+
+absl::Status RunLogits(const LogitsCommandOptions& o, std::ostream& out) {
+  MFPO_RETURN_IF_ERROR(RequireFlag(o.model_dir, "model"));
+  MFPO_RETURN_IF_ERROR(RequireFlag(o.image_path, "image"));
+  MFPO_RETURN_IF_ERROR(RequireFlag(o.out_path, "out"));
+  MFPO_ASSIGN_OR_RETURN(LoadedModel m, LoadForInference(o.model_dir));
+  MFPO_ASSIGN_OR_RETURN(torch::Tensor pixels, LoadPixels(o.image_path, m));
+  TokenizedExample ex;
+  const bool has_response = !o.response.empty();
+  if (has_response) {
+    MFPO_ASSIGN_OR_RETURN(ex, m.tokenizer.Example(o.prompt, o.response));
+  } else {
+    MFPO_ASSIGN_OR_RETURN(ex.ids, m.tokenizer.PromptIds(o.prompt));
+    ex.labels.assign(ex.ids.size(), kIgnoreLabel);
+  }
+  ExpandImageTokens(m.config.image_token_index, m.config.image_tokens(), &ex.ids, &ex.labels);
+  NamedTensors tensors;
+  float logp = 0;
+  MFPO_RETURN_IF_ERROR(CatchAll("mfpo logits", [&]() -> absl::Status {
+    torch::NoGradGuard no_grad;
+    LlavaBatch batch;
+    batch.input_ids = torch::tensor(ex.ids, torch::kInt64).unsqueeze(0);
+    batch.image_features = m.model->EncodeImages(pixels);
+    MFPO_RETURN_IF_ERROR(m.model->ValidateBatch(batch));
+    torch::Tensor logits = m.model->Logits(batch).to(torch::kFloat32);
+    tensors.emplace_back("logits", logits.squeeze(0).contiguous());
+    if (has_response) {
+      torch::Tensor labels = torch::tensor(ex.labels, torch::kInt64).unsqueeze(0);
+      torch::Tensor lp = ScoreResponsesFromLogits(logits, labels).logp.squeeze(0);
+      logp = lp.item<float>();
+      tensors.emplace_back("response_logp", lp.contiguous());
+    }
+    return absl::OkStatus();
+  }));
+  MFPO_RETURN_IF_ERROR(WriteSafetensors(o.out_path, tensors));
+  out << "wrote " << o.out_path << ": logits [" << tensors[0].second.size(0) << ", "
+      << tensors[0].second.size(1) << "]";
+  if (has_response) out << ", response_logp " << logp;
+  out << "\n";
+  return absl::OkStatus();
+}
+
+absl::Status RunGenerate(const GenerateCommandOptions& o, std::ostream& out) {
+  MFPO_RETURN_IF_ERROR(RequireFlag(o.model_dir, "model"));
+  MFPO_RETURN_IF_ERROR(RequireFlag(o.image_path, "image"));
+  MFPO_ASSIGN_OR_RETURN(LoadedModel m, LoadForInference(o.model_dir));
+  MFPO_ASSIGN_OR_RETURN(torch::Tensor pixels, LoadPixels(o.image_path, m));
+  MFPO_ASSIGN_OR_RETURN(std::vector<int64_t> ids, m.tokenizer.PromptIds(o.prompt));
+  ExpandImageTokens(m.config.image_token_index, m.config.image_tokens(), &ids);
+  GenerationOptions g;
+  g.max_new_tokens = o.max_new_tokens;
+  g.eos_id = m.tokenizer.eos_id();
+  const auto t0 = std::chrono::steady_clock::now();
+  MFPO_ASSIGN_OR_RETURN(auto new_ids, GreedyGenerate(m.model, {ids}, pixels, g));
+  const std::string answer = m.tokenizer.Decode(new_ids[0]);
+  spdlog::info("generated {} tokens in {:.2f} s", new_ids[0].size(), SecondsSince(t0));
+  if (o.json) {
+    nlohmann::json j = {{"answer", answer}, {"new_ids", new_ids[0]}};
+    out << j.dump() << "\n";
+  } else {
+    out << answer << "\n";
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace mfpo

@@ -1,0 +1,41 @@
+// The offline subcommands of the `mfpo` tool. main() parses flags into these Options structs;
+// everything here returns Status and writes user-facing output to the given stream.
+#ifndef MFPO_WORKER_CLI_COMMANDS_H_
+#define MFPO_WORKER_CLI_COMMANDS_H_
+
+#include <cstdint>
+#include <ostream>
+#include <string>
+
+#include "absl/status/status.h"
+#include "common/presets.h"
+
+namespace mfpo {
+
+struct InitModelCommandOptions {
+  std::string out_dir;
+  InitModelOptions init;
+};
+absl::Status RunInitModel(const InitModelCommandOptions& options, std::ostream& out);
+
+struct LogitsCommandOptions {
+  std::string model_dir;
+  std::string image_path;
+  std::string prompt;    // the user's question; placed in the LLaVA-1.5 template
+  std::string response;  // empty: prompt only, no response_logp
+  std::string out_path;  // .safetensors with `logits` [tokens, vocab] and `response_logp` []
+};
+absl::Status RunLogits(const LogitsCommandOptions& options, std::ostream& out);
+
+struct GenerateCommandOptions {
+  std::string model_dir;
+  std::string image_path;
+  std::string prompt;
+  int64_t max_new_tokens = 64;
+  bool json = false;  // {"answer": ..., "new_ids": [...]} on one line
+};
+absl::Status RunGenerate(const GenerateCommandOptions& options, std::ostream& out);
+
+}  // namespace mfpo
+
+#endif  // MFPO_WORKER_CLI_COMMANDS_H_

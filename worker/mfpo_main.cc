@@ -1,0 +1,87 @@
+// mfpo: the offline tool. Parses flags into the command's Options struct and runs it.
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "worker/cli_commands.h"
+
+ABSL_FLAG(std::string, model, "", "model directory (Hugging Face LLaVA layout)");
+ABSL_FLAG(std::string, image, "", "image file (JPEG, PNG or WebP)");
+ABSL_FLAG(std::string, prompt, "", "the user's question, placed in the LLaVA-1.5 template");
+ABSL_FLAG(std::string, response, "", "logits: the answer to score (empty: prompt only)");
+ABSL_FLAG(std::string, out, "", "output path (directory for init-model, file for logits)");
+ABSL_FLAG(std::string, preset, "tiny", "init-model: model preset (tiny, medium)");
+ABSL_FLAG(uint64_t, seed, 0, "init-model: random seed");
+ABSL_FLAG(double, init_std, 0.02, "init-model: standard deviation of the initial weights");
+ABSL_FLAG(int64_t, max_new_tokens, 64, "generate: token limit");
+ABSL_FLAG(bool, json, false, "generate: print one JSON object");
+
+namespace {
+
+constexpr char kUsage[] = R"(mfpo <command> [flags]
+
+Commands:
+  init-model --preset tiny --out DIR [--seed N]
+      write a randomly initialised LLaVA checkpoint directory (config.json, model.safetensors,
+      tokenizer.model, preprocessor_config.json)
+  logits --model DIR --image FILE --prompt TEXT [--response TEXT] --out FILE.safetensors
+      write the logits of the prompt(+response) sequence and the response's summed log-prob
+  generate --model DIR --image FILE --prompt TEXT [--max-new-tokens N] [--json]
+      greedy answer to the prompt about the image
+)";
+
+int Fail(const absl::Status& status) {
+  std::cerr << "mfpo: " << status.message() << "\n";
+  return absl::IsInvalidArgument(status) ? 2 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(kUsage);
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  spdlog::set_default_logger(spdlog::stderr_color_mt("mfpo"));
+  spdlog::set_pattern("[%H:%M:%S.%e] [%^%l%$] %v");
+  if (args.size() != 2) {
+    std::cerr << kUsage;
+    return 2;
+  }
+  const std::string command = args[1];
+  if (command == "init-model") {
+    mfpo::InitModelCommandOptions o;
+    o.out_dir = absl::GetFlag(FLAGS_out);
+    o.init.preset = absl::GetFlag(FLAGS_preset);
+    o.init.seed = absl::GetFlag(FLAGS_seed);
+    o.init.init_std = absl::GetFlag(FLAGS_init_std);
+    const auto s = mfpo::RunInitModel(o, std::cout);
+    return s.ok() ? 0 : Fail(s);
+  }
+  if (command == "logits") {
+    mfpo::LogitsCommandOptions o;
+    o.model_dir = absl::GetFlag(FLAGS_model);
+    o.image_path = absl::GetFlag(FLAGS_image);
+    o.prompt = absl::GetFlag(FLAGS_prompt);
+    o.response = absl::GetFlag(FLAGS_response);
+    o.out_path = absl::GetFlag(FLAGS_out);
+    const auto s = mfpo::RunLogits(o, std::cout);
+    return s.ok() ? 0 : Fail(s);
+  }
+  if (command == "generate") {
+    mfpo::GenerateCommandOptions o;
+    o.model_dir = absl::GetFlag(FLAGS_model);
+    o.image_path = absl::GetFlag(FLAGS_image);
+    o.prompt = absl::GetFlag(FLAGS_prompt);
+    o.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+    o.json = absl::GetFlag(FLAGS_json);
+    const auto s = mfpo::RunGenerate(o, std::cout);
+    return s.ok() ? 0 : Fail(s);
+  }
+  std::cerr << "mfpo: unknown command '" << command << "'\n\n" << kUsage;
+  return 2;
+}
