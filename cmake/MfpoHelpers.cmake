@@ -25,7 +25,6 @@ function(mfpo_test name)
   add_executable(${name} ${T_SOURCES})
   target_link_libraries(${name} PRIVATE ${T_LIBS} GTest::gtest GTest::gtest_main)
   mfpo_warnings(${name})
-  add_test(NAME ${name} COMMAND ${name})
-  set_tests_properties(${name} PROPERTIES
-    ENVIRONMENT "MFPO_SOURCE_DIR=${PROJECT_SOURCE_DIR};MFPO_BINARY_DIR=${PROJECT_BINARY_DIR}")
+  # One CTest entry per test case; GTEST_SKIP shows as skipped, not passed.
+  gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 600)
 endfunction()

@@ -80,6 +80,34 @@ size_t Utf8Length(unsigned char lead) {
   return 1;  // malformed: one byte at a time, as SentencePiece does
 }
 
+// Appends `bytes` to `out`, replacing each byte that does not start a valid UTF-8 sequence with
+// U+FFFD, as SentencePiece does when byte pieces decode to invalid text.
+void AppendValidUtf8(const std::string& bytes, std::string* out) {
+  size_t i = 0;
+  while (i < bytes.size()) {
+    const unsigned char c = bytes[i];
+    size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    bool ok = len > 0 && i + len <= bytes.size();
+    for (size_t k = 1; ok && k < len; ++k) ok = (static_cast<unsigned char>(bytes[i + k]) >> 6) == 0x2;
+    if (ok && len == 2) ok = c >= 0xC2;  // no overlong forms
+    if (ok && len == 3) {
+      const unsigned char c1 = bytes[i + 1];
+      ok = !(c == 0xE0 && c1 < 0xA0) && !(c == 0xED && c1 >= 0xA0);  // overlong, surrogates
+    }
+    if (ok && len == 4) {
+      const unsigned char c1 = bytes[i + 1];
+      ok = c <= 0xF4 && !(c == 0xF0 && c1 < 0x90) && !(c == 0xF4 && c1 >= 0x90);
+    }
+    if (ok) {
+      out->append(bytes, i, len);
+      i += len;
+    } else {
+      out->append("\xEF\xBF\xBD");
+      ++i;
+    }
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<SentencePieceModel> SentencePieceModel::Parse(const std::string& bytes,
@@ -295,17 +323,27 @@ std::vector<int> SentencePieceModel::Encode(const std::string& text) const {
 
 std::string SentencePieceModel::Decode(const std::vector<int>& ids) const {
   std::string out;
+  std::string pending_bytes;  // consecutive byte pieces form one UTF-8 run
   bool first = true;
-  for (int id : ids) {
+  for (size_t idx = 0; idx <= ids.size(); ++idx) {
+    const int id = idx < ids.size() ? ids[idx] : -1;
+    const bool is_byte = id >= 0 && id < size() && pieces_[id].type == PieceType::kByte;
+    if (is_byte) {
+      unsigned value = 0;
+      std::sscanf(pieces_[id].text.c_str(), "<0x%02X>", &value);
+      pending_bytes.push_back(static_cast<char>(value));
+      continue;
+    }
+    if (!pending_bytes.empty()) {
+      AppendValidUtf8(pending_bytes, &out);
+      pending_bytes.clear();
+      first = first && out.empty();
+    }
     if (id < 0 || id >= size()) continue;
     const Piece& p = pieces_[id];
     if (p.type == PieceType::kControl) continue;
     std::string text;
-    if (p.type == PieceType::kByte) {
-      unsigned value = 0;
-      std::sscanf(p.text.c_str(), "<0x%02X>", &value);
-      text.push_back(static_cast<char>(value));
-    } else if (p.type == PieceType::kUnknown) {
+    if (p.type == PieceType::kUnknown) {
       text = " \xE2\x81\x87 ";  // " ⁇ "
     } else {
       text = p.text;

@@ -112,7 +112,7 @@ absl::Status RunGenerate(const GenerateCommandOptions& o, std::ostream& out) {
   spdlog::info("generated {} tokens in {:.2f} s", new_ids[0].size(), SecondsSince(t0));
   if (o.json) {
     nlohmann::json j = {{"answer", answer}, {"new_ids", new_ids[0]}};
-    out << j.dump() << "\n";
+    out << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   } else {
     out << answer << "\n";
   }

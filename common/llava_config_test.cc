@@ -1,0 +1,105 @@
+#include "common/llava_config.h"
+
+#include <gtest/gtest.h>
+
+#include "absl/strings/match.h"
+
+namespace mfpo {
+namespace {
+
+// config.json of llava-hf/llava-1.5-7b-hf as published: every default left out.
+constexpr char kHubConfig[] = R"({
+  "architectures": ["LlavaForConditionalGeneration"],
+  "ignore_index": -100, "image_token_index": 32000, "model_type": "llava",
+  "pad_token_id": 32001, "projector_hidden_act": "gelu",
+  "text_config": {"_name_or_path": "lmsys/vicuna-7b-v1.5", "architectures": ["LlamaForCausalLM"],
+                  "max_position_embeddings": 4096, "model_type": "llama", "rms_norm_eps": 1e-05,
+                  "torch_dtype": "float16", "vocab_size": 32064},
+  "tie_word_embeddings": false, "torch_dtype": "float16", "transformers_version": "4.36.0.dev0",
+  "vision_config": {"hidden_size": 1024, "image_size": 336, "intermediate_size": 4096,
+                    "model_type": "clip_vision_model", "num_attention_heads": 16,
+                    "num_hidden_layers": 24, "patch_size": 14, "projection_dim": 768,
+                    "vocab_size": 32000},
+  "vision_feature_layer": -2, "vision_feature_select_strategy": "default", "vocab_size": 32064
+})";
+
+TEST(LlavaConfig, HubConfigIsCompletedWithTransformersDefaults) {
+  auto c = ParseLlavaConfig(kHubConfig, "config.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->text.hidden_size, 4096);
+  EXPECT_EQ(c->text.intermediate_size, 11008);
+  EXPECT_EQ(c->text.num_hidden_layers, 32);
+  EXPECT_EQ(c->text.num_attention_heads, 32);
+  EXPECT_EQ(c->text.num_key_value_heads, 32);
+  EXPECT_EQ(c->text.head_dim, 128);
+  EXPECT_EQ(c->text.vocab_size, 32064);
+  EXPECT_DOUBLE_EQ(c->text.rms_norm_eps, 1e-5);
+  EXPECT_DOUBLE_EQ(c->text.rope_theta, 10000.0);
+  EXPECT_EQ(c->vision.hidden_act, "quick_gelu");
+  EXPECT_DOUBLE_EQ(c->vision.layer_norm_eps, 1e-5);
+  EXPECT_EQ(c->image_tokens(), 576);
+  EXPECT_EQ(c->vision_layers_to_run(), 23);
+  EXPECT_EQ(c->pad_token_id, 32001);
+}
+
+TEST(LlavaConfig, OmittedFieldsTakeLlamaConfigDefaults) {
+  auto c = ParseLlavaConfig(R"({"model_type": "llava", "text_config": {"model_type": "llama",
+      "num_attention_heads": 8, "hidden_size": 512, "vocab_size": 32064}})", "c.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_DOUBLE_EQ(c->text.rms_norm_eps, 1e-6);  // LlamaConfig's own default
+  EXPECT_EQ(c->text.num_key_value_heads, 8);     // defaults to the head count
+  EXPECT_EQ(c->text.head_dim, 64);
+  EXPECT_EQ(c->vision.image_size, 336);  // LlavaConfig's default CLIP-L/336 tower
+}
+
+TEST(LlavaConfig, NewerImageTokenSpelling) {
+  auto c = ParseLlavaConfig(R"({"model_type": "llava", "image_token_id": 32001,
+      "text_config": {"vocab_size": 32064}})", "c.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->image_token_index, 32001);
+}
+
+TEST(LlavaConfig, RoundTripsThroughJson) {
+  auto c = ParseLlavaConfig(kHubConfig, "config.json");
+  ASSERT_TRUE(c.ok());
+  auto again = ParseLlavaConfig(LlavaConfigToJson(*c), "written");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(LlavaConfigToJson(*again), LlavaConfigToJson(*c));
+}
+
+struct BadCase {
+  const char* json;
+  const char* needle;
+};
+
+class LlavaConfigErrors : public ::testing::TestWithParam<BadCase> {};
+
+TEST_P(LlavaConfigErrors, RejectedWithTheFieldNamed) {
+  auto c = ParseLlavaConfig(GetParam().json, "bad/config.json");
+  ASSERT_FALSE(c.ok());
+  EXPECT_TRUE(absl::StrContains(c.status().message(), "bad/config.json")) << c.status();
+  EXPECT_TRUE(absl::StrContains(c.status().message(), GetParam().needle)) << c.status();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    All, LlavaConfigErrors,
+    ::testing::Values(
+        BadCase{"not json", "not a JSON object"},
+        BadCase{R"({"model_type": "blip-2"})", "model_type: 'blip-2' is not supported"},
+        BadCase{R"({"model_type": "llava", "architectures": ["LlavaNextForConditionalGeneration"]})",
+                "architectures"},
+        BadCase{R"({"model_type": "llava", "text_config": {"model_type": "mistral"}})",
+                "text_config.model_type: 'mistral'"},
+        BadCase{R"({"model_type": "llava", "vision_config": {"model_type": "siglip_vision_model"}})",
+                "vision_config.model_type"},
+        BadCase{R"({"model_type": "llava", "text_config": {"hidden_size": "big"}})",
+                "text_config.hidden_size: expected an integer"},
+        BadCase{R"({"model_type": "llava", "text_config": {"num_attention_heads": 32, "num_key_value_heads": 5}})",
+                "text_config.num_key_value_heads: must divide"},
+        BadCase{R"({"model_type": "llava", "text_config": {"rope_scaling": {"type": "linear", "factor": 2}}})",
+                "text_config.rope_scaling"},
+        BadCase{R"({"model_type": "llava", "vision_feature_layer": -30})", "vision_feature_layer"},
+        BadCase{R"({"model_type": "llava", "image_grid_pinpoints": [[336, 672]]})", "anyres"}));
+
+}  // namespace
+}  // namespace mfpo

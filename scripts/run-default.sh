@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The main job on the embedded default. Until the end-to-end MFPO pipeline lands this is the
+# model smoke job: write the tiny LLaVA checkpoint, then score and generate with it through
+# the same commands a user runs on a Hugging Face LLaVA-1.5 checkpoint.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/build.sh
+OUT=${OUT:-out/default}
+MFPO=build/worker/mfpo
+IMAGE=tests/golden/images/wide.png
+mkdir -p "$OUT"
+echo "== mfpo init-model (tiny preset)"
+"$MFPO" init-model --preset tiny --seed 0 --out "$OUT/tiny-llava"
+echo "== mfpo logits"
+"$MFPO" logits --model "$OUT/tiny-llava" --image "$IMAGE" \
+  --prompt "What color is the cat?" --response "The cat is red." --out "$OUT/logits.safetensors"
+echo "== mfpo generate"
+"$MFPO" generate --model "$OUT/tiny-llava" --image "$IMAGE" \
+  --prompt "Describe the image." --max_new_tokens 16 --json
+echo "done: outputs in $OUT (the tiny model is untrained, so its answer is noise)"

@@ -1,0 +1,182 @@
+// End-to-end checks of the `mfpo` binary: init-model -> generate / logits, determinism, and the
+// errors users see for bad input. Runs the real executable as a separate process.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/match.h"
+#include "common/generation.h"
+#include "common/image.h"
+#include "common/model_dir.h"
+#include "common/safetensors.h"
+
+namespace mfpo {
+namespace {
+namespace fs = std::filesystem;
+
+struct Result {
+  int code;
+  std::string out;  // stdout
+  std::string all;  // stdout + stderr
+};
+
+Result Mfpo(const std::string& args) {
+  const fs::path err = fs::temp_directory_path() / ("cli_err_" + std::to_string(::getpid()));
+  const std::string cmd = std::string(MFPO_BIN) + " " + args + " 2>" + err.string();
+  Result r;
+  std::FILE* p = ::popen(cmd.c_str(), "r");
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
+  const int status = ::pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  std::ifstream e(err);
+  std::stringstream ss;
+  ss << e.rdbuf();
+  r.all = r.out + ss.str();
+  fs::remove(err);
+  return r;
+}
+
+std::string ReadAll(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+class CliTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new fs::path(fs::temp_directory_path() / ("cli_test_" + std::to_string(::getpid())));
+    fs::remove_all(*dir_);
+    fs::create_directories(*dir_);
+    Result r = Mfpo("init-model --preset tiny --seed 7 --out " + Model());
+    ASSERT_EQ(r.code, 0) << r.all;
+  }
+  static void TearDownTestSuite() {
+    fs::remove_all(*dir_);
+    delete dir_;
+  }
+  static std::string Model() { return (*dir_ / "tiny").string(); }
+  static std::string Image() { return std::string(MFPO_SOURCE_DIR) + "/tests/golden/images/wide.png"; }
+  static fs::path* dir_;
+};
+fs::path* CliTest::dir_ = nullptr;
+
+TEST_F(CliTest, InitModelWritesAHuggingFaceDirectoryDeterministically) {
+  for (const char* f : {"config.json", "model.safetensors", "tokenizer.model",
+                        "preprocessor_config.json", "added_tokens.json"})
+    EXPECT_TRUE(fs::exists(fs::path(Model()) / f)) << f;
+  const std::string again = (*dir_ / "again").string(), other = (*dir_ / "other").string();
+  ASSERT_EQ(Mfpo("init-model --preset tiny --seed 7 --out " + again).code, 0);
+  ASSERT_EQ(Mfpo("init-model --preset tiny --seed 8 --out " + other).code, 0);
+  EXPECT_EQ(ReadAll(fs::path(Model()) / "model.safetensors"), ReadAll(fs::path(again) / "model.safetensors"));
+  EXPECT_NE(ReadAll(fs::path(Model()) / "model.safetensors"), ReadAll(fs::path(other) / "model.safetensors"));
+  auto m = LoadModelDir(Model());
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_TRUE(m->report.unexpected.empty());
+  EXPECT_EQ(m->config.image_tokens(), 64);
+}
+
+TEST_F(CliTest, GenerateJsonAgreesWithTheLibrary) {
+  Result r = Mfpo("generate --model " + Model() + " --image " + Image() +
+                 " --prompt 'What is in the image?' --max_new_tokens 6 --json");
+  ASSERT_EQ(r.code, 0) << r.all;
+  auto j = nlohmann::json::parse(r.out);
+  ASSERT_TRUE(j.contains("answer") && j.contains("new_ids")) << r.out;
+  std::vector<int64_t> ids = j["new_ids"].get<std::vector<int64_t>>();
+  EXPECT_GE(ids.size(), 1u);
+  EXPECT_LE(ids.size(), 6u);
+  // The same answer through the library.
+  auto m = LoadModelDir(Model());
+  ASSERT_TRUE(m.ok());
+  auto rgb = ReadImageFile(Image());
+  ASSERT_TRUE(rgb.ok());
+  auto pixels = PreprocessImage(*rgb, m->image);
+  ASSERT_TRUE(pixels.ok());
+  auto prompt = m->tokenizer.PromptIds("What is in the image?");
+  ASSERT_TRUE(prompt.ok());
+  ExpandImageTokens(m->config.image_token_index, m->config.image_tokens(), &*prompt);
+  GenerationOptions g;
+  g.max_new_tokens = 6;
+  g.eos_id = m->tokenizer.eos_id();
+  auto want = GreedyGenerate(m->model, {*prompt}, pixels->unsqueeze(0), g);
+  ASSERT_TRUE(want.ok());
+  EXPECT_EQ(ids, (*want)[0]);
+  EXPECT_EQ(j["answer"].get<std::string>(), m->tokenizer.Decode(ids));
+}
+
+TEST_F(CliTest, LogitsFileHasLogitsAndResponseLogProb) {
+  const std::string out = (*dir_ / "l.safetensors").string();
+  Result r = Mfpo("logits --model " + Model() + " --image " + Image() +
+                 " --prompt 'What color is the cat?' --response 'The cat is red.' --out " + out);
+  ASSERT_EQ(r.code, 0) << r.all;
+  auto f = SafetensorsFile::Open(out);
+  ASSERT_TRUE(f.ok()) << f.status();
+  auto logits = (*f)->Load("logits", torch::kFloat32);
+  auto logp = (*f)->Load("response_logp", torch::kFloat32);
+  ASSERT_TRUE(logits.ok() && logp.ok());
+  EXPECT_EQ(logits->dim(), 2);
+  EXPECT_EQ(logits->size(1), 1024);
+  EXPECT_EQ(logp->dim(), 0);
+  // Recompute the log-prob from the written logits: the same tokens, shifted by one.
+  auto m = LoadModelDir(Model());
+  ASSERT_TRUE(m.ok());
+  auto ex = m->tokenizer.Example("What color is the cat?", "The cat is red.");
+  ASSERT_TRUE(ex.ok());
+  ExpandImageTokens(m->config.image_token_index, m->config.image_tokens(), &ex->ids, &ex->labels);
+  ASSERT_EQ(static_cast<int64_t>(ex->ids.size()), logits->size(0));
+  double sum = 0;
+  torch::Tensor lsm = torch::log_softmax(*logits, -1);
+  for (size_t i = 1; i < ex->ids.size(); ++i)
+    if (ex->labels[i] != kIgnoreLabel) sum += lsm[i - 1][ex->labels[i]].item<double>();
+  EXPECT_NEAR(logp->item<double>(), sum, 1e-3);
+  EXPECT_LT(sum, 0.0);
+}
+
+TEST_F(CliTest, BadInputGivesClearErrors) {
+  Result missing = Mfpo("generate --image " + Image() + " --prompt hi");
+  EXPECT_EQ(missing.code, 2);
+  EXPECT_TRUE(absl::StrContains(missing.all, "--model is required")) << missing.all;
+
+  const std::string junk = (*dir_ / "junk.png").string();
+  std::ofstream(junk) << "definitely not a png";
+  Result bad_image = Mfpo("generate --model " + Model() + " --image " + junk + " --prompt hi");
+  EXPECT_NE(bad_image.code, 0);
+  EXPECT_TRUE(absl::StrContains(bad_image.all, junk + ": undecodable")) << bad_image.all;
+
+  Result preset = Mfpo("init-model --preset enormous --out " + (*dir_ / "x").string());
+  EXPECT_NE(preset.code, 0);
+  EXPECT_TRUE(absl::StrContains(preset.all, "unknown preset 'enormous'")) << preset.all;
+
+  Result no_model = Mfpo("generate --model /nonexistent --image " + Image() + " --prompt hi");
+  EXPECT_NE(no_model.code, 0);
+  EXPECT_TRUE(absl::StrContains(no_model.all, "/nonexistent")) << no_model.all;
+
+  Result unknown = Mfpo("frobnicate");
+  EXPECT_EQ(unknown.code, 2);
+  EXPECT_TRUE(absl::StrContains(unknown.all, "unknown command 'frobnicate'")) << unknown.all;
+}
+
+TEST_F(CliTest, ModelWithATruncatedWeightFileIsRefusedNamingTheFile) {
+  const fs::path broken = *dir_ / "broken";
+  fs::create_directories(broken);
+  for (const char* f : {"config.json", "tokenizer.model", "preprocessor_config.json"})
+    fs::copy_file(fs::path(Model()) / f, broken / f, fs::copy_options::overwrite_existing);
+  const std::string weights = ReadAll(fs::path(Model()) / "model.safetensors");
+  std::ofstream(broken / "model.safetensors", std::ios::binary) << weights.substr(0, weights.size() / 2);
+  Result r = Mfpo("generate --model " + broken.string() + " --image " + Image() + " --prompt hi");
+  EXPECT_NE(r.code, 0);
+  EXPECT_TRUE(absl::StrContains(r.all, (broken / "model.safetensors").string())) << r.all;
+  EXPECT_TRUE(absl::StrContains(r.all, "out of range")) << r.all;
+}
+
+}  // namespace
+}  // namespace mfpo

@@ -1,0 +1,20 @@
+# Regenerates the golden files with their generators and checks they equal the committed ones.
+file(REMOVE_RECURSE "${WORK}")
+foreach(gen IN ITEMS "gen_llava_golden.py;llava_tiny" "gen_image_golden.py;images")
+  list(GET gen 0 script)
+  list(GET gen 1 dir)
+  execute_process(COMMAND ${PYTHON} ${SRC}/tests/golden/${script} ${WORK}/${dir}
+                  RESULT_VARIABLE rc OUTPUT_QUIET)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "${script} failed (${rc})")
+  endif()
+  file(GLOB files RELATIVE ${SRC}/tests/golden/${dir} ${SRC}/tests/golden/${dir}/*)
+  foreach(f IN LISTS files)
+    execute_process(COMMAND ${CMAKE_COMMAND} -E compare_files
+                    ${SRC}/tests/golden/${dir}/${f} ${WORK}/${dir}/${f} RESULT_VARIABLE diff)
+    if(NOT diff EQUAL 0)
+      message(FATAL_ERROR "tests/golden/${dir}/${f} differs from what ${script} generates now")
+    endif()
+  endforeach()
+  message(STATUS "${dir}: ${script} reproduces all committed files")
+endforeach()
