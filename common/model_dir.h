@@ -31,17 +31,22 @@ struct WeightLoadReport {
   std::vector<std::string> unexpected;  // checkpoint tensors the model has no place for
 };
 
-// Copies every parameter of `module` from `ckpt` (converting dtypes), one tensor at a time, so
-// peak memory is the model plus one tensor. Missing tensors and shape mismatches are errors
+// Copies every parameter of `module` from `ckpt` (converting dtypes), tensor by tensor on a
+// few threads, so peak memory is the model plus at most a few tensors in flight. Missing tensors and shape mismatches are errors
 // naming the file and the tensor; unexpected tensors are returned in the report (the caller
 // warns about them, as transformers does).
+struct WeightLoadOptions {
+  int threads = 0;  // 0: one per core (at most 8)
+};
 absl::StatusOr<WeightLoadReport> LoadWeights(const SafetensorsCheckpoint& ckpt,
-                                             torch::nn::Module& module);
+                                             torch::nn::Module& module,
+                                             const WeightLoadOptions& options = {});
 
 struct LoadModelOptions {
   torch::ScalarType dtype = torch::kFloat32;
   torch::Device device = torch::kCPU;
   bool load_tokenizer = true;
+  int threads = 0;  // weight-loading threads; 0: one per core
 };
 
 struct LoadedModel {

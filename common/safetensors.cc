@@ -91,6 +91,17 @@ absl::Status ParseEntry(const std::string& name, const json& v, uint64_t data_si
   return absl::OkStatus();
 }
 
+// Large destinations are backed by transparent huge pages where the kernel allows it: first
+// touch then faults once per 2 MiB instead of once per 4 KiB, which is most of the cost of
+// loading from a warm page cache.
+void AdviseHugePages(void* p, uint64_t n) {
+  constexpr uintptr_t kHuge = 2u << 20;
+  if (n < 2 * kHuge) return;
+  const uintptr_t lo = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t hi = (reinterpret_cast<uintptr_t>(p) + n) & ~(kHuge - 1);
+  if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
+}
+
 absl::Status WriteAll(std::FILE* f, const void* p, size_t n, const std::string& path) {
   if (n > 0 && std::fwrite(p, 1, n, f) != n)
     return absl::InternalError(absl::StrCat(path, ": write failed: ", std::strerror(errno)));
@@ -205,6 +216,25 @@ absl::Status SafetensorsFile::CopyInto(const TensorEntry& e, torch::Tensor& dst)
     return absl::InvalidArgumentError(
         absl::StrCat(path_, ": tensor '", e.name, "' has shape ", ShapeString(e.shape),
                      ", the model expects ", ShapeString(dst.sizes().vec())));
+  // Same dtype into contiguous CPU memory: read the bytes straight into the destination (one
+  // copy, no page-table work for the mapping, nothing of the file left resident).
+  if (dst.device().is_cpu() && dst.is_contiguous() && dst.scalar_type() == ToScalarType(e.dtype)) {
+    char* out = static_cast<char*>(dst.data_ptr());
+    AdviseHugePages(out, e.end - e.begin);
+    const uint64_t file_offset = static_cast<uint64_t>(data_ - map_) + e.begin;
+    uint64_t done = 0;
+    const uint64_t total = e.end - e.begin;
+    while (done < total) {
+      const ssize_t n = ::pread(fd_, out + done, std::min<uint64_t>(total - done, 64ull << 20),
+                                static_cast<off_t>(file_offset + done));
+      if (n <= 0)
+        return absl::DataLossError(absl::StrCat(path_, ": tensor '", e.name,
+                                                "': read failed: ", n == 0 ? "end of file" : std::strerror(errno)));
+      done += static_cast<uint64_t>(n);
+    }
+    return absl::OkStatus();
+  }
+  // Otherwise convert from the mapping, then drop its pages from this process's resident set.
   MFPO_RETURN_IF_ERROR(CatchAll(absl::StrCat(path_, ": tensor '", e.name, "'"), [&] {
     torch::NoGradGuard no_grad;
     dst.copy_(View(e));

@@ -60,9 +60,10 @@ class SafetensorsFile {
 
   // A tensor viewing the mapped bytes (no copy; valid while this file is open; read-only).
   torch::Tensor View(const TensorEntry& entry) const;
-  // Copies the tensor into `dst` (same shape; dtype converted), then drops the mapped pages of
-  // the source from this process's resident set, so that loading a checkpoint never holds the
-  // file and the model in memory at once.
+  // Copies the tensor into `dst` (same shape; dtype converted). Same-dtype CPU destinations are
+  // filled with pread(); conversions read the mapping and then drop its pages from this
+  // process's resident set. Either way loading a checkpoint never holds the file and the model
+  // in memory at once.
   absl::Status CopyInto(const TensorEntry& entry, torch::Tensor& dst) const;
   // A new owning tensor of `dtype` with the entry's contents.
   absl::StatusOr<torch::Tensor> Load(const std::string& name, torch::ScalarType dtype) const;

@@ -11,6 +11,7 @@ PACKAGES=(
   libabsl-dev
   libopencv-dev
   prometheus-cpp-dev
+  libopenblas0-pthread   # fast BLAS for LibTorch (Debian default libblas3 is the reference one)
   libgtest-dev libgmock-dev libbenchmark-dev
   libsentencepiece-dev
   libsqlite3-dev

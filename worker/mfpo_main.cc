@@ -1,5 +1,8 @@
 // mfpo: the offline tool. Parses flags into the command's Options struct and runs it.
+#include <torch/torch.h>
+
 #include <iostream>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -21,6 +24,7 @@ ABSL_FLAG(uint64_t, seed, 0, "init-model: random seed");
 ABSL_FLAG(double, init_std, 0.02, "init-model: standard deviation of the initial weights");
 ABSL_FLAG(int64_t, max_new_tokens, 64, "generate: token limit");
 ABSL_FLAG(bool, json, false, "generate: print one JSON object");
+ABSL_FLAG(int32_t, threads, 0, "CPU threads for LibTorch (0: one per core)");
 
 namespace {
 
@@ -52,6 +56,8 @@ int main(int argc, char** argv) {
     std::cerr << kUsage;
     return 2;
   }
+  const int threads = absl::GetFlag(FLAGS_threads);
+  torch::set_num_threads(threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency()));
   const std::string command = args[1];
   if (command == "init-model") {
     mfpo::InitModelCommandOptions o;
