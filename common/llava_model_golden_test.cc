@@ -35,6 +35,14 @@ class GoldenTest : public ::testing::Test {
     EXPECT_TRUE(t.ok()) << t.status();
     return *t;
   }
+  // The golden scoring batch (right-padded) with image features from `model`.
+  LlavaBatch ScoringBatch(LlavaModel& model, torch::ScalarType dtype = torch::kFloat32) {
+    LlavaBatch batch;
+    batch.input_ids = Golden("input_ids");
+    batch.attention_mask = Golden("attention_mask");
+    batch.image_features = model->EncodeImages(Golden("pixel_values").to(dtype));
+    return batch;
+  }
   LoadedModel model_;
   std::unique_ptr<SafetensorsFile> golden_;
 };
@@ -47,10 +55,7 @@ TEST_F(GoldenTest, ReportsUnusedHubTensorsAndIgnoresBuffers) {
 
 TEST_F(GoldenTest, LogitsMatchReference) {
   torch::NoGradGuard no_grad;
-  LlavaBatch batch;
-  batch.input_ids = Golden("input_ids");
-  batch.attention_mask = Golden("attention_mask");
-  batch.image_features = model_.model->EncodeImages(Golden("pixel_values"));
+  LlavaBatch batch = ScoringBatch(model_.model);
   ASSERT_TRUE(model_.model->ValidateBatch(batch).ok());
   torch::Tensor logits = model_.model->Logits(batch);
   torch::Tensor expected = Golden("logits");
@@ -63,10 +68,7 @@ TEST_F(GoldenTest, LogitsMatchReference) {
 
 TEST_F(GoldenTest, ResponseLogProbAndEntropyMatchReference) {
   torch::NoGradGuard no_grad;
-  LlavaBatch batch;
-  batch.input_ids = Golden("input_ids");
-  batch.attention_mask = Golden("attention_mask");
-  batch.image_features = model_.model->EncodeImages(Golden("pixel_values"));
+  LlavaBatch batch = ScoringBatch(model_.model);
   torch::Tensor labels = Golden("labels");
   ResponseScores fast = model_.model->ScoreResponses(batch, labels);
   ResponseScores plain = ScoreResponsesFromLogits(model_.model->Logits(batch), labels);
@@ -102,6 +104,23 @@ TEST_F(GoldenTest, GreedyGenerationMatchesReferenceBatchedAndAlone) {
     ASSERT_TRUE(alone.ok()) << alone.status();
     EXPECT_EQ((*alone)[0], expected) << "row " << b << " (alone)";
   }
+}
+
+TEST_F(GoldenTest, Bfloat16ComputeStaysCloseToReference) {
+  LoadModelOptions options;
+  options.load_tokenizer = false;
+  options.dtype = torch::kBFloat16;
+  auto m = LoadModelDir(kDir, options);
+  ASSERT_TRUE(m.ok()) << m.status();
+  torch::NoGradGuard no_grad;
+  LlavaBatch batch = ScoringBatch(m->model, torch::kBFloat16);
+  torch::Tensor logits = m->model->Logits(batch).to(torch::kFloat32);
+  torch::Tensor expected = Golden("logits");
+  torch::Tensor valid = batch.attention_mask.to(torch::kBool);
+  // bf16 keeps 8 bits of mantissa: a few per cent of the logit scale after 5 layers.
+  const double err = (logits - expected).abs().index({valid}).max().item<double>();
+  EXPECT_LT(err, 0.1 * expected.abs().max().item<double>()) << err;
+  EXPECT_GT(err, 0.0) << "bf16 must actually compute in bf16";
 }
 
 TEST_F(GoldenTest, ValidateBatchRejectsWrongPlaceholderCount) {

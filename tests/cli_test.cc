@@ -87,7 +87,7 @@ TEST_F(CliTest, InitModelWritesAHuggingFaceDirectoryDeterministically) {
 
 TEST_F(CliTest, GenerateJsonAgreesWithTheLibrary) {
   Result r = Mfpo("generate --model " + Model() + " --image " + Image() +
-                 " --prompt 'What is in the image?' --max_new_tokens 6 --json");
+                 " --prompt 'What is in the image?' --max-new-tokens 6 --json");
   ASSERT_EQ(r.code, 0) << r.all;
   auto j = nlohmann::json::parse(r.out);
   ASSERT_TRUE(j.contains("answer") && j.contains("new_ids")) << r.out;
@@ -160,9 +160,21 @@ TEST_F(CliTest, BadInputGivesClearErrors) {
   EXPECT_NE(no_model.code, 0);
   EXPECT_TRUE(absl::StrContains(no_model.all, "/nonexistent")) << no_model.all;
 
+  Result dtype = Mfpo("generate --model " + Model() + " --image " + Image() + " --prompt hi --dtype float64");
+  EXPECT_EQ(dtype.code, 2);
+  EXPECT_TRUE(absl::StrContains(dtype.all, "--dtype: 'float64'")) << dtype.all;
+
   Result unknown = Mfpo("frobnicate");
   EXPECT_EQ(unknown.code, 2);
   EXPECT_TRUE(absl::StrContains(unknown.all, "unknown command 'frobnicate'")) << unknown.all;
+}
+
+TEST_F(CliTest, Bfloat16GenerationRuns) {
+  Result r = Mfpo("generate --model " + Model() + " --image " + Image() +
+                  " --prompt 'Describe the image.' --max-new-tokens 3 --dtype bfloat16 --json");
+  ASSERT_EQ(r.code, 0) << r.all;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["new_ids"].size(), 3u) << r.out;
 }
 
 TEST_F(CliTest, ModelWithATruncatedWeightFileIsRefusedNamingTheFile) {

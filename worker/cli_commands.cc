@@ -26,19 +26,29 @@ absl::Status RequireFlag(const std::string& value, const char* flag) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<LoadedModel> LoadForInference(const std::string& dir) {
+absl::StatusOr<torch::ScalarType> ParseDtype(const std::string& name) {
+  if (name == "float32") return torch::kFloat32;
+  if (name == "bfloat16") return torch::kBFloat16;
+  if (name == "float16") return torch::kFloat16;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--dtype: '", name, "' is not one of float32, bfloat16, float16"));
+}
+
+absl::StatusOr<LoadedModel> LoadForInference(const std::string& dir, const std::string& dtype) {
   const auto t0 = std::chrono::steady_clock::now();
-  MFPO_ASSIGN_OR_RETURN(LoadedModel m, LoadModelDir(dir));
+  LoadModelOptions options;
+  MFPO_ASSIGN_OR_RETURN(options.dtype, ParseDtype(dtype));
+  MFPO_ASSIGN_OR_RETURN(LoadedModel m, LoadModelDir(dir, options));
   m.model->eval();
   spdlog::info("loaded {} ({} tensors, {:.1f} MiB) in {:.2f} s", dir, m.report.loaded,
                m.report.bytes / 1048576.0, SecondsSince(t0));
   return m;
 }
 
-absl::StatusOr<torch::Tensor> LoadPixels(const std::string& path, const LoadedModel& m) {
+absl::StatusOr<torch::Tensor> LoadPixels(const std::string& path, LoadedModel& m) {
   MFPO_ASSIGN_OR_RETURN(cv::Mat rgb, ReadImageFile(path));
   MFPO_ASSIGN_OR_RETURN(torch::Tensor pixels, PreprocessImage(rgb, m.image));
-  return pixels.unsqueeze(0);
+  return pixels.unsqueeze(0).to(m.model->language_model()->parameters()[0].scalar_type());
 }
 
 }  // namespace
@@ -59,7 +69,7 @@ absl::Status RunLogits(const LogitsCommandOptions& o, std::ostream& out) {
   MFPO_RETURN_IF_ERROR(RequireFlag(o.model_dir, "model"));
   MFPO_RETURN_IF_ERROR(RequireFlag(o.image_path, "image"));
   MFPO_RETURN_IF_ERROR(RequireFlag(o.out_path, "out"));
-  MFPO_ASSIGN_OR_RETURN(LoadedModel m, LoadForInference(o.model_dir));
+  MFPO_ASSIGN_OR_RETURN(LoadedModel m, LoadForInference(o.model_dir, o.dtype));
   MFPO_ASSIGN_OR_RETURN(torch::Tensor pixels, LoadPixels(o.image_path, m));
   TokenizedExample ex;
   const bool has_response = !o.response.empty();
@@ -99,7 +109,7 @@ absl::Status RunLogits(const LogitsCommandOptions& o, std::ostream& out) {
 absl::Status RunGenerate(const GenerateCommandOptions& o, std::ostream& out) {
   MFPO_RETURN_IF_ERROR(RequireFlag(o.model_dir, "model"));
   MFPO_RETURN_IF_ERROR(RequireFlag(o.image_path, "image"));
-  MFPO_ASSIGN_OR_RETURN(LoadedModel m, LoadForInference(o.model_dir));
+  MFPO_ASSIGN_OR_RETURN(LoadedModel m, LoadForInference(o.model_dir, o.dtype));
   MFPO_ASSIGN_OR_RETURN(torch::Tensor pixels, LoadPixels(o.image_path, m));
   MFPO_ASSIGN_OR_RETURN(std::vector<int64_t> ids, m.tokenizer.PromptIds(o.prompt));
   ExpandImageTokens(m.config.image_token_index, m.config.image_tokens(), &ids);

@@ -24,6 +24,7 @@ struct LogitsCommandOptions {
   std::string prompt;    // the user's question; placed in the LLaVA-1.5 template
   std::string response;  // empty: prompt only, no response_logp
   std::string out_path;  // .safetensors with `logits` [tokens, vocab] and `response_logp` []
+  std::string dtype = "float32";  // compute dtype; outputs are float32 either way
 };
 absl::Status RunLogits(const LogitsCommandOptions& options, std::ostream& out);
 
@@ -33,6 +34,7 @@ struct GenerateCommandOptions {
   std::string prompt;
   int64_t max_new_tokens = 64;
   bool json = false;  // {"answer": ..., "new_ids": [...]} on one line
+  std::string dtype = "float32";
 };
 absl::Status RunGenerate(const GenerateCommandOptions& options, std::ostream& out);
 

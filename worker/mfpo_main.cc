@@ -1,6 +1,7 @@
 // mfpo: the offline tool. Parses flags into the command's Options struct and runs it.
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <iostream>
 #include <thread>
 #include <string>
@@ -25,6 +26,9 @@ ABSL_FLAG(double, init_std, 0.02, "init-model: standard deviation of the initial
 ABSL_FLAG(int64_t, max_new_tokens, 64, "generate: token limit");
 ABSL_FLAG(bool, json, false, "generate: print one JSON object");
 ABSL_FLAG(int32_t, threads, 0, "CPU threads for LibTorch (0: one per core)");
+ABSL_FLAG(std::string, dtype, "float32",
+          "logits/generate: compute dtype (float32, bfloat16, float16); bfloat16 halves the "
+          "memory of a 7B model");
 
 namespace {
 
@@ -37,8 +41,23 @@ Commands:
   logits --model DIR --image FILE --prompt TEXT [--response TEXT] --out FILE.safetensors
       write the logits of the prompt(+response) sequence and the response's summed log-prob
   generate --model DIR --image FILE --prompt TEXT [--max-new-tokens N] [--json]
+      [--dtype bfloat16]
       greedy answer to the prompt about the image
 )";
+
+// absl flag names use underscores; accept the dashed spelling users type (--max-new-tokens).
+std::vector<std::string> NormaliseFlagNames(int argc, char** argv) {
+  std::vector<std::string> out(argv, argv + argc);
+  for (size_t i = 1; i < out.size(); ++i) {
+    std::string& a = out[i];
+    if (a == "--") break;
+    if (a.size() < 3 || a.compare(0, 2, "--") != 0) continue;
+    const size_t end = std::min(a.find('='), a.size());
+    for (size_t k = 2; k < end; ++k)
+      if (a[k] == '-') a[k] = '_';
+  }
+  return out;
+}
 
 int Fail(const absl::Status& status) {
   std::cerr << "mfpo: " << status.message() << "\n";
@@ -49,7 +68,10 @@ int Fail(const absl::Status& status) {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(kUsage);
-  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  std::vector<std::string> normalised = NormaliseFlagNames(argc, argv);
+  std::vector<char*> raw;
+  for (auto& a : normalised) raw.push_back(a.data());
+  std::vector<char*> args = absl::ParseCommandLine(static_cast<int>(raw.size()), raw.data());
   spdlog::set_default_logger(spdlog::stderr_color_mt("mfpo"));
   spdlog::set_pattern("[%H:%M:%S.%e] [%^%l%$] %v");
   if (args.size() != 2) {
@@ -74,6 +96,7 @@ int main(int argc, char** argv) {
     o.image_path = absl::GetFlag(FLAGS_image);
     o.prompt = absl::GetFlag(FLAGS_prompt);
     o.response = absl::GetFlag(FLAGS_response);
+    o.dtype = absl::GetFlag(FLAGS_dtype);
     o.out_path = absl::GetFlag(FLAGS_out);
     const auto s = mfpo::RunLogits(o, std::cout);
     return s.ok() ? 0 : Fail(s);
@@ -85,6 +108,7 @@ int main(int argc, char** argv) {
     o.prompt = absl::GetFlag(FLAGS_prompt);
     o.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
     o.json = absl::GetFlag(FLAGS_json);
+    o.dtype = absl::GetFlag(FLAGS_dtype);
     const auto s = mfpo::RunGenerate(o, std::cout);
     return s.ok() ? 0 : Fail(s);
   }
