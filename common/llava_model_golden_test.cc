@@ -44,7 +44,7 @@ class GoldenTest : public ::testing::Test {
     return batch;
   }
   LoadedModel model_;
-  std::unique_ptr<SafetensorsFile> golden_;
+  std::shared_ptr<SafetensorsFile> golden_;
 };
 
 TEST_F(GoldenTest, ReportsUnusedHubTensorsAndIgnoresBuffers) {

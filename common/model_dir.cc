@@ -69,8 +69,8 @@ absl::StatusOr<WeightLoadReport> LoadWeights(const SafetensorsCheckpoint& ckpt,
     report.loaded += 1;
     report.bytes += loc->entry->end - loc->entry->begin;
   }
-  // In file order (the disk streams), spread over a few threads:
-  // placing the bytes is bound by page faults, which overlap well. The first error wins.
+  // In file order (the disk streams), spread over a few threads: adopting maps pages and
+  // copying is bound by page faults, both of which overlap well. The first error wins.
   std::sort(jobs.begin(), jobs.end(), [](const Job& a, const Job& b) {
     return std::make_pair(a.loc->file->path(), a.loc->entry->begin) <
            std::make_pair(b.loc->file->path(), b.loc->entry->begin);
@@ -80,7 +80,13 @@ absl::StatusOr<WeightLoadReport> LoadWeights(const SafetensorsCheckpoint& ckpt,
   absl::Status first_error;
   auto worker = [&] {
     for (size_t i = next++; i < jobs.size(); i = next++) {
-      absl::Status s = jobs[i].loc->file->CopyInto(*jobs[i].loc->entry, jobs[i].dst);
+      const SafetensorsFile& file = *jobs[i].loc->file;
+      const TensorEntry& entry = *jobs[i].loc->entry;
+      absl::Status s;
+      {
+        torch::NoGradGuard no_grad;
+        if (!options.zero_copy || !file.Adopt(entry, jobs[i].dst)) s = file.CopyInto(entry, jobs[i].dst);
+      }
       if (!s.ok()) {
         absl::MutexLock lock(&mu);
         if (first_error.ok()) first_error = s;

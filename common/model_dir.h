@@ -31,12 +31,16 @@ struct WeightLoadReport {
   std::vector<std::string> unexpected;  // checkpoint tensors the model has no place for
 };
 
-// Copies every parameter of `module` from `ckpt` (converting dtypes), tensor by tensor on a
-// few threads, so peak memory is the model plus at most a few tensors in flight. Missing tensors and shape mismatches are errors
+// Fills every parameter of `module` from `ckpt`: adopted zero-copy where the dtype matches,
+// otherwise converted tensor by tensor on a few threads, so peak memory is the model plus at
+// most a few tensors in flight. Missing tensors and shape mismatches are errors
 // naming the file and the tensor; unexpected tensors are returned in the report (the caller
 // warns about them, as transformers does).
 struct WeightLoadOptions {
   int threads = 0;  // 0: one per core (at most 8)
+  // Parameters whose dtype matches the checkpoint's share its mapped pages instead of copying
+  // them (SafetensorsFile::Adopt); the rest are converted into the model's own memory.
+  bool zero_copy = true;
 };
 absl::StatusOr<WeightLoadReport> LoadWeights(const SafetensorsCheckpoint& ckpt,
                                              torch::nn::Module& module,

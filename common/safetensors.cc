@@ -131,8 +131,8 @@ int64_t TensorEntry::numel() const {
   return n;
 }
 
-absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
-  std::unique_ptr<SafetensorsFile> f(new SafetensorsFile());
+absl::StatusOr<std::shared_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
+  std::shared_ptr<SafetensorsFile> f(new SafetensorsFile());
   f->path_ = path;
   auto fail = [&](absl::string_view why) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", why));
@@ -144,9 +144,10 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   const uint64_t file_size = static_cast<uint64_t>(st.st_size);
   if (file_size < 8) return fail(absl::StrCat("truncated: ", file_size, " bytes, no header length"));
   f->map_size_ = file_size;
-  void* m = ::mmap(nullptr, file_size, PROT_READ, MAP_SHARED, f->fd_, 0);
+  // Private and writable: see the class comment (Adopt). Nothing is ever written back.
+  void* m = ::mmap(nullptr, file_size, PROT_READ | PROT_WRITE, MAP_PRIVATE, f->fd_, 0);
   if (m == MAP_FAILED) return fail(absl::StrCat("mmap failed: ", std::strerror(errno)));
-  f->map_ = static_cast<const uint8_t*>(m);
+  f->map_ = static_cast<uint8_t*>(m);
 
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | f->map_[i];
@@ -189,7 +190,7 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
 }
 
 SafetensorsFile::~SafetensorsFile() {
-  if (map_ != nullptr) ::munmap(const_cast<uint8_t*>(map_), map_size_);
+  if (map_ != nullptr) ::munmap(map_, map_size_);
   if (fd_ >= 0) ::close(fd_);
 }
 
@@ -198,9 +199,35 @@ const TensorEntry* SafetensorsFile::Find(const std::string& name) const {
   return it == index_.end() ? nullptr : &entries_[it->second];
 }
 
+uint8_t* SafetensorsFile::MutableData(const TensorEntry& e) const {
+  return map_ + (data_ - map_) + e.begin;
+}
+
 torch::Tensor SafetensorsFile::View(const TensorEntry& e) const {
-  void* p = const_cast<uint8_t*>(data_ + e.begin);
-  return torch::from_blob(p, e.shape, torch::TensorOptions().dtype(ToScalarType(e.dtype)));
+  return torch::from_blob(MutableData(e), e.shape, torch::TensorOptions().dtype(ToScalarType(e.dtype)));
+}
+
+bool SafetensorsFile::Adopt(const TensorEntry& e, torch::Tensor& dst) const {
+  if (!dst.device().is_cpu() || !dst.is_contiguous() || dst.scalar_type() != ToScalarType(e.dtype) ||
+      dst.sizes().vec() != e.shape || e.numel() == 0)
+    return false;
+  uint8_t* p = MutableData(e);
+  // Map the pages now, read-only, straight from the page cache (reading the file if it is
+  // cold); a later write copies the page it touches. MADV_POPULATE_READ needs Linux 5.14;
+  // older kernels fault the pages in on first use instead.
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t lo = reinterpret_cast<uintptr_t>(p) & ~(page - 1);
+  const uintptr_t hi = reinterpret_cast<uintptr_t>(p) + (e.end - e.begin);
+  ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_POPULATE_READ);
+  std::shared_ptr<const SafetensorsFile> keep = shared_from_this();
+  torch::Tensor view = torch::from_blob(
+      p, e.shape, [keep](void*) mutable { keep.reset(); },
+      torch::TensorOptions().dtype(ToScalarType(e.dtype)));
+  dst.set_(view);
+  return true;
 }
 
 void SafetensorsFile::ReleasePages(const TensorEntry& e) const {

@@ -46,9 +46,14 @@ inline constexpr uint64_t kMaxSafetensorsHeaderBytes = 100u << 20;
 // malformed case (truncated file, oversized or non-JSON header, unknown dtype, offsets out of
 // range, byte size not matching the shape, overlapping tensors) is an error naming the file
 // and, where there is one, the tensor.
-class SafetensorsFile {
+//
+// The file is mapped private and writable: tensors can adopt their bytes in place (Adopt), so a
+// checkpoint loads with no copy, shares the page cache with other readers, and a write to an
+// adopted tensor (an optimiser step) copies just that page. The file itself is never modified.
+// Writers in this project replace files by rename, never in place, so a mapping stays valid.
+class SafetensorsFile : public std::enable_shared_from_this<SafetensorsFile> {
  public:
-  static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path);
+  static absl::StatusOr<std::shared_ptr<SafetensorsFile>> Open(const std::string& path);
   ~SafetensorsFile();
   SafetensorsFile(const SafetensorsFile&) = delete;
   SafetensorsFile& operator=(const SafetensorsFile&) = delete;
@@ -65,16 +70,22 @@ class SafetensorsFile {
   // process's resident set. Either way loading a checkpoint never holds the file and the model
   // in memory at once.
   absl::Status CopyInto(const TensorEntry& entry, torch::Tensor& dst) const;
+  // Zero-copy load: when `dst` is a contiguous CPU tensor of the entry's dtype and shape, points
+  // its storage at the mapped bytes (pre-faulted from the page cache; the tensor keeps this file
+  // open) and returns true. Returns false, changing nothing, when a copy is needed instead.
+  // `dst` must not require grad tracking of the swap (call under NoGradGuard for parameters).
+  bool Adopt(const TensorEntry& entry, torch::Tensor& dst) const;
   // A new owning tensor of `dtype` with the entry's contents.
   absl::StatusOr<torch::Tensor> Load(const std::string& name, torch::ScalarType dtype) const;
 
  private:
   SafetensorsFile() = default;
+  uint8_t* MutableData(const TensorEntry& entry) const;
   void ReleasePages(const TensorEntry& entry) const;
 
   std::string path_;
   int fd_ = -1;
-  const uint8_t* map_ = nullptr;
+  uint8_t* map_ = nullptr;
   size_t map_size_ = 0;
   const uint8_t* data_ = nullptr;  // map_ + 8 + header length
   std::vector<TensorEntry> entries_;

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 #include "absl/strings/match.h"
 #include "common/model_dir.h"
@@ -204,6 +205,36 @@ TEST_F(SafetensorsTest, LoadWeightsListsUnexpectedAndAcceptsNewerNames) {
   EXPECT_EQ(r->unexpected, std::vector<std::string>{"extra.thing"});
   EXPECT_EQ(m.named_parameters()["b"][0].item<float>(), 2.0f);
   EXPECT_EQ(m.named_parameters()["language_model.w"].sum().item<float>(), 6.0f);
+}
+
+TEST_F(SafetensorsTest, AdoptedTensorsAreZeroCopyWritableAndNeverWriteTheFile) {
+  torch::Tensor original = torch::arange(4096, torch::kFloat32);
+  ASSERT_TRUE(WriteCheckpoint(dir_.string(), {{"b", original.clone()}}).ok());
+  const fs::path file = dir_ / "model.safetensors";
+  std::ifstream in(file, std::ios::binary);
+  const std::string bytes_before((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  torch::Tensor adopted;
+  {
+    auto ckpt = SafetensorsCheckpoint::Open(dir_.string());
+    ASSERT_TRUE(ckpt.ok());
+    const auto* loc = ckpt->Find("b");
+    adopted = torch::empty({4096}, torch::kFloat32);
+    ASSERT_TRUE(loc->file->Adopt(*loc->entry, adopted));
+    // Shares the mapping: the data pointer lies inside the file's view.
+    EXPECT_EQ(adopted.data_ptr(), loc->file->View(*loc->entry).data_ptr());
+    // A conversion cannot be zero-copy.
+    torch::Tensor half = torch::empty({4096}, torch::kFloat16);
+    EXPECT_FALSE(loc->file->Adopt(*loc->entry, half));
+  }  // the checkpoint object is gone; the tensor keeps the mapping alive
+  EXPECT_TRUE(torch::equal(adopted, original));
+  adopted.add_(1.0);  // copy-on-write: private to this process
+  EXPECT_EQ(adopted[10].item<float>(), 11.0f);
+  std::ifstream again(file, std::ios::binary);
+  const std::string bytes_after((std::istreambuf_iterator<char>(again)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(bytes_before, bytes_after);
+  auto reread = SafetensorsFile::Open(file.string());
+  ASSERT_TRUE(reread.ok());
+  EXPECT_TRUE(torch::equal((*reread)->View(*(*reread)->Find("b")), original));
 }
 
 TEST(TensorNames, NewerTransformersLayoutMapsToLegacy) {
