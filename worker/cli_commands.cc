@@ -129,4 +129,14 @@ absl::Status RunGenerate(const GenerateCommandOptions& o, std::ostream& out) {
   return absl::OkStatus();
 }
 
+absl::Status RunWorld(const WorldCommandOptions& o, std::ostream& out) {
+  MFPO_RETURN_IF_ERROR(RequireFlag(o.out_dir, "out"));
+  const auto t0 = std::chrono::steady_clock::now();
+  MFPO_RETURN_IF_ERROR(WriteWorld(o.out_dir, o.world));
+  out << "wrote " << o.out_dir << ": " << o.world.train << " train, " << o.world.val << " val, "
+      << o.world.test << " test images of " << o.world.size << " px (seed " << o.world.seed << ", "
+      << SecondsSince(t0) << " s)\n";
+  return absl::OkStatus();
+}
+
 }  // namespace mfpo

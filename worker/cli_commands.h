@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "common/presets.h"
+#include "datagen/scene_world.h"
 
 namespace mfpo {
 
@@ -37,6 +38,12 @@ struct GenerateCommandOptions {
   std::string dtype = "float32";
 };
 absl::Status RunGenerate(const GenerateCommandOptions& options, std::ostream& out);
+
+struct WorldCommandOptions {
+  std::string out_dir;
+  WorldOptions world;
+};
+absl::Status RunWorld(const WorldCommandOptions& options, std::ostream& out);
 
 }  // namespace mfpo
 

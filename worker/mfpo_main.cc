@@ -21,10 +21,16 @@ ABSL_FLAG(std::string, prompt, "", "the user's question, placed in the LLaVA-1.5
 ABSL_FLAG(std::string, response, "", "logits: the answer to score (empty: prompt only)");
 ABSL_FLAG(std::string, out, "", "output path (directory for init-model, file for logits)");
 ABSL_FLAG(std::string, preset, "tiny", "init-model: model preset (tiny, medium)");
-ABSL_FLAG(uint64_t, seed, 0, "init-model: random seed");
+ABSL_FLAG(uint64_t, seed, 0, "init-model, world: random seed");
 ABSL_FLAG(double, init_std, 0.02, "init-model: standard deviation of the initial weights");
 ABSL_FLAG(int64_t, max_new_tokens, 64, "generate: token limit");
 ABSL_FLAG(bool, json, false, "generate: print one JSON object");
+ABSL_FLAG(int32_t, train, 2000, "world: training images");
+ABSL_FLAG(int32_t, val, 200, "world: validation images");
+ABSL_FLAG(int32_t, test, 500, "world: test images");
+ABSL_FLAG(int32_t, size, 64, "world: image side in pixels");
+ABSL_FLAG(double, cooccur_prior, 0.85, "world: P(partner object | anchor) in train/val");
+ABSL_FLAG(double, colour_prior, 0.85, "world: P(typical colour) in train/val");
 ABSL_FLAG(int32_t, threads, 0, "CPU threads for LibTorch (0: one per core)");
 ABSL_FLAG(std::string, dtype, "float32",
           "logits/generate: compute dtype (float32, bfloat16, float16); bfloat16 halves the "
@@ -40,6 +46,8 @@ Commands:
       tokenizer.model, preprocessor_config.json)
   logits --model DIR --image FILE --prompt TEXT [--response TEXT] --out FILE.safetensors
       write the logits of the prompt(+response) sequence and the response's summed log-prob
+  world --out DIR [--seed N] [--train N --val N --test N] [--size PX]
+      write the embedded scene world: images, preference manifests, annotations, vocabulary
   generate --model DIR --image FILE --prompt TEXT [--max-new-tokens N] [--json]
       [--dtype bfloat16]
       greedy answer to the prompt about the image
@@ -88,6 +96,19 @@ int main(int argc, char** argv) {
     o.init.seed = absl::GetFlag(FLAGS_seed);
     o.init.init_std = absl::GetFlag(FLAGS_init_std);
     const auto s = mfpo::RunInitModel(o, std::cout);
+    return s.ok() ? 0 : Fail(s);
+  }
+  if (command == "world") {
+    mfpo::WorldCommandOptions o;
+    o.out_dir = absl::GetFlag(FLAGS_out);
+    o.world.seed = absl::GetFlag(FLAGS_seed);
+    o.world.train = absl::GetFlag(FLAGS_train);
+    o.world.val = absl::GetFlag(FLAGS_val);
+    o.world.test = absl::GetFlag(FLAGS_test);
+    o.world.size = absl::GetFlag(FLAGS_size);
+    o.world.cooccur_prior = absl::GetFlag(FLAGS_cooccur_prior);
+    o.world.colour_prior = absl::GetFlag(FLAGS_colour_prior);
+    const auto s = mfpo::RunWorld(o, std::cout);
     return s.ok() ? 0 : Fail(s);
   }
   if (command == "logits") {
