@@ -13,7 +13,9 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/str_split.h"
 #include "worker/cli_commands.h"
+#include "worker/eval_commands.h"
 
 ABSL_FLAG(std::string, model, "", "model directory (Hugging Face LLaVA layout)");
 ABSL_FLAG(std::string, image, "", "image file (JPEG, PNG or WebP)");
@@ -31,6 +33,17 @@ ABSL_FLAG(int32_t, test, 500, "world: test images");
 ABSL_FLAG(int32_t, size, 64, "world: image side in pixels");
 ABSL_FLAG(double, cooccur_prior, 0.85, "world: P(partner object | anchor) in train/val");
 ABSL_FLAG(double, colour_prior, 0.85, "world: P(typical colour) in train/val");
+ABSL_FLAG(std::string, suite, "", "score: chair|pope|amber; eval: comma list of chair,pope,amber,reliance");
+ABSL_FLAG(std::string, answers, "", "score: answers JSONL ({id, answer})");
+ABSL_FLAG(std::string, truth, "", "score: ground truth file");
+ABSL_FLAG(std::string, synonyms, "", "score chair: synonym table (default: the COCO table)");
+ABSL_FLAG(std::string, association, "", "score amber: relation.json");
+ABSL_FLAG(std::string, safe_words, "", "score amber: safe words file");
+ABSL_FLAG(std::string, data, "", "eval: embedded-world directory");
+ABSL_FLAG(std::string, split, "test", "eval: split to evaluate");
+ABSL_FLAG(int64_t, limit, 0, "eval: images per suite (0: all)");
+ABSL_FLAG(int64_t, batch_size, 16, "eval: generation batch size");
+ABSL_FLAG(int32_t, noise_step, 500, "eval reliance: DDPM step of the global noise");
 ABSL_FLAG(int32_t, threads, 0, "CPU threads for LibTorch (0: one per core)");
 ABSL_FLAG(std::string, dtype, "float32",
           "logits/generate: compute dtype (float32, bfloat16, float16); bfloat16 halves the "
@@ -48,6 +61,10 @@ Commands:
       write the logits of the prompt(+response) sequence and the response's summed log-prob
   world --out DIR [--seed N] [--train N --val N --test N] [--size PX]
       write the embedded scene world: images, preference manifests, annotations, vocabulary
+  score --suite chair|pope|amber --answers FILE.jsonl --truth FILE [--synonyms FILE] [--json]
+      hallucination metrics of answers produced by any system
+  eval --model DIR --data DIR [--suite chair,pope,amber,reliance] --out DIR [--limit N]
+      generate answers on a world's test split, score them, write answers and a report
   generate --model DIR --image FILE --prompt TEXT [--max-new-tokens N] [--json]
       [--dtype bfloat16]
       greedy answer to the prompt about the image
@@ -109,6 +126,34 @@ int main(int argc, char** argv) {
     o.world.cooccur_prior = absl::GetFlag(FLAGS_cooccur_prior);
     o.world.colour_prior = absl::GetFlag(FLAGS_colour_prior);
     const auto s = mfpo::RunWorld(o, std::cout);
+    return s.ok() ? 0 : Fail(s);
+  }
+  if (command == "score") {
+    mfpo::ScoreCommandOptions o;
+    o.suite = absl::GetFlag(FLAGS_suite);
+    o.answers_path = absl::GetFlag(FLAGS_answers);
+    o.truth_path = absl::GetFlag(FLAGS_truth);
+    o.synonyms_path = absl::GetFlag(FLAGS_synonyms);
+    o.association_path = absl::GetFlag(FLAGS_association);
+    o.safe_words_path = absl::GetFlag(FLAGS_safe_words);
+    o.json = absl::GetFlag(FLAGS_json);
+    const auto s = mfpo::RunScore(o, std::cout);
+    return s.ok() ? 0 : Fail(s);
+  }
+  if (command == "eval") {
+    mfpo::EvalCommandOptions o;
+    o.model_dir = absl::GetFlag(FLAGS_model);
+    o.data_dir = absl::GetFlag(FLAGS_data);
+    o.out_dir = absl::GetFlag(FLAGS_out);
+    if (!absl::GetFlag(FLAGS_suite).empty()) o.suites = absl::StrSplit(absl::GetFlag(FLAGS_suite), ',');
+    o.split = absl::GetFlag(FLAGS_split);
+    o.limit = absl::GetFlag(FLAGS_limit);
+    o.batch_size = absl::GetFlag(FLAGS_batch_size);
+    o.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+    o.noise_step = absl::GetFlag(FLAGS_noise_step);
+    o.seed = absl::GetFlag(FLAGS_seed);
+    o.dtype = absl::GetFlag(FLAGS_dtype);
+    const auto s = mfpo::RunEval(o, std::cout);
     return s.ok() ? 0 : Fail(s);
   }
   if (command == "logits") {

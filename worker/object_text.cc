@@ -9,7 +9,15 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 
+extern "C" const unsigned char kCocoSynonyms[];
+extern "C" const unsigned long kCocoSynonymsSize;
+
 namespace mfpo {
+
+std::string CocoSynonymTable() {
+  return std::string(reinterpret_cast<const char*>(kCocoSynonyms), kCocoSynonymsSize);
+}
+
 namespace {
 
 bool EndsWith(const std::string& w, const char* suffix) {

@@ -47,6 +47,9 @@ class ObjectVocabulary {
   std::vector<std::string> categories_;
 };
 
+// The COCO table (datagen/data/coco_synonyms.txt, CHAIR's synonyms.txt), compiled in.
+std::string CocoSynonymTable();
+
 }  // namespace mfpo
 
 #endif  // MFPO_WORKER_OBJECT_TEXT_H_

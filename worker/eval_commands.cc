@@ -1,0 +1,476 @@
+#include "worker/eval_commands.h"
+
+#include <algorithm>
+#include <chrono>
+#include <functional>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "common/generation.h"
+#include "common/image.h"
+#include "common/jsonl.h"
+#include "common/model_dir.h"
+#include "common/status_macros.h"
+#include "common/torch_seam.h"
+#include "datagen/diffusion_noise.h"
+#include "worker/hallucination_metrics.h"
+
+namespace mfpo {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+std::string IdOf(const json& j) {
+  for (const char* k : {"id", "question_id"}) {
+    if (!j.contains(k)) continue;
+    if (j[k].is_string()) return j[k].get<std::string>();
+    if (j[k].is_number_integer()) return std::to_string(j[k].get<int64_t>());
+  }
+  return "";
+}
+
+std::vector<std::string> Strings(const json& j, const char* key) {
+  std::vector<std::string> out;
+  if (j.contains(key) && j[key].is_array())
+    for (const auto& v : j[key])
+      if (v.is_string()) out.push_back(v.get<std::string>());
+  return out;
+}
+
+// answers: JSONL of {id, answer|response|text}, or a JSON array of the same (AMBER's format).
+absl::StatusOr<std::map<std::string, std::string>> ReadAnswers(const std::string& path) {
+  std::map<std::string, std::string> answers;
+  auto take = [&](const json& j) -> absl::Status {
+    const std::string id = IdOf(j);
+    if (id.empty()) return absl::InvalidArgumentError("missing 'id'");
+    for (const char* k : {"answer", "response", "text"})
+      if (j.contains(k) && j[k].is_string()) {
+        if (!answers.emplace(id, j[k].get<std::string>()).second)
+          return absl::InvalidArgumentError(absl::StrCat("duplicate id '", id, "'"));
+        return absl::OkStatus();
+      }
+    return absl::InvalidArgumentError(absl::StrCat("record '", id, "' has no 'answer' string"));
+  };
+  std::ifstream probe(path);
+  if (!probe) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  char first = 0;
+  probe >> first;
+  if (first == '[') {
+    json all;
+    MFPO_RETURN_IF_ERROR(ReadJsonFile(path, &all));
+    for (size_t i = 0; i < all.size(); ++i) {
+      absl::Status s = all[i].is_object() ? take(all[i]) : absl::InvalidArgumentError("not an object");
+      if (!s.ok()) return Annotate(s, absl::StrCat(path, ": element ", i));
+    }
+  } else {
+    MFPO_RETURN_IF_ERROR(ReadJsonl(path, [&](int, const json& j) { return take(j); }));
+  }
+  return answers;
+}
+
+void PrintTable(std::ostream& out, const std::vector<std::pair<std::string, std::string>>& rows) {
+  size_t w = 0;
+  for (const auto& r : rows) w = std::max(w, r.first.size());
+  for (const auto& [k, v] : rows) out << absl::StrFormat("  %-*s  %s\n", static_cast<int>(w), k, v);
+}
+
+json ChairJson(const ChairMetrics& m) {
+  return {{"chair_s", m.chair_s()}, {"chair_i", m.chair_i()}, {"recall", m.recall()},
+          {"responses", m.responses}, {"hallucinated_responses", m.hallucinated_responses},
+          {"mentions", m.mentions}, {"hallucinated_mentions", m.hallucinated_mentions},
+          {"truth_objects", m.truth_objects}, {"covered_objects", m.covered_objects}};
+}
+json PopeJson(const PopeMetrics& m) {
+  return {{"accuracy", m.accuracy()}, {"precision", m.precision()}, {"recall", m.recall()},
+          {"f1", m.f1()}, {"yes_ratio", m.yes_ratio()}, {"questions", m.total()}};
+}
+json AmberJson(const AmberMetrics& m) {
+  return {{"chair", m.chair()}, {"cover", m.cover()}, {"hal", m.hal()}, {"cog", m.cog()},
+          {"responses", m.responses}, {"mentioned", m.mentioned}};
+}
+
+absl::Status ScoreChairFile(const ScoreCommandOptions& o, const std::map<std::string, std::string>& answers,
+                            json* result) {
+  MFPO_ASSIGN_OR_RETURN(ObjectVocabulary vocab,
+                        o.synonyms_path.empty() ? ObjectVocabulary::FromText(CocoSynonymTable(), "COCO table")
+                                                : ObjectVocabulary::FromFile(o.synonyms_path));
+  ChairMetrics m;
+  int64_t missing = 0;
+  std::set<std::string> seen;
+  MFPO_RETURN_IF_ERROR(ReadJsonl(o.truth_path, [&](int, const json& j) -> absl::Status {
+    const std::string id = IdOf(j);
+    if (id.empty()) return absl::InvalidArgumentError("missing 'id'");
+    if (!j.contains("objects") || !j["objects"].is_array())
+      return absl::InvalidArgumentError(absl::StrCat("record '", id, "': 'objects' must be a list of names"));
+    seen.insert(id);
+    auto it = answers.find(id);
+    if (it == answers.end()) {
+      ++missing;
+      return absl::OkStatus();
+    }
+    m.Add(ScoreChair(vocab, it->second, {Strings(j, "objects"), Strings(j, "captions")}));
+    return absl::OkStatus();
+  }));
+  *result = ChairJson(m);
+  (*result)["truth_without_answer"] = missing;
+  int64_t extra = 0;
+  for (const auto& [id, _] : answers) extra += seen.count(id) ? 0 : 1;
+  (*result)["answers_without_truth"] = extra;
+  return absl::OkStatus();
+}
+
+absl::Status ScorePopeFile(const ScoreCommandOptions& o, const std::map<std::string, std::string>& answers,
+                           json* result) {
+  std::map<std::string, PopeMetrics> by_setting;
+  int64_t missing = 0;
+  MFPO_RETURN_IF_ERROR(ReadJsonl(o.truth_path, [&](int, const json& j) -> absl::Status {
+    const std::string id = IdOf(j);
+    if (id.empty()) return absl::InvalidArgumentError("missing 'id'");
+    if (!j.contains("label") || !j["label"].is_string())
+      return absl::InvalidArgumentError(absl::StrCat("record '", id, "': 'label' must be \"yes\" or \"no\""));
+    const std::string label = absl::AsciiStrToLower(j["label"].get<std::string>());
+    if (label != "yes" && label != "no")
+      return absl::InvalidArgumentError(absl::StrCat("record '", id, "': label '", label, "' is not yes/no"));
+    auto it = answers.find(id);
+    if (it == answers.end()) {
+      ++missing;
+      return absl::OkStatus();
+    }
+    const std::string setting = j.contains("setting") && j["setting"].is_string() ? j["setting"].get<std::string>() : "all";
+    by_setting[setting].Add(label == "yes", PopeAnswerIsYes(it->second));
+    return absl::OkStatus();
+  }));
+  *result = json::object();
+  for (const auto& [setting, m] : by_setting) (*result)[setting] = PopeJson(m);
+  (*result)["truth_without_answer"] = missing;
+  return absl::OkStatus();
+}
+
+absl::Status ScoreAmberFile(const ScoreCommandOptions& o, const std::map<std::string, std::string>& answers,
+                            json* result) {
+  json annotations;
+  MFPO_RETURN_IF_ERROR(ReadJsonFile(o.truth_path, &annotations));
+  if (!annotations.is_array())
+    return absl::InvalidArgumentError(absl::StrCat(o.truth_path, ": expected AMBER's JSON array of annotations"));
+  std::map<std::string, std::vector<std::string>> association;
+  if (!o.association_path.empty()) {
+    json rel;
+    MFPO_RETURN_IF_ERROR(ReadJsonFile(o.association_path, &rel));
+    if (!rel.is_object()) return absl::InvalidArgumentError(absl::StrCat(o.association_path, ": expected an object"));
+    for (auto it = rel.begin(); it != rel.end(); ++it) association[it.key()] = Strings(rel, it.key().c_str());
+  }
+  std::set<std::string> safe;
+  if (!o.safe_words_path.empty()) {
+    std::ifstream in(o.safe_words_path);
+    if (!in) return absl::NotFoundError(absl::StrCat(o.safe_words_path, ": cannot open"));
+    for (std::string l; std::getline(in, l);)
+      if (!absl::StripAsciiWhitespace(l).empty()) safe.insert(std::string(absl::StripAsciiWhitespace(l)));
+  }
+  std::vector<std::pair<std::string, AmberTruth>> items;
+  for (size_t i = 0; i < annotations.size(); ++i) {
+    const json& a = annotations[i];
+    if (!a.is_object()) return absl::InvalidArgumentError(absl::StrCat(o.truth_path, ": element ", i, " is not an object"));
+    if (a.contains("type") && a["type"] != "generative") continue;  // discriminative items: not this metric
+    const std::string id = IdOf(a);
+    if (id.empty()) return absl::InvalidArgumentError(absl::StrCat(o.truth_path, ": element ", i, ": missing 'id'"));
+    items.emplace_back(id, AmberTruth{Strings(a, "truth"), Strings(a, "hallu")});
+  }
+  std::vector<AmberTruth> all;
+  for (const auto& [_, t] : items) all.push_back(t);
+  AmberScorer scorer(association, safe, all);
+  AmberMetrics m;
+  int64_t missing = 0;
+  for (const auto& [id, t] : items) {
+    auto it = answers.find(id);
+    if (it == answers.end()) {
+      ++missing;
+      continue;
+    }
+    scorer.Add(it->second, t, &m);
+  }
+  *result = AmberJson(m);
+  (*result)["truth_without_answer"] = missing;
+  return absl::OkStatus();
+}
+
+// ---- mfpo eval ----------------------------------------------------------------------------
+
+struct Query {
+  std::string id, image_id, image_path, question;
+  bool noised = false;  // reliance: the same image with global diffusion noise
+};
+
+struct WorldImage {
+  std::string id, image;
+  std::vector<std::string> objects;
+  std::vector<std::string> captions;
+};
+
+class Answerer {
+ public:
+  Answerer(LoadedModel& m, const EvalCommandOptions& o) : m_(m), o_(o) {}
+
+  absl::StatusOr<std::vector<std::string>> Run(const std::vector<Query>& queries, const std::string& what) {
+    std::vector<std::string> answers;
+    const auto t0 = std::chrono::steady_clock::now();
+    auto last_log = t0;
+    for (size_t start = 0; start < queries.size(); start += o_.batch_size) {
+      const size_t end = std::min(queries.size(), start + static_cast<size_t>(o_.batch_size));
+      std::vector<std::vector<int64_t>> prompts;
+      std::vector<torch::Tensor> pixels;
+      for (size_t i = start; i < end; ++i) {
+        MFPO_ASSIGN_OR_RETURN(std::vector<int64_t> ids, m_.tokenizer.PromptIds(queries[i].question));
+        ExpandImageTokens(m_.config.image_token_index, m_.config.image_tokens(), &ids);
+        prompts.push_back(std::move(ids));
+        MFPO_ASSIGN_OR_RETURN(torch::Tensor px, Pixels(queries[i]));
+        pixels.push_back(px);
+      }
+      GenerationOptions g;
+      g.max_new_tokens = o_.max_new_tokens;
+      g.eos_id = m_.tokenizer.eos_id();
+      MFPO_ASSIGN_OR_RETURN(auto out, GreedyGenerate(m_.model, prompts, torch::stack(pixels), g));
+      for (const auto& ids : out) answers.push_back(m_.tokenizer.Decode(ids));
+      const auto now = std::chrono::steady_clock::now();
+      if (std::chrono::duration<double>(now - last_log).count() > 5 || end == queries.size()) {
+        const double secs = std::chrono::duration<double>(now - t0).count();
+        const double rate = end / std::max(secs, 1e-9);
+        spdlog::info("eval {}: {}/{} answers ({:.1f}/s, ETA {:.0f} s)", what, end, queries.size(), rate,
+                     (queries.size() - end) / rate);
+        last_log = now;
+      }
+    }
+    return answers;
+  }
+
+ private:
+  absl::StatusOr<torch::Tensor> Pixels(const Query& q) {
+    const std::string key = absl::StrCat(q.image_path, q.noised ? "#noised" : "");
+    auto it = cache_.find(key);
+    if (it != cache_.end()) return it->second;
+    MFPO_ASSIGN_OR_RETURN(cv::Mat rgb, ReadImageFile(q.image_path));
+    if (q.noised) {
+      MFPO_ASSIGN_OR_RETURN(rgb, AddDiffusionNoise(rgb, cv::Mat(), o_.noise_step, SampleSeed(o_.seed, q.image_id)));
+    }
+    MFPO_ASSIGN_OR_RETURN(torch::Tensor px, PreprocessImage(rgb, m_.image));
+    px = px.to(m_.model->language_model()->parameters()[0].scalar_type());
+    cache_.emplace(key, px);
+    return px;
+  }
+
+  LoadedModel& m_;
+  const EvalCommandOptions& o_;
+  std::map<std::string, torch::Tensor> cache_;
+};
+
+// Whether a free-form answer gives the short answer `key` (yes/no, a colour, a count word).
+bool AnswerMatches(const std::string& answer, const std::string& key) {
+  if (key == "yes" || key == "no") return PopeAnswerIsYes(answer) == (key == "yes");
+  const std::string first = answer.substr(0, answer.find('.'));
+  static const std::vector<std::string> kNumbers = {"zero", "one", "two", "three", "four", "five",
+                                                    "six", "seven", "eight", "nine", "ten"};
+  for (const std::string& w : TokenizeWords(first)) {
+    if (w == key) return true;
+    for (size_t n = 0; n < kNumbers.size(); ++n)
+      if (kNumbers[n] == key && w == std::to_string(n)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+absl::Status RunScore(const ScoreCommandOptions& o, std::ostream& out) {
+  if (o.answers_path.empty()) return absl::InvalidArgumentError("--answers is required");
+  if (o.truth_path.empty()) return absl::InvalidArgumentError("--truth is required");
+  MFPO_ASSIGN_OR_RETURN(auto answers, ReadAnswers(o.answers_path));
+  json result;
+  if (o.suite == "chair") {
+    MFPO_RETURN_IF_ERROR(ScoreChairFile(o, answers, &result));
+  } else if (o.suite == "pope") {
+    MFPO_RETURN_IF_ERROR(ScorePopeFile(o, answers, &result));
+  } else if (o.suite == "amber") {
+    MFPO_RETURN_IF_ERROR(ScoreAmberFile(o, answers, &result));
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("--suite: '", o.suite, "' is not chair, pope or amber"));
+  }
+  if (o.json) {
+    out << result.dump() << "\n";
+    return absl::OkStatus();
+  }
+  std::vector<std::pair<std::string, std::string>> rows;
+  std::function<void(const std::string&, const json&)> flatten = [&](const std::string& prefix, const json& j) {
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      const std::string key = prefix.empty() ? it.key() : absl::StrCat(prefix, ".", it.key());
+      if (it->is_object()) flatten(key, *it);
+      else rows.emplace_back(key, it->is_number_float() ? absl::StrFormat("%.4f", it->get<double>()) : it->dump());
+    }
+  };
+  flatten("", result);
+  out << o.suite << " (" << answers.size() << " answers)\n";
+  PrintTable(out, rows);
+  return absl::OkStatus();
+}
+
+absl::Status RunEval(const EvalCommandOptions& o, std::ostream& out) {
+  if (o.model_dir.empty()) return absl::InvalidArgumentError("--model is required");
+  if (o.data_dir.empty()) return absl::InvalidArgumentError("--data is required");
+  if (o.out_dir.empty()) return absl::InvalidArgumentError("--out is required");
+  for (const auto& s : o.suites)
+    if (s != "chair" && s != "pope" && s != "amber" && s != "reliance")
+      return absl::InvalidArgumentError(absl::StrCat("--suite: unknown suite '", s, "'"));
+  if (o.batch_size <= 0) return absl::InvalidArgumentError("--batch_size must be positive");
+  auto wants = [&](const char* s) { return std::find(o.suites.begin(), o.suites.end(), s) != o.suites.end(); };
+  const fs::path data(o.data_dir);
+  MFPO_ASSIGN_OR_RETURN(ObjectVocabulary vocab, ObjectVocabulary::FromFile((data / "vocab.txt").string()));
+  std::vector<WorldImage> images;
+  MFPO_RETURN_IF_ERROR(ReadJsonl((data / "annotations.jsonl").string(), [&](int, const json& j) -> absl::Status {
+    if (j.value("split", "") != o.split) return absl::OkStatus();
+    if (o.limit > 0 && static_cast<int64_t>(images.size()) >= o.limit) return absl::OkStatus();
+    WorldImage w{IdOf(j), (data / j.value("image", "")).string(), Strings(j, "objects"), Strings(j, "captions")};
+    if (w.id.empty() || w.objects.empty()) return absl::InvalidArgumentError("record needs 'id' and 'objects'");
+    images.push_back(std::move(w));
+    return absl::OkStatus();
+  }));
+  if (images.empty())
+    return absl::InvalidArgumentError(absl::StrCat(o.data_dir, ": no '", o.split, "' images in annotations.jsonl"));
+  LoadModelOptions load;
+  if (o.dtype == "bfloat16") load.dtype = torch::kBFloat16;
+  else if (o.dtype != "float32") return absl::InvalidArgumentError("--dtype: float32 or bfloat16");
+  MFPO_ASSIGN_OR_RETURN(LoadedModel model, LoadModelDir(o.model_dir, load));
+  model.model->eval();
+  torch::NoGradGuard no_grad;
+  Answerer answerer(model, o);
+  std::error_code ec;
+  fs::create_directories(o.out_dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat(o.out_dir, ": ", ec.message()));
+  std::ofstream answers_out(fs::path(o.out_dir) / "answers.jsonl");
+  json report = {{"model", o.model_dir}, {"data", o.data_dir}, {"split", o.split}, {"images", images.size()}};
+  std::vector<std::pair<std::string, std::string>> table;
+  auto pct = [](double v) { return absl::StrFormat("%.1f", 100 * v); };
+
+  if (wants("chair") || wants("amber")) {
+    std::vector<Query> qs;
+    for (const auto& img : images) qs.push_back({img.id, img.id, img.image, "Describe the image."});
+    MFPO_ASSIGN_OR_RETURN(auto answers, answerer.Run(qs, "describe"));
+    ChairMetrics chair;
+    AmberMetrics amber;
+    // AMBER on the world: truth = present kinds, hallu = absent partners of present kinds (the
+    // objects the priors tempt), association = each kind's synonyms.
+    std::map<std::string, std::vector<std::string>> association;
+    std::map<std::string, std::string> partner;
+    for (const auto& k : vocab.categories()) association[k] = {};
+    std::vector<AmberTruth> amber_truth;
+    for (const auto& img : images) {
+      std::set<std::string> present;
+      for (const auto& obj : img.objects) present.insert(vocab.Canonical(obj));
+      AmberTruth t;
+      t.truth.assign(present.begin(), present.end());
+      for (const auto& k : vocab.categories())
+        if (!present.count(k)) t.hallu.push_back(k);
+      amber_truth.push_back(t);
+    }
+    AmberScorer scorer(association, {}, amber_truth);
+    for (size_t i = 0; i < images.size(); ++i) {
+      ChairSample s = ScoreChair(vocab, answers[i], {images[i].objects, images[i].captions});
+      chair.Add(s);
+      scorer.Add(answers[i], amber_truth[i], &amber);
+      answers_out << json{{"suite", "chair"}, {"id", images[i].id}, {"question", qs[i].question},
+                          {"answer", answers[i]}, {"hallucinated", s.hallucinated},
+                          {"mentions", s.mentions.size()}}.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
+    }
+    if (wants("chair")) {
+      report["chair"] = ChairJson(chair);
+      table.emplace_back("CHAIRs / CHAIRi / recall (%)",
+                         absl::StrCat(pct(chair.chair_s()), " / ", pct(chair.chair_i()), " / ", pct(chair.recall())));
+    }
+    if (wants("amber")) {
+      report["amber"] = AmberJson(amber);
+      table.emplace_back("AMBER CHAIR / Cover / Hal / Cog (%)",
+                         absl::StrCat(pct(amber.chair()), " / ", pct(amber.cover()), " / ", pct(amber.hal()), " / ",
+                                      pct(amber.cog())));
+    }
+  }
+  if (wants("pope")) {
+    std::vector<PopeImage> pope_images;
+    std::map<std::string, const WorldImage*> by_id;
+    for (const auto& img : images) {
+      PopeImage p{img.id, {}};
+      for (const auto& obj : img.objects) p.objects.push_back(vocab.Canonical(obj));
+      pope_images.push_back(p);
+      by_id[img.id] = &img;
+    }
+    json pope = json::object();
+    for (PopeSetting setting : {PopeSetting::kRandom, PopeSetting::kPopular, PopeSetting::kAdversarial}) {
+      std::vector<PopeQuestion> questions = BuildPopeQuestions(pope_images, vocab.categories(), setting, 3, o.seed);
+      std::vector<Query> qs;
+      for (const auto& q : questions) qs.push_back({q.id, q.image_id, by_id[q.image_id]->image, q.text()});
+      MFPO_ASSIGN_OR_RETURN(auto answers, answerer.Run(qs, absl::StrCat("pope-", PopeSettingName(setting))));
+      PopeMetrics m;
+      for (size_t i = 0; i < questions.size(); ++i) {
+        const bool yes = PopeAnswerIsYes(answers[i]);
+        m.Add(questions[i].label_yes, yes);
+        answers_out << json{{"suite", "pope"}, {"setting", PopeSettingName(setting)}, {"id", questions[i].id},
+                            {"question", qs[i].question}, {"answer", answers[i]},
+                            {"label", questions[i].label_yes ? "yes" : "no"}, {"answered_yes", yes}}
+                           .dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
+      }
+      pope[PopeSettingName(setting)] = PopeJson(m);
+      table.emplace_back(absl::StrCat("POPE ", PopeSettingName(setting), " acc / F1 / yes (%)"),
+                         absl::StrCat(pct(m.accuracy()), " / ", pct(m.f1()), " / ", pct(m.yes_ratio())));
+    }
+    report["pope"] = pope;
+  }
+  if (wants("reliance")) {
+    std::vector<Query> qs;
+    std::vector<std::string> keys, types;
+    std::set<std::string> allowed;
+    for (const auto& img : images) allowed.insert(img.id);
+    MFPO_RETURN_IF_ERROR(ReadJsonl((data / (o.split + ".jsonl")).string(), [&](int, const json& j) -> absl::Status {
+      if (!j.contains("answer") || !allowed.count(j.value("image_id", ""))) return absl::OkStatus();
+      qs.push_back({IdOf(j), j.value("image_id", ""), (data / j.value("image", "")).string(), j.value("question", "")});
+      keys.push_back(j.value("answer", ""));
+      types.push_back(j.value("type", ""));
+      return absl::OkStatus();
+    }));
+    std::vector<Query> noised = qs;
+    for (auto& q : noised) q.noised = true;
+    MFPO_ASSIGN_OR_RETURN(auto clean_answers, answerer.Run(qs, "reliance-clean"));
+    MFPO_ASSIGN_OR_RETURN(auto noised_answers, answerer.Run(noised, "reliance-noised"));
+    int64_t clean_ok = 0, noised_ok = 0;
+    for (size_t i = 0; i < qs.size(); ++i) {
+      const bool a = AnswerMatches(clean_answers[i], keys[i]), b = AnswerMatches(noised_answers[i], keys[i]);
+      clean_ok += a;
+      noised_ok += b;
+      answers_out << json{{"suite", "reliance"}, {"id", qs[i].id}, {"type", types[i]}, {"question", qs[i].question},
+                          {"expected", keys[i]}, {"answer_clean", clean_answers[i]}, {"correct_clean", a},
+                          {"answer_noised", noised_answers[i]}, {"correct_noised", b}}
+                         .dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
+    }
+    const double n = std::max<size_t>(qs.size(), 1);
+    report["reliance"] = {{"questions", qs.size()}, {"noise_step", o.noise_step},
+                          {"accuracy_clean", clean_ok / n}, {"accuracy_noised", noised_ok / n},
+                          {"gap", (clean_ok - noised_ok) / n}};
+    table.emplace_back(absl::StrCat("Reliance acc clean / noised t=", o.noise_step, " / gap (%)"),
+                       absl::StrCat(pct(clean_ok / n), " / ", pct(noised_ok / n), " / ", pct((clean_ok - noised_ok) / n)));
+  }
+  std::ofstream(fs::path(o.out_dir) / "report.json") << report.dump(2) << "\n";
+  std::ofstream md(fs::path(o.out_dir) / "report.md");
+  md << "# Hallucination evaluation\n\nModel `" << o.model_dir << "`, data `" << o.data_dir << "` (" << o.split
+     << " split, " << images.size() << " images)\n\n| Metric | Value |\n|---|---|\n";
+  for (const auto& [k, v] : table) md << "| " << k << " | " << v << " |\n";
+  out << "evaluation of " << o.model_dir << " on " << images.size() << " " << o.split << " images\n";
+  PrintTable(out, table);
+  out << "wrote " << (fs::path(o.out_dir) / "report.md").string() << ", report.json, answers.jsonl\n";
+  return absl::OkStatus();
+}
+
+}  // namespace mfpo
