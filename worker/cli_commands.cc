@@ -13,6 +13,7 @@
 #include "common/status_macros.h"
 #include "common/tokenizer.h"
 #include "common/torch_seam.h"
+#include "datagen/preference_formats.h"
 
 namespace mfpo {
 namespace {
@@ -136,6 +137,19 @@ absl::Status RunWorld(const WorldCommandOptions& o, std::ostream& out) {
   out << "wrote " << o.out_dir << ": " << o.world.train << " train, " << o.world.val << " val, "
       << o.world.test << " test images of " << o.world.size << " px (seed " << o.world.seed << ", "
       << SecondsSince(t0) << " s)\n";
+  return absl::OkStatus();
+}
+
+absl::Status RunImport(const ImportCommandOptions& o, std::ostream& out, std::ostream& err) {
+  MFPO_ASSIGN_OR_RETURN(ImportFormat format, ParseImportFormat(o.format));
+  if (o.in_path.empty() || o.out_path.empty())
+    return absl::InvalidArgumentError("usage: mfpo import --format F IN.jsonl OUT.jsonl");
+  MFPO_ASSIGN_OR_RETURN(ImportReport report, ImportPreferences(format, o.in_path, o.out_path));
+  for (const auto& e : report.errors) err << o.in_path << ":" << e.line << ": " << e.reason << "\n";
+  out << "imported " << report.imported << " records to " << o.out_path << "; " << report.errors.size()
+      << " lines rejected";
+  if (report.dropped_ties > 0) out << "; " << report.dropped_ties << " samples dropped (tied ratings)";
+  out << "\n";
   return absl::OkStatus();
 }
 

@@ -45,6 +45,13 @@ struct WorldCommandOptions {
 };
 absl::Status RunWorld(const WorldCommandOptions& options, std::ostream& out);
 
+struct ImportCommandOptions {
+  std::string format;  // native, rlhf-v, rlaif-v, vlfeedback, hf
+  std::string in_path, out_path;
+};
+// Prints each bad line (file:line: reason) to `err` and a summary to `out`.
+absl::Status RunImport(const ImportCommandOptions& options, std::ostream& out, std::ostream& err);
+
 }  // namespace mfpo
 
 #endif  // MFPO_WORKER_CLI_COMMANDS_H_

@@ -33,6 +33,7 @@ ABSL_FLAG(int32_t, test, 500, "world: test images");
 ABSL_FLAG(int32_t, size, 64, "world: image side in pixels");
 ABSL_FLAG(double, cooccur_prior, 0.85, "world: P(partner object | anchor) in train/val");
 ABSL_FLAG(double, colour_prior, 0.85, "world: P(typical colour) in train/val");
+ABSL_FLAG(std::string, format, "", "import: native, rlhf-v, rlaif-v, vlfeedback, hf");
 ABSL_FLAG(std::string, suite, "", "score: chair|pope|amber; eval: comma list of chair,pope,amber,reliance");
 ABSL_FLAG(std::string, answers, "", "score: answers JSONL ({id, answer})");
 ABSL_FLAG(std::string, truth, "", "score: ground truth file");
@@ -61,6 +62,8 @@ Commands:
       write the logits of the prompt(+response) sequence and the response's summed log-prob
   world --out DIR [--seed N] [--train N --val N --test N] [--size PX]
       write the embedded scene world: images, preference manifests, annotations, vocabulary
+  import --format native|rlhf-v|rlaif-v|vlfeedback|hf IN.jsonl OUT.jsonl
+      convert preference data to the native JSONL format (bad lines reported, the rest kept)
   score --suite chair|pope|amber --answers FILE.jsonl --truth FILE [--synonyms FILE] [--json]
       hallucination metrics of answers produced by any system
   eval --model DIR --data DIR [--suite chair,pope,amber,reliance] --out DIR [--limit N]
@@ -99,13 +102,29 @@ int main(int argc, char** argv) {
   std::vector<char*> args = absl::ParseCommandLine(static_cast<int>(raw.size()), raw.data());
   spdlog::set_default_logger(spdlog::stderr_color_mt("mfpo"));
   spdlog::set_pattern("[%H:%M:%S.%e] [%^%l%$] %v");
-  if (args.size() != 2) {
+  if (args.size() < 2) {
     std::cerr << kUsage;
     return 2;
   }
   const int threads = absl::GetFlag(FLAGS_threads);
   torch::set_num_threads(threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency()));
   const std::string command = args[1];
+  if (command == "import") {
+    if (args.size() != 4) {
+      std::cerr << "usage: mfpo import --format F IN.jsonl OUT.jsonl\n";
+      return 2;
+    }
+    mfpo::ImportCommandOptions o;
+    o.format = absl::GetFlag(FLAGS_format);
+    o.in_path = args[2];
+    o.out_path = args[3];
+    const auto s = mfpo::RunImport(o, std::cout, std::cerr);
+    return s.ok() ? 0 : Fail(s);
+  }
+  if (args.size() != 2) {
+    std::cerr << "mfpo " << command << ": unexpected positional arguments\n\n" << kUsage;
+    return 2;
+  }
   if (command == "init-model") {
     mfpo::InitModelCommandOptions o;
     o.out_dir = absl::GetFlag(FLAGS_out);

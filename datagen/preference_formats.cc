@@ -1,0 +1,325 @@
+#include "datagen/preference_formats.h"
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/image.h"
+#include "common/status_macros.h"
+
+namespace mfpo {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+absl::Status Bad(absl::string_view why) { return absl::InvalidArgumentError(why); }
+
+absl::StatusOr<std::string> RequiredString(const json& j, const char* key) {
+  if (!j.contains(key)) return Bad(absl::StrCat("missing field '", key, "'"));
+  if (!j[key].is_string()) return Bad(absl::StrCat("field '", key, "' must be a string"));
+  std::string v = j[key].get<std::string>();
+  if (absl::StripAsciiWhitespace(v).empty()) return Bad(absl::StrCat("field '", key, "' is empty"));
+  return v;
+}
+
+std::string RecordId(const json& j, const std::string& fallback) {
+  for (const char* k : {"id", "idx", "question_id", "sample_id"}) {
+    if (!j.contains(k)) continue;
+    if (j[k].is_string() && !j[k].get<std::string>().empty()) return j[k].get<std::string>();
+    if (j[k].is_number_integer()) return std::to_string(j[k].get<int64_t>());
+  }
+  return fallback;
+}
+
+// Text of a chat-style value: a string, a {content} message, or a list of messages whose
+// content is a string or a list of {type: text, text} parts (images skipped).
+std::string TextOf(const json& v) {
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_object()) {
+    if (v.contains("text") && v["text"].is_string()) return v["text"].get<std::string>();
+    if (v.contains("content")) return TextOf(v["content"]);
+    return "";
+  }
+  if (v.is_array()) {
+    std::string out;
+    for (const auto& part : v) {
+      if (part.is_object() && part.contains("role") && part["role"] == "system") continue;
+      const std::string t = TextOf(part);
+      if (!t.empty()) out += (out.empty() ? "" : "\n") + t;
+    }
+    return out;
+  }
+  return "";
+}
+
+const char* ExtensionFor(const std::string& bytes) {
+  if (bytes.size() > 4 && bytes.compare(1, 3, "PNG") == 0) return ".png";
+  if (bytes.size() > 2 && static_cast<unsigned char>(bytes[0]) == 0xFF && static_cast<unsigned char>(bytes[1]) == 0xD8) return ".jpg";
+  if (bytes.size() > 12 && bytes.compare(8, 4, "WEBP") == 0) return ".webp";
+  return nullptr;
+}
+
+class Importer {
+ public:
+  Importer(ImportFormat format, const std::string& in_path, const std::string& out_path)
+      : format_(format), in_dir_(fs::absolute(in_path).parent_path()),
+        stem_(fs::path(out_path).stem().string()), out_dir_(fs::absolute(out_path).parent_path()) {}
+
+  // One input object -> native records (VLFeedback may yield none: ties).
+  absl::StatusOr<std::vector<PreferenceRecord>> Convert(const json& j, int line) {
+    const std::string fallback_id = absl::StrCat(stem_, "-", line);
+    PreferenceRecord r;
+    r.id = RecordId(j, fallback_id);
+    switch (format_) {
+      case ImportFormat::kNative: {
+        MFPO_ASSIGN_OR_RETURN(r, ParsePreferenceRecord(j));
+        MFPO_ASSIGN_OR_RETURN(r.image, ResolveImage(j["image"], r.id));
+        return std::vector<PreferenceRecord>{r};
+      }
+      case ImportFormat::kRlhfV: {
+        if (!j.contains("text")) return Bad("missing field 'text'");
+        json text = j["text"].is_string() ? json::parse(j["text"].get<std::string>(), nullptr, false) : j["text"];
+        if (text.is_discarded() || !text.is_object()) return Bad("field 'text' is not a JSON object (or a string holding one)");
+        MFPO_ASSIGN_OR_RETURN(r.question, RequiredString(text, "question"));
+        MFPO_ASSIGN_OR_RETURN(r.chosen, RequiredString(text, "chosen"));
+        MFPO_ASSIGN_OR_RETURN(r.rejected, RequiredString(text, "rejected"));
+        break;
+      }
+      case ImportFormat::kRlaifV: {
+        MFPO_ASSIGN_OR_RETURN(r.question, RequiredString(j, "question"));
+        MFPO_ASSIGN_OR_RETURN(r.chosen, RequiredString(j, "chosen"));
+        MFPO_ASSIGN_OR_RETURN(r.rejected, RequiredString(j, "rejected"));
+        for (const char* k : {"ds_name", "origin_dataset", "origin_split"})
+          if (j.contains(k)) r.extra[k] = j[k];
+        break;
+      }
+      case ImportFormat::kVlFeedback:
+        return ConvertVlFeedback(j, r);
+      case ImportFormat::kHuggingFace: {
+        if (!j.contains("prompt")) return Bad("missing field 'prompt'");
+        r.question = TextOf(j["prompt"]);
+        if (r.question.empty()) return Bad("field 'prompt' has no text");
+        for (auto [key, dst] : {std::pair<const char*, std::string*>{"chosen", &r.chosen}, {"rejected", &r.rejected}}) {
+          if (!j.contains(key)) return Bad(absl::StrCat("missing field '", key, "'"));
+          *dst = TextOf(j[key]);
+          if (dst->empty()) return Bad(absl::StrCat("field '", key, "' has no text"));
+        }
+        json image;
+        if (j.contains("images") && j["images"].is_array() && !j["images"].empty()) image = j["images"][0];
+        else if (j.contains("image")) image = j["image"];
+        else return Bad("missing field 'images'");
+        MFPO_ASSIGN_OR_RETURN(r.image, ResolveImage(image, r.id));
+        return std::vector<PreferenceRecord>{r};
+      }
+    }
+    if (!j.contains("image")) return Bad("missing field 'image'");
+    MFPO_ASSIGN_OR_RETURN(r.image, ResolveImage(j["image"], r.id));
+    return std::vector<PreferenceRecord>{r};
+  }
+
+  int64_t dropped_ties = 0;
+
+ private:
+  absl::StatusOr<std::vector<PreferenceRecord>> ConvertVlFeedback(const json& j, PreferenceRecord r) {
+    MFPO_ASSIGN_OR_RETURN(r.question, RequiredString(j, "prompt"));
+    if (!j.contains("completions") || !j["completions"].is_array())
+      return Bad("field 'completions' must be a list");
+    double best = -1e9, worst = 1e9;
+    std::string best_text, worst_text;
+    int rated = 0;
+    for (size_t i = 0; i < j["completions"].size(); ++i) {
+      const json& c = j["completions"][i];
+      if (!c.is_object() || !c.contains("response") || !c["response"].is_string())
+        return Bad(absl::StrCat("completion ", i, " has no 'response' string"));
+      double sum = 0;
+      int n = 0;
+      if (c.contains("annotations") && c["annotations"].is_object()) {
+        for (const auto& aspect : c["annotations"]) {
+          const json rating = aspect.is_object() && aspect.contains("Rating") ? aspect["Rating"] : aspect;
+          double v;
+          if (rating.is_number()) v = rating.get<double>();
+          else if (rating.is_string() && absl::SimpleAtod(rating.get<std::string>(), &v)) {
+          } else {
+            continue;  // "N/A" and the like
+          }
+          sum += v;
+          ++n;
+        }
+      }
+      if (n == 0) continue;
+      ++rated;
+      const double mean = sum / n;
+      if (mean > best) best = mean, best_text = c["response"].get<std::string>();
+      if (mean < worst) worst = mean, worst_text = c["response"].get<std::string>();
+    }
+    if (rated < 2) return Bad("fewer than two rated completions");
+    if (best == worst) {
+      ++dropped_ties;
+      return std::vector<PreferenceRecord>{};
+    }
+    r.chosen = best_text;
+    r.rejected = worst_text;
+    r.extra["chosen_rating"] = best;
+    r.extra["rejected_rating"] = worst;
+    if (!j.contains("image")) return Bad("missing field 'image'");
+    MFPO_ASSIGN_OR_RETURN(r.image, ResolveImage(j["image"], r.id));
+    return std::vector<PreferenceRecord>{r};
+  }
+
+  // An image as a path (checked to exist), {"path"} or {"bytes": base64}, or a data: URI or
+  // bare base64 string; bytes are written under <out>_images/.
+  absl::StatusOr<std::string> ResolveImage(const json& v, const std::string& id) {
+    std::string path, b64;
+    if (v.is_object()) {
+      if (v.contains("bytes") && v["bytes"].is_string()) b64 = v["bytes"].get<std::string>();
+      else if (v.contains("path") && v["path"].is_string()) path = v["path"].get<std::string>();
+      else return Bad("image object has neither 'bytes' nor 'path'");
+    } else if (v.is_string()) {
+      const std::string s = v.get<std::string>();
+      const size_t comma = s.find(";base64,");
+      if (absl::StartsWith(s, "data:") && comma != std::string::npos) b64 = s.substr(comma + 8);
+      else if (s.size() > 256 && s.find('/') == std::string::npos) b64 = s;
+      else path = s;
+    } else {
+      return Bad("field 'image' must be a path, an object or base64 text");
+    }
+    if (!b64.empty()) {
+      std::string bytes;
+      if (!absl::Base64Unescape(b64, &bytes) || bytes.empty()) return Bad("image bytes are not valid base64");
+      const char* ext = ExtensionFor(bytes);
+      if (ext == nullptr) return Bad("image bytes are not a PNG, JPEG or WebP file");
+      const fs::path dir = out_dir_ / (stem_ + "_images");
+      std::error_code ec;
+      fs::create_directories(dir, ec);
+      std::string safe = id;
+      for (char& c : safe)
+        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') c = '_';
+      const fs::path file = dir / (safe + ext);
+      std::ofstream out(file, std::ios::binary);
+      out << bytes;
+      if (!out) return absl::InternalError(absl::StrCat(file.string(), ": write failed"));
+      return fs::relative(file, out_dir_).string();
+    }
+    if (path.empty()) return Bad("field 'image' is empty");
+    const fs::path p = fs::path(path).is_absolute() ? fs::path(path) : in_dir_ / path;
+    if (!fs::is_regular_file(p)) return absl::NotFoundError(absl::StrCat("image file not found: ", p.string()));
+    return fs::absolute(p).lexically_normal().string();
+  }
+
+  ImportFormat format_;
+  fs::path in_dir_;
+  std::string stem_;
+  fs::path out_dir_;
+};
+
+}  // namespace
+
+absl::StatusOr<PreferenceRecord> ParsePreferenceRecord(const json& j) {
+  if (!j.is_object()) return Bad("record is not a JSON object");
+  PreferenceRecord r;
+  MFPO_ASSIGN_OR_RETURN(r.id, RequiredString(j, "id"));
+  MFPO_ASSIGN_OR_RETURN(r.image, RequiredString(j, "image"));
+  MFPO_ASSIGN_OR_RETURN(r.question, RequiredString(j, "question"));
+  MFPO_ASSIGN_OR_RETURN(r.chosen, RequiredString(j, "chosen"));
+  MFPO_ASSIGN_OR_RETURN(r.rejected, RequiredString(j, "rejected"));
+  if (j.contains("rejected_image")) {
+    MFPO_ASSIGN_OR_RETURN(r.rejected_image, RequiredString(j, "rejected_image"));
+  }
+  if (j.contains("regions")) {
+    if (!j["regions"].is_array()) return Bad("field 'regions' must be a list");
+    for (size_t i = 0; i < j["regions"].size(); ++i) {
+      const json& g = j["regions"][i];
+      PreferenceRegion region;
+      if (!g.is_object() || !g.contains("box") || !g["box"].is_array() || g["box"].size() != 4)
+        return Bad(absl::StrCat("regions[", i, "].box must be [x0, y0, x1, y1]"));
+      for (int k = 0; k < 4; ++k) {
+        if (!g["box"][k].is_number()) return Bad(absl::StrCat("regions[", i, "].box must hold numbers"));
+        region.box[k] = static_cast<int>(g["box"][k].get<double>());
+      }
+      if (region.box[2] <= region.box[0] || region.box[3] <= region.box[1])
+        return Bad(absl::StrCat("regions[", i, "].box is empty or inverted"));
+      if (g.contains("label") && g["label"].is_string()) region.label = g["label"].get<std::string>();
+      r.regions.push_back(region);
+    }
+  }
+  for (auto it = j.begin(); it != j.end(); ++it)
+    if (!std::set<std::string>{"id", "image", "question", "chosen", "rejected", "rejected_image", "regions"}.count(it.key()))
+      r.extra[it.key()] = it.value();
+  return r;
+}
+
+json PreferenceRecordToJson(const PreferenceRecord& r) {
+  json j = r.extra;
+  j["id"] = r.id;
+  j["image"] = r.image;
+  j["question"] = r.question;
+  j["chosen"] = r.chosen;
+  j["rejected"] = r.rejected;
+  if (!r.rejected_image.empty()) j["rejected_image"] = r.rejected_image;
+  if (!r.regions.empty()) {
+    json regions = json::array();
+    for (const auto& g : r.regions) regions.push_back({{"label", g.label}, {"box", g.box}});
+    j["regions"] = regions;
+  }
+  return j;
+}
+
+absl::StatusOr<ImportFormat> ParseImportFormat(const std::string& name) {
+  if (name == "native") return ImportFormat::kNative;
+  if (name == "rlhf-v") return ImportFormat::kRlhfV;
+  if (name == "rlaif-v") return ImportFormat::kRlaifV;
+  if (name == "vlfeedback") return ImportFormat::kVlFeedback;
+  if (name == "hf") return ImportFormat::kHuggingFace;
+  return Bad(absl::StrCat("--format: '", name, "' is not one of native, rlhf-v, rlaif-v, vlfeedback, hf"));
+}
+
+absl::StatusOr<ImportReport> ImportPreferences(ImportFormat format, const std::string& in_path,
+                                               const std::string& out_path) {
+  std::ifstream in(in_path);
+  if (!in) return absl::NotFoundError(absl::StrCat(in_path, ": cannot open"));
+  const std::string tmp = out_path + ".tmp";
+  std::ofstream out(tmp);
+  if (!out) return absl::InternalError(absl::StrCat(tmp, ": cannot write"));
+  Importer importer(format, in_path, out_path);
+  ImportReport report;
+  std::set<std::string> ids;
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    if (absl::StripAsciiWhitespace(line).empty()) continue;
+    json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.is_object()) {
+      report.errors.push_back({n, "malformed JSON (not an object on one line)"});
+      continue;
+    }
+    absl::StatusOr<std::vector<PreferenceRecord>> records = importer.Convert(j, n);
+    if (!records.ok()) {
+      if (absl::IsInternal(records.status())) return records.status();
+      report.errors.push_back({n, std::string(records.status().message())});
+      continue;
+    }
+    for (const PreferenceRecord& r : *records) {
+      if (!ids.insert(r.id).second) {
+        report.errors.push_back({n, absl::StrCat("duplicate id '", r.id, "'")});
+        continue;
+      }
+      out << PreferenceRecordToJson(r).dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
+      ++report.imported;
+    }
+  }
+  report.dropped_ties = importer.dropped_ties;
+  out.close();
+  if (!out) return absl::InternalError(absl::StrCat(tmp, ": write failed"));
+  std::error_code ec;
+  fs::rename(tmp, out_path, ec);
+  if (ec) return absl::InternalError(absl::StrCat(out_path, ": ", ec.message()));
+  return report;
+}
+
+}  // namespace mfpo

@@ -1,0 +1,61 @@
+// Preference data: the native JSONL record (docs/preference-format.md) and importers from the
+// layouts people already have: RLHF-V, RLAIF-V, VLFeedback and Hugging Face preference sets
+// exported to JSONL ({images, prompt, chosen, rejected}).
+#ifndef MFPO_DATAGEN_PREFERENCE_FORMATS_H_
+#define MFPO_DATAGEN_PREFERENCE_FORMATS_H_
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace mfpo {
+
+struct PreferenceRegion {
+  std::string label;
+  std::array<int, 4> box = {0, 0, 0, 0};  // x0, y0, x1, y1 in pixels
+};
+
+struct PreferenceRecord {
+  std::string id;
+  std::string image;  // path, relative to the manifest's directory or absolute
+  std::string question, chosen, rejected;
+  std::vector<PreferenceRegion> regions;  // optional
+  std::string rejected_image;             // optional: a prepared perturbed image
+  nlohmann::json extra = nlohmann::json::object();  // other fields, kept (type, answer, ...)
+};
+
+// Validates one native record (field names and types); errors name the field.
+absl::StatusOr<PreferenceRecord> ParsePreferenceRecord(const nlohmann::json& j);
+nlohmann::json PreferenceRecordToJson(const PreferenceRecord& r);
+
+enum class ImportFormat { kNative, kRlhfV, kRlaifV, kVlFeedback, kHuggingFace };
+absl::StatusOr<ImportFormat> ParseImportFormat(const std::string& name);
+
+struct ImportError {
+  int line = 0;
+  std::string reason;
+};
+struct ImportReport {
+  int64_t imported = 0;
+  int64_t dropped_ties = 0;  // VLFeedback samples whose completions all rate the same
+  std::vector<ImportError> errors;
+};
+
+// Reads `in_path` (JSONL) in `format`, writes native records to `out_path` (JSONL). Images given
+// as bytes (base64) are written to `<out_path without .jsonl>_images/`; image files are checked
+// to exist (relative paths resolve against the input's directory) and written as absolute
+// paths. A bad line (malformed JSON, missing field, missing or undecodable image, duplicate id)
+// is recorded in the report and skipped; the other lines still import. Only I/O failures of the
+// output are returned as errors.
+absl::StatusOr<ImportReport> ImportPreferences(ImportFormat format, const std::string& in_path,
+                                               const std::string& out_path);
+
+}  // namespace mfpo
+
+#endif  // MFPO_DATAGEN_PREFERENCE_FORMATS_H_
