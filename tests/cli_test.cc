@@ -191,5 +191,92 @@ TEST_F(CliTest, ModelWithATruncatedWeightFileIsRefusedNamingTheFile) {
   EXPECT_TRUE(absl::StrContains(r.all, "out of range")) << r.all;
 }
 
+TEST_F(CliTest, WorldThenEvalWritesAnswersAndReport) {
+  const std::string world = (*dir_ / "world").string(), eval = (*dir_ / "eval").string();
+  Result w = Mfpo("world --out " + world + " --seed 3 --train 20 --val 5 --test 12 --size 32");
+  ASSERT_EQ(w.code, 0) << w.all;
+  Result e = Mfpo("eval --model " + Model() + " --data " + world + " --out " + eval +
+                  " --suite chair,pope,amber,reliance --limit 6 --max-new-tokens 6 --batch-size 8");
+  ASSERT_EQ(e.code, 0) << e.all;
+  EXPECT_TRUE(absl::StrContains(e.out, "POPE adversarial")) << e.out;
+  auto report = nlohmann::json::parse(ReadAll(fs::path(eval) / "report.json"));
+  EXPECT_EQ(report["images"], 6);
+  EXPECT_EQ(report["chair"]["responses"], 6);
+  for (const char* setting : {"random", "popular", "adversarial"})
+    EXPECT_GT(report["pope"][setting]["questions"].get<int>(), 6) << setting;
+  EXPECT_GT(report["reliance"]["questions"].get<int>(), 6);
+  EXPECT_TRUE(fs::exists(fs::path(eval) / "report.md"));
+  int lines = 0;
+  std::ifstream answers(fs::path(eval) / "answers.jsonl");
+  for (std::string l; std::getline(answers, l);) ++lines;
+  EXPECT_GT(lines, 6 + 3 * 6 + 6);
+  Result bad = Mfpo("eval --model " + Model() + " --data " + world + " --out " + eval + " --suite chair,mmhal");
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_TRUE(absl::StrContains(bad.all, "unknown suite 'mmhal'")) << bad.all;
+}
+
+TEST_F(CliTest, ScoreChairPopeAmberFromFiles) {
+  const fs::path d = *dir_ / "score";
+  fs::create_directories(d);
+  std::ofstream(d / "chair_answers.jsonl") << R"({"id": "1", "answer": "A man riding a motorcycle next to two dogs and a hot dog stand."})" "\n"
+                                           << R"({"id": "2", "answer": "A cat, another cat and a kitten."})" "\n";
+  std::ofstream(d / "chair_truth.jsonl") << R"({"id": "1", "objects": ["person", "motorcycle", "dog"]})" "\n"
+                                         << R"({"id": "2", "objects": ["dog"]})" "\n";
+  Result chair = Mfpo("score --suite chair --answers " + (d / "chair_answers.jsonl").string() + " --truth " +
+                      (d / "chair_truth.jsonl").string() + " --json");
+  ASSERT_EQ(chair.code, 0) << chair.all;
+  auto c = nlohmann::json::parse(chair.out);
+  EXPECT_DOUBLE_EQ(c["chair_s"].get<double>(), 1.0);
+  EXPECT_DOUBLE_EQ(c["chair_i"].get<double>(), 4.0 / 7);
+  EXPECT_DOUBLE_EQ(c["recall"].get<double>(), 3.0 / 4);
+
+  std::ofstream(d / "pope_answers.jsonl") << R"({"id": "q1", "answer": "Yes, there is."})" "\n"
+                                          << R"({"id": "q2", "answer": "No."})" "\n"
+                                          << R"({"id": "q3", "answer": "Yes."})" "\n";
+  std::ofstream(d / "pope_truth.jsonl") << R"({"question_id": "q1", "label": "yes"})" "\n"
+                                        << R"({"question_id": "q2", "label": "yes"})" "\n"
+                                        << R"({"question_id": "q3", "label": "no"})" "\n";
+  Result pope = Mfpo("score --suite pope --answers " + (d / "pope_answers.jsonl").string() + " --truth " +
+                     (d / "pope_truth.jsonl").string() + " --json");
+  ASSERT_EQ(pope.code, 0) << pope.all;
+  auto p = nlohmann::json::parse(pope.out);
+  EXPECT_DOUBLE_EQ(p["all"]["accuracy"].get<double>(), 1.0 / 3);
+  EXPECT_DOUBLE_EQ(p["all"]["yes_ratio"].get<double>(), 2.0 / 3);
+
+  std::ofstream(d / "amber.json") << R"([{"id": 1, "type": "generative", "truth": ["dog", "grass"], "hallu": ["cat", "frisbee"]},
+                                         {"id": 2, "type": "discriminative", "query": "Is there a dog?"}])";
+  std::ofstream(d / "relation.json") << R"({"dog": ["puppy"]})";
+  std::ofstream(d / "amber_answers.json") << R"([{"id": 1, "response": "A puppy on the grass with a frisbee."}])";
+  Result amber = Mfpo("score --suite amber --answers " + (d / "amber_answers.json").string() + " --truth " +
+                      (d / "amber.json").string() + " --association " + (d / "relation.json").string() + " --json");
+  ASSERT_EQ(amber.code, 0) << amber.all;
+  auto a = nlohmann::json::parse(amber.out);
+  EXPECT_DOUBLE_EQ(a["chair"].get<double>(), 1.0 / 3);
+  EXPECT_DOUBLE_EQ(a["cover"].get<double>(), 1.0);
+  EXPECT_DOUBLE_EQ(a["cog"].get<double>(), 0.5);
+
+  std::ofstream(d / "bad_truth.jsonl") << R"({"id": "1", "objects": "dog"})" "\n";
+  Result bad = Mfpo("score --suite chair --answers " + (d / "chair_answers.jsonl").string() + " --truth " +
+                    (d / "bad_truth.jsonl").string());
+  EXPECT_NE(bad.code, 0);
+  EXPECT_TRUE(absl::StrContains(bad.all, "bad_truth.jsonl:1: record '1': 'objects' must be a list")) << bad.all;
+}
+
+TEST_F(CliTest, ImportReportsBadLinesAndKeepsTheRest) {
+  const fs::path d = *dir_ / "import";
+  fs::create_directories(d);
+  fs::copy_file(Image(), d / "img.png", fs::copy_options::overwrite_existing);
+  std::ofstream(d / "in.jsonl") << R"({"id": "a", "image": "img.png", "question": "Q", "chosen": "c", "rejected": "r"})" "\n"
+                                << "{broken\n"
+                                << R"({"id": "a", "image": "img.png", "question": "Q", "chosen": "c", "rejected": "r"})" "\n";
+  Result r = Mfpo("import --format rlaif-v " + (d / "in.jsonl").string() + " " + (d / "out.jsonl").string());
+  ASSERT_EQ(r.code, 0) << r.all;
+  EXPECT_TRUE(absl::StrContains(r.out, "imported 1 records")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.all, "in.jsonl:2: malformed JSON")) << r.all;
+  EXPECT_TRUE(absl::StrContains(r.all, "in.jsonl:3: duplicate id 'a'")) << r.all;
+  Result bad = Mfpo("import --format csv " + (d / "in.jsonl").string() + " " + (d / "out.jsonl").string());
+  EXPECT_EQ(bad.code, 2);
+}
+
 }  // namespace
 }  // namespace mfpo
