@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 
 #include "absl/strings/match.h"
 #include "datagen/diffusion_noise.h"
@@ -150,6 +151,19 @@ TEST(SceneWorld, WritesAFewThousandSamplesWithAllFiles) {
   EXPECT_EQ(lines, 380);
   EXPECT_FALSE(WriteWorld(dir.string(), WorldOptions{.size = 4}).ok());
   std::filesystem::remove_all(dir);
+}
+
+TEST(SceneWorld, ShippedSynonymTableMatchesTheGenerator) {
+  std::ifstream in(std::string(MFPO_SOURCE_DIR) + "/datagen/data/scene_world_synonyms.txt");
+  std::string expected;
+  for (const auto& k : WorldKinds()) {
+    std::string line;
+    for (size_t i = 0; i < k.synonyms.size(); ++i) line += (i ? ", " : "") + k.synonyms[i];
+    expected += line + "\n";
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  EXPECT_EQ(ss.str(), expected);
 }
 
 TEST(DiffusionNoise, OutsideMaskUntouchedInsideMatchesClosedFormAndRerunsAreIdentical) {
