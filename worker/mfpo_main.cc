@@ -87,7 +87,9 @@ std::vector<std::string> NormaliseFlagNames(int argc, char** argv) {
   return out;
 }
 
-int Fail(const absl::Status& status) {
+// Exit code: 0 on success, 2 for bad input (flags, specs, files), 1 otherwise.
+int Exit(const absl::Status& status) {
+  if (status.ok()) return 0;
   std::cerr << "mfpo: " << status.message() << "\n";
   return absl::IsInvalidArgument(status) ? 2 : 1;
 }
@@ -118,8 +120,7 @@ int main(int argc, char** argv) {
     o.format = absl::GetFlag(FLAGS_format);
     o.in_path = args[2];
     o.out_path = args[3];
-    const auto s = mfpo::RunImport(o, std::cout, std::cerr);
-    return s.ok() ? 0 : Fail(s);
+    return Exit(mfpo::RunImport(o, std::cout, std::cerr));
   }
   if (args.size() != 2) {
     std::cerr << "mfpo " << command << ": unexpected positional arguments\n\n" << kUsage;
@@ -131,8 +132,7 @@ int main(int argc, char** argv) {
     o.init.preset = absl::GetFlag(FLAGS_preset);
     o.init.seed = absl::GetFlag(FLAGS_seed);
     o.init.init_std = absl::GetFlag(FLAGS_init_std);
-    const auto s = mfpo::RunInitModel(o, std::cout);
-    return s.ok() ? 0 : Fail(s);
+    return Exit(mfpo::RunInitModel(o, std::cout));
   }
   if (command == "world") {
     mfpo::WorldCommandOptions o;
@@ -144,8 +144,7 @@ int main(int argc, char** argv) {
     o.world.size = absl::GetFlag(FLAGS_size);
     o.world.cooccur_prior = absl::GetFlag(FLAGS_cooccur_prior);
     o.world.colour_prior = absl::GetFlag(FLAGS_colour_prior);
-    const auto s = mfpo::RunWorld(o, std::cout);
-    return s.ok() ? 0 : Fail(s);
+    return Exit(mfpo::RunWorld(o, std::cout));
   }
   if (command == "score") {
     mfpo::ScoreCommandOptions o;
@@ -156,8 +155,7 @@ int main(int argc, char** argv) {
     o.association_path = absl::GetFlag(FLAGS_association);
     o.safe_words_path = absl::GetFlag(FLAGS_safe_words);
     o.json = absl::GetFlag(FLAGS_json);
-    const auto s = mfpo::RunScore(o, std::cout);
-    return s.ok() ? 0 : Fail(s);
+    return Exit(mfpo::RunScore(o, std::cout));
   }
   if (command == "eval") {
     mfpo::EvalCommandOptions o;
@@ -172,8 +170,7 @@ int main(int argc, char** argv) {
     o.noise_step = absl::GetFlag(FLAGS_noise_step);
     o.seed = absl::GetFlag(FLAGS_seed);
     o.dtype = absl::GetFlag(FLAGS_dtype);
-    const auto s = mfpo::RunEval(o, std::cout);
-    return s.ok() ? 0 : Fail(s);
+    return Exit(mfpo::RunEval(o, std::cout));
   }
   if (command == "logits") {
     mfpo::LogitsCommandOptions o;
@@ -183,8 +180,7 @@ int main(int argc, char** argv) {
     o.response = absl::GetFlag(FLAGS_response);
     o.dtype = absl::GetFlag(FLAGS_dtype);
     o.out_path = absl::GetFlag(FLAGS_out);
-    const auto s = mfpo::RunLogits(o, std::cout);
-    return s.ok() ? 0 : Fail(s);
+    return Exit(mfpo::RunLogits(o, std::cout));
   }
   if (command == "generate") {
     mfpo::GenerateCommandOptions o;
@@ -194,8 +190,7 @@ int main(int argc, char** argv) {
     o.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
     o.json = absl::GetFlag(FLAGS_json);
     o.dtype = absl::GetFlag(FLAGS_dtype);
-    const auto s = mfpo::RunGenerate(o, std::cout);
-    return s.ok() ? 0 : Fail(s);
+    return Exit(mfpo::RunGenerate(o, std::cout));
   }
   std::cerr << "mfpo: unknown command '" << command << "'\n\n" << kUsage;
   return 2;
