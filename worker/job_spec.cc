@@ -1,0 +1,208 @@
+#include "worker/job_spec.h"
+
+#include <fstream>
+#include <sstream>
+
+#include <google/protobuf/util/json_util.h>
+#include <nlohmann/json.hpp>
+#include <yaml-cpp/yaml.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace mfpo {
+namespace {
+
+// YAML -> JSON with YAML 1.2 core-schema scalars: plain scalars become null, booleans, integers
+// or floats when they read as such; quoted scalars stay strings.
+absl::StatusOr<nlohmann::json> YamlToJson(const YAML::Node& node, const std::string& path) {
+  switch (node.Type()) {
+    case YAML::NodeType::Null:
+    case YAML::NodeType::Undefined:
+      return nlohmann::json();
+    case YAML::NodeType::Sequence: {
+      nlohmann::json out = nlohmann::json::array();
+      for (size_t i = 0; i < node.size(); ++i) {
+        MFPO_ASSIGN_OR_RETURN(nlohmann::json v, YamlToJson(node[i], absl::StrCat(path, "[", i, "]")));
+        out.push_back(std::move(v));
+      }
+      return out;
+    }
+    case YAML::NodeType::Map: {
+      nlohmann::json out = nlohmann::json::object();
+      for (const auto& kv : node) {
+        const std::string key = kv.first.as<std::string>();
+        MFPO_ASSIGN_OR_RETURN(out[key], YamlToJson(kv.second, path.empty() ? key : absl::StrCat(path, ".", key)));
+      }
+      return out;
+    }
+    case YAML::NodeType::Scalar: {
+      const std::string s = node.Scalar();
+      if (node.Tag() == "!") return nlohmann::json(s);  // quoted
+      if (s == "null" || s == "~") return nlohmann::json();
+      if (s == "true" || s == "True") return nlohmann::json(true);
+      if (s == "false" || s == "False") return nlohmann::json(false);
+      nlohmann::json number = nlohmann::json::parse(s, nullptr, /*allow_exceptions=*/false);
+      if (!number.is_discarded() && number.is_number()) return number;
+      return nlohmann::json(s);
+    }
+  }
+  return absl::InvalidArgumentError(absl::StrCat(path, ": unsupported YAML node"));
+}
+
+absl::Status Bad(const std::string& field, absl::string_view why) {
+  return absl::InvalidArgumentError(absl::StrCat(field, ": ", why));
+}
+
+}  // namespace
+
+v1::JobSpec DefaultJobSpec() {
+  v1::JobSpec s;
+  s.set_name("mfpo-job");
+  s.set_seed(0);
+  s.mutable_model()->set_dtype("float32");
+  s.mutable_data()->set_max_samples(0);
+  auto* o = s.mutable_objective();
+  o->set_variant("mfpo");
+  o->set_beta(0.1);
+  o->set_delta(0.0);
+  o->set_w_text(1.0);
+  o->set_w_image(1.0);
+  o->set_w_margin(1.0);
+  o->set_noise_step(500);
+  o->set_online_reference(false);
+  auto* opt = s.mutable_optimizer();
+  opt->set_lr(1e-5);
+  opt->set_weight_decay(0.0);
+  opt->set_beta1(0.9);
+  opt->set_beta2(0.999);
+  opt->set_eps(1e-8);
+  opt->set_warmup_ratio(0.03);
+  opt->set_max_grad_norm(1.0);
+  opt->set_micro_batch(4);
+  opt->set_grad_accum(1);
+  opt->set_epochs(1);
+  opt->add_trainable("multi_modal_projector");
+  opt->add_trainable("language_model");
+  opt->set_activation_checkpointing(false);
+  s.mutable_curriculum()->set_mode("easy_to_hard");
+  s.mutable_curriculum()->set_tiers(3);
+  s.mutable_datagen()->set_grounder("regions");
+  s.mutable_datagen()->set_top_k(3);
+  for (const char* suite : {"chair", "pope", "amber", "reliance"}) s.mutable_evaluation()->add_suites(suite);
+  s.mutable_evaluation()->set_limit(0);
+  s.mutable_checkpoint()->set_every_steps(0);
+  s.mutable_checkpoint()->set_keep_last(2);
+  s.mutable_resources()->set_threads(0);
+  s.mutable_resources()->set_device("cpu");
+  s.mutable_resources()->set_workers(1);
+  return s;
+}
+
+absl::Status ValidateJobSpec(const v1::JobSpec& s) {
+  if (s.output_dir().empty()) return Bad("output_dir", "required");
+  if (s.model().path().empty()) return Bad("model.path", "required");
+  if (s.model().dtype() != "float32" && s.model().dtype() != "bfloat16")
+    return Bad("model.dtype", absl::StrCat("'", s.model().dtype(), "' is not float32 or bfloat16"));
+  if (s.data().train().empty()) return Bad("data.train", "required");
+  if (s.data().max_samples() < 0) return Bad("data.max_samples", "must be >= 0");
+  const auto& o = s.objective();
+  if (o.variant() != "sft" && o.variant() != "dpo" && o.variant() != "mdpo" && o.variant() != "mfpo")
+    return Bad("objective.variant", absl::StrCat("'", o.variant(), "' is not one of sft, dpo, mdpo, mfpo"));
+  if (!(o.beta() > 0)) return Bad("objective.beta", "must be > 0");
+  for (auto [name, w] : {std::pair<const char*, double>{"objective.w_text", o.w_text()},
+                         {"objective.w_image", o.w_image()}, {"objective.w_margin", o.w_margin()}})
+    if (w < 0) return Bad(name, "must be >= 0");
+  if ((o.variant() == "mdpo" || o.variant() == "mfpo") && o.w_text() + o.w_image() + o.w_margin() == 0)
+    return Bad("objective", "all term weights are 0");
+  if (o.noise_step() < 0 || o.noise_step() > 1000) return Bad("objective.noise_step", "must be in [0, 1000]");
+  const auto& p = s.optimizer();
+  if (p.lr() < 0) return Bad("optimizer.lr", "must be >= 0");
+  if (p.weight_decay() < 0) return Bad("optimizer.weight_decay", "must be >= 0");
+  if (p.beta1() < 0 || p.beta1() >= 1) return Bad("optimizer.beta1", "must be in [0, 1)");
+  if (p.beta2() < 0 || p.beta2() >= 1) return Bad("optimizer.beta2", "must be in [0, 1)");
+  if (!(p.eps() > 0)) return Bad("optimizer.eps", "must be > 0");
+  if (p.warmup_ratio() < 0 || p.warmup_ratio() > 1) return Bad("optimizer.warmup_ratio", "must be in [0, 1]");
+  if (p.max_grad_norm() < 0) return Bad("optimizer.max_grad_norm", "must be >= 0");
+  if (p.micro_batch() < 1) return Bad("optimizer.micro_batch", "must be >= 1");
+  if (p.grad_accum() < 1) return Bad("optimizer.grad_accum", "must be >= 1");
+  if (p.epochs() < 1) return Bad("optimizer.epochs", "must be >= 1");
+  for (int i = 0; i < p.trainable_size(); ++i) {
+    const std::string& m = p.trainable(i);
+    if (!absl::StartsWith(m, "vision_tower") && !absl::StartsWith(m, "multi_modal_projector") &&
+        !absl::StartsWith(m, "language_model"))
+      return Bad(absl::StrCat("optimizer.trainable[", i, "]"),
+                 absl::StrCat("'", m, "' is not under vision_tower, multi_modal_projector or language_model"));
+  }
+  if (s.curriculum().mode() != "easy_to_hard" && s.curriculum().mode() != "end_to_end")
+    return Bad("curriculum.mode", absl::StrCat("'", s.curriculum().mode(), "' is not easy_to_hard or end_to_end"));
+  if (s.curriculum().tiers() < 1 || s.curriculum().tiers() > 10) return Bad("curriculum.tiers", "must be in [1, 10]");
+  const std::string& g = s.datagen().grounder();
+  if (g != "regions" && g != "model" && g != "torchscript")
+    return Bad("datagen.grounder", absl::StrCat("'", g, "' is not regions, model or torchscript"));
+  if (s.datagen().top_k() < 1) return Bad("datagen.top_k", "must be >= 1");
+  for (int i = 0; i < s.evaluation().suites_size(); ++i) {
+    const std::string& su = s.evaluation().suites(i);
+    if (su != "chair" && su != "pope" && su != "amber" && su != "reliance")
+      return Bad(absl::StrCat("evaluation.suites[", i, "]"), absl::StrCat("unknown suite '", su, "'"));
+  }
+  if (s.evaluation().limit() < 0) return Bad("evaluation.limit", "must be >= 0");
+  if (s.checkpoint().every_steps() < 0) return Bad("checkpoint.every_steps", "must be >= 0");
+  if (s.checkpoint().keep_last() < 0) return Bad("checkpoint.keep_last", "must be >= 0");
+  if (s.resources().threads() < 0) return Bad("resources.threads", "must be >= 0");
+  if (s.resources().device() != "cpu" && s.resources().device() != "cuda")
+    return Bad("resources.device", absl::StrCat("'", s.resources().device(), "' is not cpu or cuda"));
+  if (s.resources().workers() < 1) return Bad("resources.workers", "must be >= 1");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::JobSpec> ParseJobSpec(const std::string& text, bool yaml, const std::string& source) {
+  std::string json_text = text;
+  if (yaml) {
+    YAML::Node root;
+    try {
+      root = YAML::Load(text);
+    } catch (const YAML::Exception& e) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": not valid YAML: ", e.what()));
+    }
+    if (!root.IsMap()) return absl::InvalidArgumentError(absl::StrCat(source, ": the spec must be a mapping"));
+    absl::StatusOr<nlohmann::json> j = YamlToJson(root, "");
+    if (!j.ok()) return Annotate(j.status(), source);
+    json_text = j->dump();
+  }
+  v1::JobSpec user;
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = false;
+  const auto status = google::protobuf::util::JsonStringToMessage(json_text, &user, options);
+  if (!status.ok())
+    return absl::InvalidArgumentError(absl::StrCat(source, ": ", std::string(status.message())));
+  v1::JobSpec spec = DefaultJobSpec();
+  // A list given in the file replaces the default list instead of extending it.
+  if (user.optimizer().trainable_size() > 0) spec.mutable_optimizer()->clear_trainable();
+  if (user.evaluation().suites_size() > 0) spec.mutable_evaluation()->clear_suites();
+  spec.MergeFrom(user);
+  absl::Status valid = ValidateJobSpec(spec);
+  if (!valid.ok()) return Annotate(valid, source);
+  return spec;
+}
+
+absl::StatusOr<v1::JobSpec> LoadJobSpec(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open job spec"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const bool yaml = absl::EndsWith(path, ".yaml") || absl::EndsWith(path, ".yml");
+  return ParseJobSpec(ss.str(), yaml, path);
+}
+
+std::string JobSpecToJson(const v1::JobSpec& spec) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = true;
+  options.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(spec, &out, options);
+  return out;
+}
+
+}  // namespace mfpo

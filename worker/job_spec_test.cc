@@ -1,0 +1,96 @@
+#include "worker/job_spec.h"
+
+#include <gtest/gtest.h>
+
+#include "absl/strings/match.h"
+
+namespace mfpo {
+namespace {
+
+constexpr char kYaml[] = R"(
+name: world-mfpo
+output_dir: out/job
+model:
+  path: out/sft
+data:
+  train: out/world/train.jsonl
+objective:
+  variant: mfpo
+  beta: 0.2
+  w_margin: 0.5
+optimizer:
+  lr: 1e-4
+  micro_batch: 8
+  trainable: [language_model]
+curriculum:
+  mode: easy_to_hard
+)";
+
+TEST(JobSpec, YamlMergesOverDefaults) {
+  auto s = ParseJobSpec(kYaml, true, "job.yaml");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->name(), "world-mfpo");
+  EXPECT_DOUBLE_EQ(s->objective().beta(), 0.2);
+  EXPECT_DOUBLE_EQ(s->objective().w_margin(), 0.5);
+  EXPECT_DOUBLE_EQ(s->objective().w_image(), 1.0);  // default kept
+  EXPECT_DOUBLE_EQ(s->optimizer().lr(), 1e-4);
+  EXPECT_EQ(s->optimizer().micro_batch(), 8);
+  EXPECT_EQ(s->optimizer().grad_accum(), 1);
+  ASSERT_EQ(s->optimizer().trainable_size(), 1);  // the file's list replaces the default
+  EXPECT_EQ(s->optimizer().trainable(0), "language_model");
+  EXPECT_EQ(s->curriculum().tiers(), 3);
+  EXPECT_EQ(s->evaluation().suites_size(), 4);
+  EXPECT_EQ(s->objective().noise_step(), 500);
+}
+
+TEST(JobSpec, JsonAndLearningRateZeroIsKept) {
+  auto s = ParseJobSpec(R"({"output_dir": "o", "model": {"path": "m"}, "data": {"train": "t.jsonl"},
+                            "optimizer": {"lr": 0}})", false, "job.json");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->optimizer().lr(), 0.0);  // explicitly 0, not replaced by the default
+  EXPECT_EQ(s->objective().variant(), "mfpo");
+}
+
+struct Bad {
+  std::string text;
+  bool yaml;
+  std::string needle;
+};
+class JobSpecErrors : public ::testing::TestWithParam<Bad> {};
+
+TEST_P(JobSpecErrors, RejectedWithFieldAndReason) {
+  auto s = ParseJobSpec(GetParam().text, GetParam().yaml, "bad.spec");
+  ASSERT_FALSE(s.ok()) << "accepted: " << GetParam().text;
+  EXPECT_TRUE(absl::IsInvalidArgument(s.status()));
+  EXPECT_TRUE(absl::StrContains(s.status().message(), "bad.spec")) << s.status();
+  EXPECT_TRUE(absl::StrContains(s.status().message(), GetParam().needle)) << s.status();
+}
+
+const std::string kBase = "output_dir: o\nmodel: {path: m}\ndata: {train: t.jsonl}\n";
+
+INSTANTIATE_TEST_SUITE_P(
+    All, JobSpecErrors,
+    ::testing::Values(
+        Bad{kBase + "objective: {betta: 0.1}\n", true, "betta"},
+        Bad{kBase + "objective: {beta: fast}\n", true, "beta"},
+        Bad{kBase + "objective: {beta: 0}\n", true, "objective.beta: must be > 0"},
+        Bad{kBase + "objective: {variant: ppo}\n", true, "objective.variant: 'ppo'"},
+        Bad{kBase + "objective: {w_image: -1}\n", true, "objective.w_image: must be >= 0"},
+        Bad{kBase + "optimizer: {micro_batch: 0}\n", true, "optimizer.micro_batch: must be >= 1"},
+        Bad{kBase + "optimizer: {trainable: [lm_head]}\n", true, "optimizer.trainable[0]"},
+        Bad{kBase + "curriculum: {mode: random}\n", true, "curriculum.mode"},
+        Bad{kBase + "evaluation: {suites: [chair, mmhal]}\n", true, "evaluation.suites[1]: unknown suite 'mmhal'"},
+        Bad{kBase + "resources: {device: tpu}\n", true, "resources.device"},
+        Bad{"model: {path: m}\ndata: {train: t}\n", true, "output_dir: required"},
+        Bad{"output_dir: o\ndata: {train: t}\n", true, "model.path: required"},
+        Bad{"output_dir: [unclosed\n", true, "not valid YAML"},
+        Bad{"- just\n- a list\n", true, "must be a mapping"},
+        Bad{R"({"output_dir": "o", "unknown_top": 1})", false, "unknown_top"},
+        Bad{"{not json", false, "bad.spec"}));
+
+TEST(JobSpec, MissingFileIsNotFound) {
+  EXPECT_TRUE(absl::IsNotFound(LoadJobSpec("/nonexistent/job.yaml").status()));
+}
+
+}  // namespace
+}  // namespace mfpo
