@@ -16,6 +16,8 @@
 #include "absl/strings/str_split.h"
 #include "worker/cli_commands.h"
 #include "worker/eval_commands.h"
+#include "worker/job_spec.h"
+#include "worker/trainer.h"
 
 ABSL_FLAG(std::string, model, "", "model directory (Hugging Face LLaVA layout)");
 ABSL_FLAG(std::string, image, "", "image file (JPEG, PNG or WebP)");
@@ -33,6 +35,8 @@ ABSL_FLAG(int32_t, test, 500, "world: test images");
 ABSL_FLAG(int32_t, size, 64, "world: image side in pixels");
 ABSL_FLAG(double, cooccur_prior, 0.85, "world: P(partner object | anchor) in train/val");
 ABSL_FLAG(double, colour_prior, 0.85, "world: P(typical colour) in train/val");
+ABSL_FLAG(std::string, spec, "", "train: job spec (YAML or JSON)");
+ABSL_FLAG(int64_t, stop_after_steps, 0, "train: stop (with a checkpoint) after this many steps");
 ABSL_FLAG(std::string, format, "", "import: native, rlhf-v, rlaif-v, vlfeedback, hf");
 ABSL_FLAG(std::string, suite, "", "score: chair|pope|amber; eval: comma list of chair,pope,amber,reliance");
 ABSL_FLAG(std::string, answers, "", "score: answers JSONL ({id, answer})");
@@ -62,6 +66,9 @@ Commands:
       write the logits of the prompt(+response) sequence and the response's summed log-prob
   world --out DIR [--seed N] [--train N --val N --test N] [--size PX]
       write the embedded scene world: images, preference manifests, annotations, vocabulary
+  train --spec job.yaml [--stop-after-steps N]
+      a whole local job: reference pass, difficulty scoring, curriculum phases, checkpoints;
+      resumes from the newest checkpoint in output_dir
   import --format native|rlhf-v|rlaif-v|vlfeedback|hf IN.jsonl OUT.jsonl
       convert preference data to the native JSONL format (bad lines reported, the rest kept)
   score --suite chair|pope|amber --answers FILE.jsonl --truth FILE [--synonyms FILE] [--json]
@@ -145,6 +152,14 @@ int main(int argc, char** argv) {
     o.world.cooccur_prior = absl::GetFlag(FLAGS_cooccur_prior);
     o.world.colour_prior = absl::GetFlag(FLAGS_colour_prior);
     return Exit(mfpo::RunWorld(o, std::cout));
+  }
+  if (command == "train") {
+    if (absl::GetFlag(FLAGS_spec).empty()) return Exit(absl::InvalidArgumentError("--spec is required"));
+    auto spec = mfpo::LoadJobSpec(absl::GetFlag(FLAGS_spec));
+    if (!spec.ok()) return Exit(spec.status());
+    mfpo::TrainControl control;
+    control.stop_after_steps = absl::GetFlag(FLAGS_stop_after_steps);
+    return Exit(mfpo::RunTraining(*spec, control, std::cout));
   }
   if (command == "score") {
     mfpo::ScoreCommandOptions o;

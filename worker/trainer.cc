@@ -1,0 +1,460 @@
+#include "worker/trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <set>
+#include <numeric>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/image.h"
+#include "common/jsonl.h"
+#include "common/model_dir.h"
+#include "common/safetensors.h"
+#include "common/status_macros.h"
+#include "common/torch_seam.h"
+#include "datagen/diffusion_noise.h"
+#include "datagen/preference_formats.h"
+#include "worker/job_spec.h"
+#include "worker/mfpo_objective.h"
+#include "worker/preference_step.h"
+
+namespace mfpo {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+double ScheduledLearningRate(double peak, double warmup_ratio, int64_t step, int64_t total) {
+  if (total <= 0) return peak;
+  const int64_t warmup = static_cast<int64_t>(std::ceil(warmup_ratio * total));
+  if (step < warmup) return peak * (step + 1) / static_cast<double>(warmup);
+  const double progress = static_cast<double>(step - warmup) / std::max<int64_t>(1, total - warmup);
+  return peak * 0.5 * (1.0 + std::cos(M_PI * std::min(1.0, progress)));
+}
+
+namespace {
+
+std::string ReadFile(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+uint64_t Fnv(uint64_t h, absl::string_view bytes) {
+  for (unsigned char c : bytes) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+// Identifies what the reference log-probs depend on: the reference weights (config, every
+// safetensors header and size, and a strided sample of its bytes), the tokenizer, and how the
+// perturbed images are made. Cheap even for a 7B checkpoint.
+absl::StatusOr<std::string> ReferenceFingerprint(const std::string& dir, const std::string& perturbation) {
+  uint64_t h = 1469598103934665603ull;
+  for (const char* f : {"config.json", "tokenizer.model"}) {
+    if (!fs::exists(fs::path(dir) / f)) return absl::NotFoundError(absl::StrCat(dir, ": no ", f));
+    h = Fnv(h, ReadFile(fs::path(dir) / f));
+  }
+  MFPO_ASSIGN_OR_RETURN(SafetensorsCheckpoint ckpt, SafetensorsCheckpoint::Open(dir));
+  for (const std::string& path : ckpt.files()) {
+    std::ifstream in(path, std::ios::binary);
+    const uint64_t size = fs::file_size(path);
+    h = Fnv(h, std::to_string(size));
+    std::string buf(1 << 16, '\0');
+    for (uint64_t off = 0; off < size; off += 64ull << 20) {
+      in.seekg(static_cast<std::streamoff>(off));
+      in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+      h = Fnv(h, absl::string_view(buf.data(), static_cast<size_t>(in.gcount())));
+      in.clear();
+    }
+  }
+  h = Fnv(h, perturbation);
+  return absl::StrFormat("%016x", h);
+}
+
+struct Dataset {
+  std::vector<PreferenceExample> examples;
+  std::vector<std::string> errors;  // "id: reason"
+};
+
+// mDPO's corrupted image: a random crop keeping 20-50% of each side, resized back (seeded).
+cv::Mat RandomCrop(const cv::Mat& rgb, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> keep(0.2, 0.5);
+  const int w = std::max(1, static_cast<int>(rgb.cols * keep(rng)));
+  const int h = std::max(1, static_cast<int>(rgb.rows * keep(rng)));
+  const int x = std::uniform_int_distribution<int>(0, rgb.cols - w)(rng);
+  const int y = std::uniform_int_distribution<int>(0, rgb.rows - h)(rng);
+  return ResizeBicubicPil(rgb(cv::Rect(x, y, w, h)).clone(), rgb.cols, rgb.rows);
+}
+
+absl::StatusOr<Dataset> LoadDataset(const v1::JobSpec& spec, const LoadedModel& m, const ObjectiveConfig& objective) {
+  Dataset d;
+  const fs::path manifest(spec.data().train());
+  const fs::path root = manifest.parent_path();
+  std::map<std::string, torch::Tensor> image_cache;
+  auto pixels = [&](const std::string& rel, const std::function<absl::StatusOr<cv::Mat>(cv::Mat)>& transform,
+                    const std::string& key) -> absl::StatusOr<torch::Tensor> {
+    auto it = image_cache.find(key);
+    if (it != image_cache.end()) return it->second;
+    const fs::path p = fs::path(rel).is_absolute() ? fs::path(rel) : root / rel;
+    MFPO_ASSIGN_OR_RETURN(cv::Mat rgb, ReadImageFile(p.string()));
+    MFPO_ASSIGN_OR_RETURN(rgb, transform(rgb));
+    MFPO_ASSIGN_OR_RETURN(torch::Tensor t, PreprocessImage(rgb, m.image));
+    image_cache.emplace(key, t);
+    return t;
+  };
+  const auto identity = [](cv::Mat x) -> absl::StatusOr<cv::Mat> { return x; };
+  const int64_t n_image = m.config.image_tokens();
+  int64_t read = 0;
+  MFPO_RETURN_IF_ERROR(ReadJsonl(manifest.string(), [&](int line, const json& j) -> absl::Status {
+    if (spec.data().max_samples() > 0 && read >= spec.data().max_samples()) return absl::OkStatus();
+    ++read;
+    auto fail = [&](const std::string& id, absl::string_view why) {
+      d.errors.push_back(absl::StrCat(manifest.string(), ":", line, ": ", id, ": ", why));
+      return absl::OkStatus();
+    };
+    absl::StatusOr<PreferenceRecord> r = ParsePreferenceRecord(j);
+    if (!r.ok()) return fail("-", r.status().message());
+    PreferenceExample ex;
+    ex.id = r->id;
+    auto chosen = m.tokenizer.Example(r->question, r->chosen);
+    auto rejected = m.tokenizer.Example(r->question, r->rejected);
+    if (!chosen.ok()) return fail(r->id, chosen.status().message());
+    if (!rejected.ok()) return fail(r->id, rejected.status().message());
+    ex.chosen = *chosen;
+    ex.rejected = *rejected;
+    ExpandImageTokens(m.config.image_token_index, n_image, &ex.chosen.ids, &ex.chosen.labels);
+    ExpandImageTokens(m.config.image_token_index, n_image, &ex.rejected.ids, &ex.rejected.labels);
+    auto image = pixels(r->image, identity, r->image);
+    if (!image.ok()) return fail(r->id, image.status().message());
+    ex.image = *image;
+    if (objective.needs_perturbed()) {
+      const uint64_t seed = SampleSeed(spec.seed(), r->id);
+      absl::StatusOr<torch::Tensor> perturbed;
+      if (!r->rejected_image.empty()) {
+        perturbed = pixels(r->rejected_image, identity, r->rejected_image);
+      } else if (objective.variant == ObjectiveVariant::kMdpo) {
+        perturbed = pixels(r->image, [&](cv::Mat x) -> absl::StatusOr<cv::Mat> { return RandomCrop(x, seed); },
+                           absl::StrCat(r->image, "#crop#", r->id));
+      } else {
+        // Global noise depends only on the image and the seed: one per image, shared by its questions.
+        const std::string image_key = j.value("image_id", r->image);
+        perturbed = pixels(r->image, [&](cv::Mat x) {
+          return AddDiffusionNoise(x, cv::Mat(), spec.objective().noise_step(), SampleSeed(spec.seed(), image_key));
+        }, absl::StrCat(r->image, "#noise#", image_key));
+      }
+      if (!perturbed.ok()) return fail(r->id, perturbed.status().message());
+      ex.perturbed_image = *perturbed;
+    }
+    d.examples.push_back(std::move(ex));
+    return absl::OkStatus();
+  }, [&](int line, const std::string& why) { d.errors.push_back(absl::StrCat(manifest.string(), ":", line, ": ", why)); }));
+  std::set<std::string> ids;
+  for (const auto& ex : d.examples)
+    if (!ids.insert(ex.id).second) return absl::InvalidArgumentError(absl::StrCat(manifest.string(), ": duplicate id '", ex.id, "'"));
+  return d;
+}
+
+// Runs `model` over all examples (no grad) in micro-batches: per example its reference
+// log-probs [N, 3] (chosen, rejected, chosen on m'; unused columns 0) and chosen entropy [N].
+absl::Status ScoreAll(LlavaModel& model, int64_t pad_id, const std::vector<PreferenceExample>& examples,
+                      const ObjectiveConfig& objective, int64_t micro, const char* what,
+                      torch::Tensor* logps, torch::Tensor* entropy) {
+  torch::NoGradGuard no_grad;
+  const int64_t n = static_cast<int64_t>(examples.size());
+  *logps = torch::zeros({n, 3}, torch::kFloat32);
+  *entropy = torch::zeros({n}, torch::kFloat32);
+  ObjectiveConfig all = objective;
+  if (all.variant == ObjectiveVariant::kSft) all.variant = ObjectiveVariant::kDpo;  // entropy + rejected are cheap
+  const auto t0 = Clock::now();
+  auto last = t0;
+  for (int64_t s = 0; s < n; s += micro) {
+    const int64_t e = std::min(n, s + micro);
+    std::vector<PreferenceExample> batch(examples.begin() + s, examples.begin() + e);
+    MFPO_ASSIGN_OR_RETURN(StepLogps out, ComputeStepLogps(model, pad_id, batch, all));
+    logps->slice(0, s, e).select(1, 0).copy_(out.logps.chosen.to(torch::kFloat32).cpu());
+    if (out.logps.rejected.defined()) logps->slice(0, s, e).select(1, 1).copy_(out.logps.rejected.to(torch::kFloat32).cpu());
+    if (out.logps.chosen_perturbed.defined())
+      logps->slice(0, s, e).select(1, 2).copy_(out.logps.chosen_perturbed.to(torch::kFloat32).cpu());
+    entropy->slice(0, s, e).copy_(out.chosen_entropy.to(torch::kFloat32).cpu());
+    const auto now = Clock::now();
+    if (std::chrono::duration<double>(now - last).count() > 5 || e == n) {
+      const double rate = e / std::max(1e-9, std::chrono::duration<double>(now - t0).count());
+      spdlog::info("{}: {}/{} samples ({:.1f}/s, ETA {:.0f} s)", what, e, n, rate, (n - e) / rate);
+      last = now;
+    }
+  }
+  return absl::OkStatus();
+}
+
+struct Checkpoint {
+  fs::path dir;
+  int64_t step = -1;
+};
+
+std::vector<Checkpoint> ListCheckpoints(const fs::path& root) {
+  std::vector<Checkpoint> out;
+  if (!fs::exists(root)) return out;
+  for (const auto& e : fs::directory_iterator(root)) {
+    const std::string name = e.path().filename().string();
+    if (!e.is_directory() || !absl::StartsWith(name, "step-") || absl::EndsWith(name, ".tmp")) continue;
+    int64_t step = 0;
+    if (!absl::SimpleAtoi(name.substr(5), &step)) continue;
+    out.push_back({e.path(), step});
+  }
+  std::sort(out.begin(), out.end(), [](const Checkpoint& a, const Checkpoint& b) { return a.step < b.step; });
+  return out;
+}
+
+}  // namespace
+
+absl::Status RunTraining(const v1::JobSpec& spec, const TrainControl& control, std::ostream& progress) {
+  MFPO_RETURN_IF_ERROR(ValidateJobSpec(spec));
+  if (spec.resources().device() != "cpu")
+    return absl::UnimplementedError("resources.device: only cpu in the single-process trainer so far");
+  if (spec.resources().workers() != 1)
+    return absl::UnimplementedError("resources.workers: data-parallel training lands with the distributed trainer");
+  torch::set_num_threads(spec.resources().threads() > 0 ? spec.resources().threads()
+                                                        : static_cast<int>(std::thread::hardware_concurrency()));
+  const fs::path out_dir(spec.output_dir());
+  const fs::path ckpt_root = out_dir / "checkpoints";
+  std::error_code ec;
+  fs::create_directories(ckpt_root, ec);
+  if (ec) return absl::InternalError(absl::StrCat(ckpt_root.string(), ": ", ec.message()));
+  // Incomplete checkpoints (a crash while writing) are removed at start-up.
+  for (const auto& e : fs::directory_iterator(ckpt_root))
+    if (absl::EndsWith(e.path().filename().string(), ".tmp")) fs::remove_all(e.path(), ec);
+
+  ObjectiveConfig objective;
+  MFPO_ASSIGN_OR_RETURN(objective.variant, ParseObjectiveVariant(spec.objective().variant()));
+  objective.beta = spec.objective().beta();
+  objective.delta = spec.objective().delta();
+  objective.w_text = spec.objective().w_text();
+  objective.w_image = spec.objective().w_image();
+  objective.w_margin = spec.objective().w_margin();
+  if (objective.variant != ObjectiveVariant::kMdpo && objective.variant != ObjectiveVariant::kMfpo) {
+    objective.w_image = objective.w_margin = 0;
+  }
+  if (spec.objective().online_reference())
+    return absl::UnimplementedError("objective.online_reference: not yet implemented; the cached reference is used");
+
+  LoadModelOptions load;
+  load.dtype = spec.model().dtype() == "bfloat16" ? torch::kBFloat16 : torch::kFloat32;
+  MFPO_ASSIGN_OR_RETURN(LoadedModel policy, LoadModelDir(spec.model().path(), load));
+  MFPO_ASSIGN_OR_RETURN(Dataset data, LoadDataset(spec, policy, objective));
+  if (!data.errors.empty()) {
+    std::ofstream errors(out_dir / "data_errors.txt");
+    for (const auto& e : data.errors) errors << e << "\n";
+    spdlog::warn("{} records rejected (see {})", data.errors.size(), (out_dir / "data_errors.txt").string());
+  }
+  if (data.examples.empty()) return absl::InvalidArgumentError(absl::StrCat(spec.data().train(), ": no usable records"));
+  const int64_t n = static_cast<int64_t>(data.examples.size());
+  const int64_t micro = spec.optimizer().micro_batch();
+
+  // Reference log-probs (cached) and difficulty.
+  const std::string reference_dir = spec.model().reference_path().empty() ? spec.model().path() : spec.model().reference_path();
+  const std::string perturbation = absl::StrCat(ObjectiveVariantName(objective.variant), "/t=", spec.objective().noise_step(),
+                                                "/seed=", spec.seed(), "/n=", n);
+  MFPO_ASSIGN_OR_RETURN(std::string fingerprint, ReferenceFingerprint(reference_dir, perturbation));
+  const fs::path cache_path = out_dir / "reference_logps.safetensors";
+  torch::Tensor ref_logps, entropy;
+  if (!objective.needs_reference() && spec.curriculum().mode() == "end_to_end") {
+    // Plain SFT: neither reference log-probs nor difficulty are needed.
+    ref_logps = torch::zeros({n, 3});
+    entropy = torch::zeros({n});
+  } else if (fs::exists(cache_path)) {
+    MFPO_ASSIGN_OR_RETURN(auto cache, SafetensorsFile::Open(cache_path.string()));
+    auto it = cache->metadata().find("fingerprint");
+    if (it == cache->metadata().end() || it->second != fingerprint)
+      return absl::FailedPreconditionError(absl::StrCat(
+          cache_path.string(), ": reference cache fingerprint ", it == cache->metadata().end() ? "(none)" : it->second,
+          " does not match the reference model / tokenizer / data of this job (", fingerprint,
+          "); delete the file to recompute it"));
+    MFPO_ASSIGN_OR_RETURN(ref_logps, cache->Load("logps", torch::kFloat32));
+    MFPO_ASSIGN_OR_RETURN(entropy, cache->Load("entropy", torch::kFloat32));
+    if (ref_logps.size(0) != n) return absl::FailedPreconditionError(absl::StrCat(cache_path.string(), ": wrong sample count"));
+    spdlog::info("reference log-probs: using the cache {} ({})", cache_path.string(), fingerprint);
+  } else {
+    if (reference_dir == spec.model().path()) {
+      MFPO_RETURN_IF_ERROR(ScoreAll(policy.model, policy.config.pad_token_id, data.examples, objective, micro,
+                                    "reference pass", &ref_logps, &entropy));
+    } else {
+      MFPO_ASSIGN_OR_RETURN(LoadedModel reference, LoadModelDir(reference_dir, load));
+      torch::Tensor unused;
+      MFPO_RETURN_IF_ERROR(ScoreAll(reference.model, reference.config.pad_token_id, data.examples, objective, micro,
+                                    "reference pass", &ref_logps, &unused));
+      MFPO_RETURN_IF_ERROR(ScoreAll(policy.model, policy.config.pad_token_id, data.examples, objective, micro,
+                                    "difficulty scoring", &unused, &entropy));
+    }
+    json ids = json::array();
+    for (const auto& ex : data.examples) ids.push_back(ex.id);
+    MFPO_RETURN_IF_ERROR(WriteSafetensors(cache_path.string(), {{"logps", ref_logps}, {"entropy", entropy}},
+                                          {{"fingerprint", fingerprint}, {"ids", ids.dump()}}));
+  }
+
+  // Curriculum: phases of example indices, easiest first.
+  std::vector<std::vector<int64_t>> phases;
+  std::vector<std::string> phase_names;
+  std::vector<int64_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  if (spec.curriculum().mode() == "easy_to_hard") {
+    auto e = entropy.accessor<float, 1>();
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return e[a] < e[b]; });
+    const int tiers = spec.curriculum().tiers();
+    for (int t = 0; t < tiers; ++t) {
+      phases.emplace_back(order.begin() + n * t / tiers, order.begin() + n * (t + 1) / tiers);
+      phase_names.push_back(tiers == 3 ? std::vector<std::string>{"easy", "medium", "hard"}[t] : absl::StrCat("tier", t));
+    }
+  } else {
+    phases.push_back(order);
+    phase_names.push_back("all");
+  }
+  const int64_t per_step = micro * spec.optimizer().grad_accum();
+  std::vector<int64_t> phase_steps;
+  int64_t total_steps = 0;
+  for (const auto& p : phases) {
+    const int64_t s = (static_cast<int64_t>(p.size()) + per_step - 1) / per_step * spec.optimizer().epochs();
+    phase_steps.push_back(s);
+    total_steps += s;
+  }
+
+  // Trainable parameters.
+  std::vector<torch::Tensor> params;
+  for (auto& item : policy.model->named_parameters(true)) {
+    bool train = false;
+    for (const auto& prefix : spec.optimizer().trainable()) train = train || absl::StartsWith(item.key(), prefix);
+    item.value().set_requires_grad(train);
+    if (train) params.push_back(item.value());
+  }
+  if (params.empty()) return absl::InvalidArgumentError("optimizer.trainable selects no parameters");
+  torch::optim::AdamW optimizer(params, torch::optim::AdamWOptions(spec.optimizer().lr())
+                                            .betas({spec.optimizer().beta1(), spec.optimizer().beta2()})
+                                            .eps(spec.optimizer().eps())
+                                            .weight_decay(spec.optimizer().weight_decay()));
+
+  // Resume.
+  int64_t global_step = 0;
+  if (control.resume) {
+    auto ckpts = ListCheckpoints(ckpt_root);
+    if (!ckpts.empty()) {
+      const Checkpoint& c = ckpts.back();
+      MFPO_ASSIGN_OR_RETURN(SafetensorsCheckpoint weights, SafetensorsCheckpoint::Open(c.dir.string()));
+      MFPO_RETURN_IF_ERROR(LoadWeights(weights, *policy.model).status());
+      MFPO_RETURN_IF_ERROR(CatchAll("loading optimizer state", [&] { torch::load(optimizer, (c.dir / "optimizer.pt").string()); }));
+      global_step = c.step;
+      spdlog::info("resumed from {} (step {})", c.dir.string(), global_step);
+    }
+  }
+
+  auto save_checkpoint = [&](int64_t step, int phase) -> absl::Status {
+    const fs::path final_dir = ckpt_root / absl::StrFormat("step-%06d", step);
+    if (fs::exists(final_dir)) return absl::OkStatus();
+    const fs::path tmp = fs::path(final_dir.string() + ".tmp");
+    fs::remove_all(tmp);
+    MFPO_RETURN_IF_ERROR(SaveModelWeights(tmp.string(), policy.model));
+    for (const char* f : {"tokenizer.model", "preprocessor_config.json", "added_tokens.json"})
+      if (fs::exists(fs::path(spec.model().path()) / f)) fs::copy_file(fs::path(spec.model().path()) / f, tmp / f);
+    MFPO_RETURN_IF_ERROR(CatchAll("saving optimizer state", [&] { torch::save(optimizer, (tmp / "optimizer.pt").string()); }));
+    std::ofstream(tmp / "trainer_state.json") << json{{"global_step", step}, {"phase", phase_names[phase]},
+                                                      {"total_steps", total_steps}, {"fingerprint", fingerprint}}.dump(2) << "\n";
+    std::ofstream(tmp / "job_spec.json") << JobSpecToJson(spec);
+    fs::rename(tmp, final_dir, ec);
+    if (ec) return absl::InternalError(absl::StrCat(final_dir.string(), ": ", ec.message()));
+    const int keep = spec.checkpoint().keep_last();
+    auto all = ListCheckpoints(ckpt_root);
+    for (size_t i = 0; keep > 0 && i + keep < all.size(); ++i) fs::remove_all(all[i].dir, ec);
+    return absl::OkStatus();
+  };
+
+  std::ofstream metrics_out(out_dir / "metrics.jsonl", std::ios::app);
+  const auto t0 = Clock::now();
+  int64_t step = 0, samples_done = 0;
+  policy.model->train();
+  for (size_t p = 0; p < phases.size(); ++p) {
+    for (int64_t s = 0; s < phase_steps[p]; ++s, ++step) {
+      if (step < global_step) continue;  // done before the resume point
+      if (control.stop_after_steps > 0 && step >= control.stop_after_steps) {
+        MFPO_RETURN_IF_ERROR(save_checkpoint(step, static_cast<int>(p)));
+        progress << "\nstopped after " << step << " steps (checkpoint written)\n";
+        return absl::OkStatus();
+      }
+      // The data order is a pure function of (seed, phase, epoch): resuming needs no cursor state.
+      const int64_t steps_per_epoch = phase_steps[p] / spec.optimizer().epochs();
+      const int64_t epoch = s / steps_per_epoch;
+      std::vector<int64_t> idx = phases[p];
+      std::mt19937_64 rng(SampleSeed(spec.seed(), absl::StrCat("phase", p, "epoch", epoch)));
+      std::shuffle(idx.begin(), idx.end(), rng);
+      const int64_t begin = (s % steps_per_epoch) * per_step;
+      const double lr = ScheduledLearningRate(spec.optimizer().lr(), spec.optimizer().warmup_ratio(), step, total_steps);
+      for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+      optimizer.zero_grad();
+      std::map<std::string, double> sums;
+      int micro_batches = 0;
+      for (int a = 0; a < spec.optimizer().grad_accum(); ++a) {
+        const int64_t mb = begin + a * micro;
+        if (mb >= static_cast<int64_t>(idx.size())) break;
+        std::vector<PreferenceExample> batch;
+        std::vector<int64_t> rows;
+        for (int64_t k = mb; k < std::min<int64_t>(mb + micro, idx.size()); ++k) {
+          batch.push_back(data.examples[idx[k]]);
+          rows.push_back(idx[k]);
+        }
+        MFPO_ASSIGN_OR_RETURN(StepLogps out, ComputeStepLogps(policy.model, policy.config.pad_token_id, batch, objective));
+        torch::Tensor r = ref_logps.index_select(0, torch::tensor(rows, torch::kInt64));
+        ResponseLogps ref{r.select(1, 0), r.select(1, 1), r.select(1, 2)};
+        ObjectiveOutput obj = ComputeObjective(objective, out.logps, ref, out.chosen_tokens);
+        MFPO_RETURN_IF_ERROR(CatchAll("backward", [&] { (obj.loss / spec.optimizer().grad_accum()).backward(); }));
+        for (const auto& [k, v] : obj.metrics) sums[k] += v;
+        ++micro_batches;
+        samples_done += static_cast<int64_t>(batch.size());
+      }
+      double grad_norm = 0;
+      {
+        torch::NoGradGuard no_grad;
+        std::vector<torch::Tensor> norms;
+        for (const auto& prm : params)
+          if (prm.grad().defined()) norms.push_back(prm.grad().norm(2).to(torch::kFloat64));
+        grad_norm = norms.empty() ? 0.0 : torch::stack(norms).norm(2).item<double>();
+        if (spec.optimizer().max_grad_norm() > 0 && grad_norm > spec.optimizer().max_grad_norm()) {
+          const double scale = spec.optimizer().max_grad_norm() / (grad_norm + 1e-6);
+          for (auto& prm : params)
+            if (prm.grad().defined()) prm.grad().mul_(scale);
+        }
+      }
+      optimizer.step();
+      json line = {{"step", step}, {"phase", phase_names[p]}, {"lr", lr}, {"grad_norm", grad_norm}};
+      for (const auto& [k, v] : sums) line[k] = v / std::max(1, micro_batches);
+      const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+      const double rate = samples_done / std::max(secs, 1e-9);
+      line["samples_per_second"] = rate;
+      metrics_out << line.dump() << "\n";
+      metrics_out.flush();
+      const double eta = (total_steps - step - 1) * per_step / std::max(rate, 1e-9);
+      progress << absl::StrFormat("\r[%s] step %d/%d loss %.4f acc_text %.2f acc_image %.2f  %.1f samples/s  ETA %.0f s   ",
+                                  phase_names[p], step + 1, total_steps, line.value("loss", 0.0),
+                                  line.value("reward_acc_text", 0.0), line.value("reward_acc_image", 0.0), rate, eta)
+               << std::flush;
+      const int every = spec.checkpoint().every_steps();
+      if ((every > 0 && (step + 1) % every == 0) || s + 1 == phase_steps[p])
+        MFPO_RETURN_IF_ERROR(save_checkpoint(step + 1, static_cast<int>(p)));
+    }
+  }
+  progress << "\ntrained " << total_steps << " steps; checkpoints in " << ckpt_root.string() << "\n";
+  return absl::OkStatus();
+}
+
+}  // namespace mfpo
