@@ -444,9 +444,13 @@ absl::Status RunTraining(const v1::JobSpec& spec, const TrainControl& control, s
       metrics_out << line.dump() << "\n";
       metrics_out.flush();
       const double eta = (total_steps - step - 1) * per_step / std::max(rate, 1e-9);
-      progress << absl::StrFormat("\r[%s] step %d/%d loss %.4f acc_text %.2f acc_image %.2f  %.1f samples/s  ETA %.0f s   ",
-                                  phase_names[p], step + 1, total_steps, line.value("loss", 0.0),
-                                  line.value("reward_acc_text", 0.0), line.value("reward_acc_image", 0.0), rate, eta)
+      std::string rewards;
+      if (line.contains("reward_acc_text"))
+        rewards += absl::StrFormat(" acc_text %.2f", line["reward_acc_text"].get<double>());
+      if (line.contains("reward_acc_image"))
+        rewards += absl::StrFormat(" acc_image %.2f", line["reward_acc_image"].get<double>());
+      progress << absl::StrFormat("\r[%s] step %d/%d loss %.4f%s  %.1f samples/s  ETA %.0f s   ", phase_names[p],
+                                  step + 1, total_steps, line.value("loss", 0.0), rewards, rate, eta)
                << std::flush;
       const int every = spec.checkpoint().every_steps();
       if ((every > 0 && (step + 1) % every == 0) || s + 1 == phase_steps[p])
