@@ -12,6 +12,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "common/file_util.h"
 #include "common/status_macros.h"
 #include "common/torch_seam.h"
 
@@ -200,11 +201,8 @@ absl::StatusOr<cv::Mat> DecodeImage(const std::string& bytes, const std::string&
 }
 
 absl::StatusOr<cv::Mat> ReadImageFile(const std::string& path, const ImageLimits& limits) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open image"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return DecodeImage(ss.str(), path, limits);
+  MFPO_ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(path, "image"));
+  return DecodeImage(bytes, path, limits);
 }
 
 cv::Mat PadToSquare(const cv::Mat& rgb, const std::array<double, 3>& mean) {

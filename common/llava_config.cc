@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "common/file_util.h"
 #include "common/status_macros.h"
 
 namespace mfpo {
@@ -182,11 +183,8 @@ absl::StatusOr<LlavaConfig> ParseLlavaConfig(const std::string& text, const std:
 }
 
 absl::StatusOr<LlavaConfig> LoadLlavaConfig(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ParseLlavaConfig(ss.str(), path);
+  MFPO_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path, "model config"));
+  return ParseLlavaConfig(text, path);
 }
 
 std::string LlavaConfigToJson(const LlavaConfig& c) {

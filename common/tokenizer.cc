@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/file_util.h"
 #include "common/sentencepiece_model.h"
 #include "common/status_macros.h"
 
@@ -16,11 +17,8 @@ namespace mfpo {
 
 absl::StatusOr<Tokenizer> Tokenizer::FromFile(const std::string& path, int64_t image_token_id,
                                               int64_t pad_token_id) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open tokenizer model"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return FromSerialized(ss.str(), image_token_id, pad_token_id, path);
+  MFPO_ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(path, "tokenizer model"));
+  return FromSerialized(bytes, image_token_id, pad_token_id, path);
 }
 
 absl::StatusOr<Tokenizer> Tokenizer::FromSerialized(const std::string& bytes,

@@ -9,6 +9,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/file_util.h"
 #include "common/status_macros.h"
 
 namespace mfpo {
@@ -188,12 +189,9 @@ absl::StatusOr<v1::JobSpec> ParseJobSpec(const std::string& text, bool yaml, con
 }
 
 absl::StatusOr<v1::JobSpec> LoadJobSpec(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open job spec"));
-  std::stringstream ss;
-  ss << in.rdbuf();
+  MFPO_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path, "job spec"));
   const bool yaml = absl::EndsWith(path, ".yaml") || absl::EndsWith(path, ".yml");
-  return ParseJobSpec(ss.str(), yaml, path);
+  return ParseJobSpec(text, yaml, path);
 }
 
 std::string JobSpecToJson(const v1::JobSpec& spec) {

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "absl/strings/ascii.h"
+#include "common/file_util.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
@@ -78,11 +79,9 @@ std::string Singularize(const std::string& w) {
 }
 
 absl::StatusOr<ObjectVocabulary> ObjectVocabulary::FromFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open synonym table"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return FromText(ss.str(), path);
+  auto text = ReadFileToString(path, "synonym table");
+  if (!text.ok()) return text.status();
+  return FromText(*text, path);
 }
 
 absl::StatusOr<ObjectVocabulary> ObjectVocabulary::FromText(const std::string& text,

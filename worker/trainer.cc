@@ -20,6 +20,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/file_util.h"
 #include "common/image.h"
 #include "common/jsonl.h"
 #include "common/model_dir.h"
@@ -47,13 +48,6 @@ double ScheduledLearningRate(double peak, double warmup_ratio, int64_t step, int
 
 namespace {
 
-std::string ReadFile(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 uint64_t Fnv(uint64_t h, absl::string_view bytes) {
   for (unsigned char c : bytes) h = (h ^ c) * 1099511628211ull;
   return h;
@@ -65,8 +59,8 @@ uint64_t Fnv(uint64_t h, absl::string_view bytes) {
 absl::StatusOr<std::string> ReferenceFingerprint(const std::string& dir, const std::string& perturbation) {
   uint64_t h = 1469598103934665603ull;
   for (const char* f : {"config.json", "tokenizer.model"}) {
-    if (!fs::exists(fs::path(dir) / f)) return absl::NotFoundError(absl::StrCat(dir, ": no ", f));
-    h = Fnv(h, ReadFile(fs::path(dir) / f));
+    MFPO_ASSIGN_OR_RETURN(std::string bytes, ReadFileToString((fs::path(dir) / f).string()));
+    h = Fnv(h, bytes);
   }
   MFPO_ASSIGN_OR_RETURN(SafetensorsCheckpoint ckpt, SafetensorsCheckpoint::Open(dir));
   for (const std::string& path : ckpt.files()) {
