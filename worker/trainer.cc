@@ -326,7 +326,10 @@ absl::Status RunTraining(const v1::JobSpec& spec, const TrainControl& control, s
     total_steps += s;
   }
 
-  // Trainable parameters.
+  // Trainable parameters. The vision tower runs without autograd unless some of it trains.
+  bool vision_trains = false;
+  for (const auto& prefix : spec.optimizer().trainable()) vision_trains = vision_trains || absl::StartsWith(prefix, "vision_tower");
+  policy.model->FreezeVisionTower(!vision_trains);
   std::vector<torch::Tensor> params;
   for (auto& item : policy.model->named_parameters(true)) {
     bool train = false;
