@@ -78,6 +78,19 @@ TEST_F(TrainerTest, LearningRateZeroLeavesWeightsAndLogsTheExactObjective) {
   EXPECT_EQ(lines, 6);  // 24 samples, 3 tiers of 8, micro-batch 4
 }
 
+TEST_F(TrainerTest, OnlineReferenceGivesTheSameObjectiveAsTheCache) {
+  v1::JobSpec spec = Spec("online", 0.0);
+  spec.mutable_objective()->set_online_reference(true);
+  std::ostringstream progress;
+  ASSERT_TRUE(RunTraining(spec, {}, progress).ok()) << progress.str();
+  EXPECT_FALSE(fs::exists(*root_ / "online" / "reference_logps.safetensors"));
+  std::ifstream metrics(*root_ / "online" / "metrics.jsonl");
+  int lines = 0;
+  for (std::string l; std::getline(metrics, l); ++lines)
+    EXPECT_NEAR(nlohmann::json::parse(l)["loss"].get<double>(), 3 * std::log(2.0), 1e-4) << l;
+  EXPECT_EQ(lines, 6);
+}
+
 TEST_F(TrainerTest, ResumeIsBitwiseIdentical) {
   std::ostringstream p1, p2, p3;
   ASSERT_TRUE(RunTraining(Spec("straight", 1e-3), {}, p1).ok()) << p1.str();

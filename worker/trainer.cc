@@ -9,6 +9,7 @@
 #include <map>
 #include <set>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -220,6 +221,8 @@ absl::Status RunTraining(const v1::JobSpec& spec, const TrainControl& control, s
   MFPO_RETURN_IF_ERROR(ValidateJobSpec(spec));
   if (spec.resources().device() != "cpu")
     return absl::UnimplementedError("resources.device: only cpu in the single-process trainer so far");
+  if (spec.optimizer().activation_checkpointing())
+    return absl::UnimplementedError("optimizer.activation_checkpointing: not implemented yet in this trainer");
   if (spec.resources().workers() != 1)
     return absl::UnimplementedError("resources.workers: data-parallel training lands with the distributed trainer");
   torch::set_num_threads(spec.resources().threads() > 0 ? spec.resources().threads()
@@ -243,8 +246,6 @@ absl::Status RunTraining(const v1::JobSpec& spec, const TrainControl& control, s
   if (objective.variant != ObjectiveVariant::kMdpo && objective.variant != ObjectiveVariant::kMfpo) {
     objective.w_image = objective.w_margin = 0;
   }
-  if (spec.objective().online_reference())
-    return absl::UnimplementedError("objective.online_reference: not yet implemented; the cached reference is used");
 
   LoadModelOptions load;
   load.dtype = spec.model().dtype() == "bfloat16" ? torch::kBFloat16 : torch::kFloat32;
@@ -266,7 +267,22 @@ absl::Status RunTraining(const v1::JobSpec& spec, const TrainControl& control, s
   MFPO_ASSIGN_OR_RETURN(std::string fingerprint, ReferenceFingerprint(reference_dir, perturbation));
   const fs::path cache_path = out_dir / "reference_logps.safetensors";
   torch::Tensor ref_logps, entropy;
-  if (!objective.needs_reference() && spec.curriculum().mode() == "end_to_end") {
+  // Online reference: a second, frozen copy of the reference model scores every micro-batch
+  // during training (zero-copy loading shares its pages with the policy's until the policy
+  // writes them). Only the policy's entropy is computed up front, for the curriculum.
+  std::optional<LoadedModel> online_reference;
+  if (spec.objective().online_reference() && objective.needs_reference()) {
+    MFPO_ASSIGN_OR_RETURN(online_reference, LoadModelDir(reference_dir, load));
+    online_reference->model->eval();
+    for (auto& prm : online_reference->model->parameters()) prm.set_requires_grad(false);
+    ref_logps = torch::zeros({n, 3});
+    entropy = torch::zeros({n});
+    if (spec.curriculum().mode() == "easy_to_hard") {
+      torch::Tensor unused;
+      MFPO_RETURN_IF_ERROR(ScoreAll(policy.model, policy.config.pad_token_id, data.examples, objective, micro,
+                                    "difficulty scoring", &unused, &entropy));
+    }
+  } else if (!objective.needs_reference() && spec.curriculum().mode() == "end_to_end") {
     // Plain SFT: neither reference log-probs nor difficulty are needed.
     ref_logps = torch::zeros({n, 3});
     entropy = torch::zeros({n});
@@ -411,8 +427,16 @@ absl::Status RunTraining(const v1::JobSpec& spec, const TrainControl& control, s
           rows.push_back(idx[k]);
         }
         MFPO_ASSIGN_OR_RETURN(StepLogps out, ComputeStepLogps(policy.model, policy.config.pad_token_id, batch, objective));
-        torch::Tensor r = ref_logps.index_select(0, torch::tensor(rows, torch::kInt64));
-        ResponseLogps ref{r.select(1, 0), r.select(1, 1), r.select(1, 2)};
+        ResponseLogps ref;
+        if (online_reference) {
+          torch::NoGradGuard no_grad;
+          MFPO_ASSIGN_OR_RETURN(StepLogps r, ComputeStepLogps(online_reference->model, online_reference->config.pad_token_id,
+                                                              batch, objective));
+          ref = r.logps;
+        } else {
+          torch::Tensor r = ref_logps.index_select(0, torch::tensor(rows, torch::kInt64));
+          ref = {r.select(1, 0), r.select(1, 1), r.select(1, 2)};
+        }
         ObjectiveOutput obj = ComputeObjective(objective, out.logps, ref, out.chosen_tokens);
         MFPO_RETURN_IF_ERROR(CatchAll("backward", [&] { (obj.loss / spec.optimizer().grad_accum()).backward(); }));
         for (const auto& [k, v] : obj.metrics) sums[k] += v;
