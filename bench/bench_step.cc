@@ -11,22 +11,12 @@
 #include <vector>
 
 #include "common/llava_model.h"
+#include "bench/bench_util.h"
 #include "common/presets.h"
 
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-double MatmulFlops() {
-  const int64_t n = 1024;
-  torch::Tensor a = torch::randn({n, n}), b = torch::randn({n, n});
-  for (int i = 0; i < 3; ++i) (void)torch::matmul(a, b);
-  const int iters = 20;
-  const auto t0 = Clock::now();
-  for (int i = 0; i < iters; ++i) (void)torch::matmul(a, b);
-  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-  return 2.0 * n * n * n * iters / secs;
-}
 
 void Bench(const std::string& name, double matmul_flops) {
   auto preset = mfpo::GetPreset(name);
@@ -72,7 +62,7 @@ void Bench(const std::string& name, double matmul_flops) {
 int main() {
   torch::manual_seed(0);
   torch::set_num_threads(static_cast<int>(std::thread::hardware_concurrency()));
-  const double mm = MatmulFlops();
+  const double mm = mfpo::bench::MatmulFlops();
   std::printf("LibTorch fp32 matmul (1024^3): %.1f GFLOP/s on %d threads\n", mm / 1e9,
               torch::get_num_threads());
   Bench("tiny", mm);

@@ -14,22 +14,13 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "common/presets.h"
 #include "worker/mfpo_objective.h"
 #include "worker/preference_step.h"
 
 using Clock = std::chrono::steady_clock;
 namespace {
-
-double MatmulFlops() {
-  const int64_t n = 1024;
-  torch::Tensor a = torch::randn({n, n}), b = torch::randn({n, n});
-  for (int i = 0; i < 3; ++i) (void)torch::matmul(a, b);
-  const int iters = 20;
-  const auto t0 = Clock::now();
-  for (int i = 0; i < iters; ++i) (void)torch::matmul(a, b);
-  return 2.0 * n * n * n * iters / std::chrono::duration<double>(Clock::now() - t0).count();
-}
 
 mfpo::TokenizedExample Sequence(const mfpo::LlavaConfig& c, int64_t prompt, int64_t answer, int64_t seed) {
   mfpo::TokenizedExample t;
@@ -123,7 +114,7 @@ int main(int argc, char** argv) {
   for (const auto& p : params) trainable += p.numel();
   const double tokens = 3.0 * micro * examples[0].chosen.ids.size();
   const double flops = 6.0 * trainable * tokens;  // LM + projector fwd+bwd; frozen tower left out
-  const double mm = MatmulFlops();
+  const double mm = mfpo::bench::MatmulFlops();
   std::printf("preset %s, micro-batch %lld (x3 sequences of %zu tokens)\n", preset_name.c_str(), (long long)micro,
               examples[0].chosen.ids.size());
   std::printf("optimised step: %.2f samples/s (%.0f ms)   naive step: %.2f samples/s (%.0f ms)\n", micro / t_opt,

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/match.h"
+#include "common/file_util.h"
 #include "common/generation.h"
 #include "common/image.h"
 #include "common/model_dir.h"
@@ -44,12 +45,8 @@ Result Mfpo(const std::string& args) {
   return r;
 }
 
-std::string ReadAll(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+// The file's bytes, or "" when it cannot be read (the comparisons then fail visibly).
+std::string ReadAll(const fs::path& p) { return ReadFileToString(p.string()).value_or(""); }
 
 class CliTest : public ::testing::Test {
  protected:

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/match.h"
+#include "common/file_util.h"
 #include "common/presets.h"
 #include "datagen/scene_world.h"
 #include "worker/job_spec.h"
@@ -20,12 +21,8 @@ namespace mfpo {
 namespace {
 namespace fs = std::filesystem;
 
-std::string ReadAll(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+// The file's bytes, or "" when it cannot be read (the comparisons then fail visibly).
+std::string ReadAll(const fs::path& p) { return ReadFileToString(p.string()).value_or(""); }
 
 class TrainerTest : public ::testing::Test {
  protected:

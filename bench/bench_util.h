@@ -1,0 +1,25 @@
+// Shared by the benchmarks: the baseline they report ratios against.
+#ifndef MFPO_BENCH_BENCH_UTIL_H_
+#define MFPO_BENCH_BENCH_UTIL_H_
+
+#include <torch/torch.h>
+
+#include <chrono>
+
+namespace mfpo::bench {
+
+// This LibTorch's fp32 matmul FLOP/s on a 1024^3 product (after a warm-up).
+inline double MatmulFlops() {
+  const int64_t n = 1024;
+  torch::Tensor a = torch::randn({n, n}), b = torch::randn({n, n});
+  for (int i = 0; i < 3; ++i) (void)torch::matmul(a, b);
+  const int iters = 20;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < iters; ++i) (void)torch::matmul(a, b);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return 2.0 * n * n * n * iters / secs;
+}
+
+}  // namespace mfpo::bench
+
+#endif  // MFPO_BENCH_BENCH_UTIL_H_
