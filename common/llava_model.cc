@@ -106,10 +106,8 @@ torch::Tensor LlavaModelImpl::InputEmbeddings(const LlavaBatch& b) {
   torch::Tensor is_image = ids == config_.image_token_index;
   torch::Tensor embeds = language_model_->Embed(ids.masked_fill(is_image, 0));
   if (!b.image_features.defined()) return embeds;
-  torch::Tensor index = b.image_index.defined()
-                            ? b.image_index
-                            : torch::arange(ids.size(0), ids.options()).clamp_max(
-                                  b.image_features.size(0) - 1);
+  // Default: row r uses image r. Rows without placeholders are dropped before the lookup.
+  torch::Tensor index = b.image_index.defined() ? b.image_index : torch::arange(ids.size(0), ids.options());
   torch::Tensor with_image = is_image.any(1) & (index >= 0);
   torch::Tensor feats = b.image_features.index_select(0, index.masked_select(with_image));
   // masked_scatter consumes the source in row-major order: row by row, placeholder by

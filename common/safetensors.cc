@@ -200,7 +200,7 @@ const TensorEntry* SafetensorsFile::Find(const std::string& name) const {
 }
 
 uint8_t* SafetensorsFile::MutableData(const TensorEntry& e) const {
-  return map_ + (data_ - map_) + e.begin;
+  return const_cast<uint8_t*>(data_) + e.begin;  // data_ points into map_, which is writable
 }
 
 torch::Tensor SafetensorsFile::View(const TensorEntry& e) const {

@@ -363,11 +363,10 @@ absl::Status RunEval(const EvalCommandOptions& o, std::ostream& out) {
     MFPO_ASSIGN_OR_RETURN(auto answers, answerer.Run(qs, "describe"));
     ChairMetrics chair;
     AmberMetrics amber;
-    // AMBER on the world: truth = present kinds, hallu = absent partners of present kinds (the
-    // objects the priors tempt), association = each kind's synonyms.
+    // AMBER on the world: truth = present kinds, hallu = every absent kind, association = each
+    // kind's synonyms (so "a sphere" covers a ball).
     std::map<std::string, std::vector<std::string>> association;
-    std::map<std::string, std::string> partner;
-    for (const auto& k : vocab.categories()) association[k] = {};
+    for (const auto& k : vocab.categories()) association[k] = vocab.Synonyms(k);
     std::vector<AmberTruth> amber_truth;
     for (const auto& img : images) {
       std::set<std::string> present;

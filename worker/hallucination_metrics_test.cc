@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 namespace mfpo {
 namespace {
 
@@ -22,7 +24,12 @@ class ChairTest : public ::testing::Test {
   ObjectVocabulary vocab_;
 };
 
-TEST_F(ChairTest, TableHasTheEightyCocoCategories) { EXPECT_EQ(vocab_.categories().size(), 80u); }
+TEST_F(ChairTest, TableHasTheEightyCocoCategories) {
+  EXPECT_EQ(vocab_.categories().size(), 80u);
+  const auto tv = vocab_.Synonyms("tv");
+  EXPECT_NE(std::find(tv.begin(), tv.end(), "television"), tv.end());
+  EXPECT_EQ(std::find(tv.begin(), tv.end(), "tv"), tv.end());
+}
 
 TEST_F(ChairTest, PluralsSynonymsAndTwoWordObjects) {
   EXPECT_EQ(Canon("Two teddy bears on a bench with several people."),

@@ -152,6 +152,13 @@ std::vector<ObjectMention> ObjectVocabulary::Extract(const std::string& text) co
   return out;
 }
 
+std::vector<std::string> ObjectVocabulary::Synonyms(const std::string& canonical) const {
+  std::vector<std::string> out;
+  for (const auto& [synonym, name] : synonym_to_canonical_)
+    if (name == canonical && synonym != canonical) out.push_back(synonym);
+  return out;
+}
+
 std::string ObjectVocabulary::Canonical(const std::string& phrase) const {
   std::vector<ObjectMention> m = Extract(phrase);
   return m.size() == 1 ? m[0].canonical : (m.empty() ? "" : m.back().canonical);

@@ -40,6 +40,8 @@ class ObjectVocabulary {
   // Canonical name of a word or phrase (singularised first), or "" when not an object.
   std::string Canonical(const std::string& phrase) const;
   const std::vector<std::string>& categories() const { return categories_; }
+  // Every table entry of `canonical` other than the name itself.
+  std::vector<std::string> Synonyms(const std::string& canonical) const;
 
  private:
   std::map<std::string, std::string> synonym_to_canonical_;
