@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "common/activation_checkpoint.h"
+
 namespace mfpo {
 
 ClipAttentionImpl::ClipAttentionImpl(const ClipVisionConfig& c, const torch::TensorOptions& o)
@@ -71,7 +73,12 @@ torch::Tensor ClipVisionTransformerImpl::forward(const torch::Tensor& pixel_valu
   torch::Tensor cls = class_embedding_.view({1, 1, -1}).expand({b, 1, x.size(2)});
   x = torch::cat({cls, x}, 1) + position_embedding_.unsqueeze(0);
   x = pre_layrnorm_(x);
-  for (int64_t i = 0; i < num_layers; ++i) x = layers_[i]->as<ClipEncoderLayer>()->forward(x);
+  for (int64_t i = 0; i < num_layers; ++i) {
+    ClipEncoderLayerImpl* layer = layers_[i]->as<ClipEncoderLayer>();
+    x = checkpoint_layers_
+            ? CheckpointedCall([layer](const torch::Tensor& h) { return layer->forward(h); }, x)
+            : layer->forward(x);
+  }
   return x;
 }
 

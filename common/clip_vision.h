@@ -40,9 +40,12 @@ class ClipVisionTransformerImpl : public torch::nn::Module {
   ClipVisionTransformerImpl(const ClipVisionConfig& c, const torch::TensorOptions& o);
   // pixel_values [B, 3, H, W] -> hidden state after `num_layers` encoder layers [B, 1+P, D].
   torch::Tensor forward(const torch::Tensor& pixel_values, int64_t num_layers);
+  // Recompute each encoder layer's activations in backward (common/activation_checkpoint.h).
+  void SetActivationCheckpointing(bool on) { checkpoint_layers_ = on; }
 
  private:
   ClipVisionConfig config_;
+  bool checkpoint_layers_ = false;
   torch::Tensor class_embedding_, patch_embedding_, position_embedding_;
   nn::LayerNorm pre_layrnorm_{nullptr};
   torch::nn::ModuleList layers_;

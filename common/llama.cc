@@ -3,6 +3,8 @@
 #include <cmath>
 #include <limits>
 
+#include "common/activation_checkpoint.h"
+
 namespace mfpo {
 namespace {
 
@@ -127,8 +129,14 @@ torch::Tensor LlamaForCausalLmImpl::Hidden(const torch::Tensor& inputs_embeds,
   ctx.cache = cache;
 
   torch::Tensor x = inputs_embeds;
-  for (int64_t i = 0; i < static_cast<int64_t>(layers_->size()); ++i)
-    x = layers_[i]->as<LlamaDecoderLayer>()->forward(x, ctx, i);
+  for (int64_t i = 0; i < static_cast<int64_t>(layers_->size()); ++i) {
+    LlamaDecoderLayerImpl* layer = layers_[i]->as<LlamaDecoderLayer>();
+    if (checkpoint_layers_ && cache == nullptr) {
+      x = CheckpointedCall([layer, ctx, i](const torch::Tensor& h) { return layer->forward(h, ctx, i); }, x);
+    } else {
+      x = layer->forward(x, ctx, i);
+    }
+  }
   if (cache != nullptr) cache->length += l;
   return norm_(x);
 }

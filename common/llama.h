@@ -57,6 +57,7 @@ class LlamaForCausalLmImpl : public torch::nn::Module {
   LlamaForCausalLmImpl(const LlamaConfig& c, const torch::TensorOptions& o);
 
   torch::Tensor Embed(const torch::Tensor& ids) { return torch::embedding(embed_tokens_, ids); }
+  const torch::Tensor& embed_tokens() const { return embed_tokens_; }  // [V, D]
   // inputs_embeds [B, L, D]; attention_mask [B, past + L] (1 = real token, covering the cached
   // positions too). Positions are counted over real tokens only (cumsum of the mask), so a
   // padded row computes exactly what it would unpadded. Returns final-normed hidden [B, L, D].
@@ -65,9 +66,13 @@ class LlamaForCausalLmImpl : public torch::nn::Module {
   torch::Tensor LmHead(const torch::Tensor& hidden) { return lm_head_(hidden); }
 
   const LlamaConfig& config() const { return config_; }
+  // Recompute each decoder layer's activations in backward instead of storing them
+  // (common/activation_checkpoint.h). Ignored when a KV cache is passed.
+  void SetActivationCheckpointing(bool on) { checkpoint_layers_ = on; }
 
  private:
   LlamaConfig config_;
+  bool checkpoint_layers_ = false;
   torch::Tensor embed_tokens_;
   torch::nn::ModuleList layers_;
   nn::RmsNorm norm_{nullptr};

@@ -57,6 +57,11 @@ void LlavaModelImpl::FreezeVisionTower(bool frozen) {
   for (auto& p : vision_model_->parameters()) p.set_requires_grad(!frozen);
 }
 
+void LlavaModelImpl::SetActivationCheckpointing(bool on) {
+  vision_model_->SetActivationCheckpointing(on);
+  language_model_->SetActivationCheckpointing(on);
+}
+
 torch::Tensor LlavaModelImpl::EncodeImages(const torch::Tensor& pixel_values) {
   torch::Tensor feats;
   {

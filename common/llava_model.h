@@ -57,6 +57,9 @@ class LlavaModelImpl : public torch::nn::Module {
   // Sets requires_grad=false on the vision tower (true = frozen, LLaVA's default).
   void FreezeVisionTower(bool frozen);
   bool vision_frozen() const { return vision_frozen_; }
+  // Activation checkpointing of every decoder layer, and of the vision encoder layers (which only
+  // matters while the tower is trained).
+  void SetActivationCheckpointing(bool on);
 
  private:
   LlavaConfig config_;

@@ -56,7 +56,7 @@ absl::StatusOr<ModelPreset> GetPreset(const std::string& name) {
   ModelPreset p;
   p.name = name;
   if (name == "tiny") {
-    p.config = SmallLlava(/*image=*/32, /*patch=*/4, /*v_hidden=*/128, /*v_layers=*/3,
+    p.config = SmallLlava(/*image=*/64, /*patch=*/8, /*v_hidden=*/128, /*v_layers=*/3,
                           /*t_hidden=*/256, /*t_layers=*/4, /*t_heads=*/8, /*t_kv_heads=*/4,
                           /*t_inter=*/688, p.tokenizer_vocab);
   } else if (name == "medium") {

@@ -20,7 +20,7 @@ struct ModelPreset {
   int tokenizer_vocab = kTinyTokenizerVocab;  // SentencePiece pieces; <image>, <pad> follow
 };
 
-// "tiny": ~3.6M parameters, 32 px images, 64 image tokens (tests, CI, the embedded demo).
+// "tiny": ~4.1M parameters, 64 px images in 8 px patches (the world's own size), 64 image tokens (tests, CI, the embedded demo).
 // "medium": hidden 512, 4 vision + 4 text layers, 64 px images (benchmarks).
 absl::StatusOr<ModelPreset> GetPreset(const std::string& name);
 std::vector<std::string> PresetNames();

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <string>
 
+#include <opencv2/imgproc.hpp>
+
 #include "absl/strings/str_cat.h"
 
 namespace mfpo {
@@ -60,15 +62,25 @@ absl::StatusOr<cv::Mat> AddDiffusionNoise(const cv::Mat& rgb, const cv::Mat& mas
     const uint8_t* m = mask.empty() ? nullptr : mask.ptr<uint8_t>(y);
     for (int x = 0; x < rgb.cols; ++x) {
       if (m != nullptr && m[x] == 0) continue;
+      const double w = m == nullptr ? 1.0 : m[x] / 255.0;  // < 1 only on a feathered edge
       for (int c = 0; c < 3; ++c) {
         const uint64_t index = (static_cast<uint64_t>(y) * rgb.cols + x) * 3 + c;
         const double x0 = src[x * 3 + c] / 127.5 - 1.0;
-        const double xt = a * x0 + b * Normal(seed, index);
+        const double noised = a * x0 + b * Normal(seed, index);
+        const double xt = w == 1.0 ? noised : w * noised + (1.0 - w) * x0;
         dst[x * 3 + c] = static_cast<uint8_t>(std::lround(std::clamp((xt + 1.0) * 127.5, 0.0, 255.0)));
       }
     }
   }
   return out;
+}
+
+cv::Mat FeatherMask(const cv::Mat& mask, int radius) {
+  if (mask.empty() || radius <= 0) return mask.clone();
+  cv::Mat soft;
+  cv::GaussianBlur(mask, soft, cv::Size(2 * radius + 1, 2 * radius + 1), radius / 2.0, radius / 2.0,
+                   cv::BORDER_REPLICATE);
+  return soft;
 }
 
 }  // namespace mfpo

@@ -23,9 +23,13 @@ inline constexpr int kDefaultNoiseStep = 500;
 double DiffusionAlphaBar(int t);
 
 // Returns the noised copy of `rgb` (CV_8UC3). `mask` (CV_8UC1, same size) selects the pixels to
-// noise; an empty mask noises the whole image. Pixels outside the mask are bit-identical.
+// noise; an empty mask noises the whole image. Pixels where the mask is 0 are bit-identical; 255
+// is x_t exactly; values in between (a feathered edge) blend x_0 and x_t linearly in [-1, 1].
 absl::StatusOr<cv::Mat> AddDiffusionNoise(const cv::Mat& rgb, const cv::Mat& mask, int t,
                                           uint64_t seed);
+
+// A soft-edged copy of a binary mask (Gaussian, `radius` pixels); radius 0 returns it unchanged.
+cv::Mat FeatherMask(const cv::Mat& mask, int radius);
 
 // A per-sample seed from a base seed and a sample id (stable across runs and platforms).
 uint64_t SampleSeed(uint64_t base_seed, const std::string& sample_id);

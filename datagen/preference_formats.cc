@@ -1,5 +1,6 @@
 #include "datagen/preference_formats.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -237,11 +238,31 @@ absl::StatusOr<PreferenceRecord> ParsePreferenceRecord(const json& j) {
     for (size_t i = 0; i < j["regions"].size(); ++i) {
       const json& g = j["regions"][i];
       PreferenceRegion region;
-      if (!g.is_object() || !g.contains("box") || !g["box"].is_array() || g["box"].size() != 4)
-        return Bad(absl::StrCat("regions[", i, "].box must be [x0, y0, x1, y1]"));
-      for (int k = 0; k < 4; ++k) {
-        if (!g["box"][k].is_number()) return Bad(absl::StrCat("regions[", i, "].box must hold numbers"));
-        region.box[k] = static_cast<int>(g["box"][k].get<double>());
+      if (!g.is_object() || (!g.contains("box") && !g.contains("polygon")))
+        return Bad(absl::StrCat("regions[", i, "] needs a box [x0, y0, x1, y1] or a polygon [[x, y], ...]"));
+      if (g.contains("polygon")) {
+        const json& poly = g["polygon"];
+        if (!poly.is_array() || poly.size() < 3)
+          return Bad(absl::StrCat("regions[", i, "].polygon must be a list of at least 3 [x, y] points"));
+        for (size_t k = 0; k < poly.size(); ++k) {
+          if (!poly[k].is_array() || poly[k].size() != 2 || !poly[k][0].is_number() || !poly[k][1].is_number())
+            return Bad(absl::StrCat("regions[", i, "].polygon[", k, "] must be [x, y]"));
+          region.polygon.push_back({static_cast<int>(poly[k][0].get<double>()), static_cast<int>(poly[k][1].get<double>())});
+        }
+        region.box = {region.polygon[0][0], region.polygon[0][1], region.polygon[0][0], region.polygon[0][1]};
+        for (const auto& pt : region.polygon) {
+          region.box[0] = std::min(region.box[0], pt[0]);
+          region.box[1] = std::min(region.box[1], pt[1]);
+          region.box[2] = std::max(region.box[2], pt[0] + 1);
+          region.box[3] = std::max(region.box[3], pt[1] + 1);
+        }
+      } else {
+        if (!g["box"].is_array() || g["box"].size() != 4)
+          return Bad(absl::StrCat("regions[", i, "].box must be [x0, y0, x1, y1]"));
+        for (int k = 0; k < 4; ++k) {
+          if (!g["box"][k].is_number()) return Bad(absl::StrCat("regions[", i, "].box must hold numbers"));
+          region.box[k] = static_cast<int>(g["box"][k].get<double>());
+        }
       }
       if (region.box[2] <= region.box[0] || region.box[3] <= region.box[1])
         return Bad(absl::StrCat("regions[", i, "].box is empty or inverted"));
@@ -265,7 +286,11 @@ json PreferenceRecordToJson(const PreferenceRecord& r) {
   if (!r.rejected_image.empty()) j["rejected_image"] = r.rejected_image;
   if (!r.regions.empty()) {
     json regions = json::array();
-    for (const auto& g : r.regions) regions.push_back({{"label", g.label}, {"box", g.box}});
+    for (const auto& g : r.regions) {
+      json region = {{"label", g.label}, {"box", g.box}};
+      if (!g.polygon.empty()) region["polygon"] = g.polygon;
+      regions.push_back(region);
+    }
     j["regions"] = regions;
   }
   return j;

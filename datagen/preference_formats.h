@@ -18,7 +18,8 @@ namespace mfpo {
 
 struct PreferenceRegion {
   std::string label;
-  std::array<int, 4> box = {0, 0, 0, 0};  // x0, y0, x1, y1 in pixels
+  std::array<int, 4> box = {0, 0, 0, 0};  // x0, y0, x1, y1 in pixels (the polygon's bounds if one is given)
+  std::vector<std::array<int, 2>> polygon;  // optional outline [[x, y], ...] (>= 3 points)
 };
 
 struct PreferenceRecord {

@@ -93,11 +93,14 @@ v1::JobSpec DefaultJobSpec() {
   s.mutable_datagen()->set_top_k(3);
   for (const char* suite : {"chair", "pope", "amber", "reliance"}) s.mutable_evaluation()->add_suites(suite);
   s.mutable_evaluation()->set_limit(0);
+  s.mutable_evaluation()->set_split("test");
+  s.mutable_evaluation()->set_max_new_tokens(48);
   s.mutable_checkpoint()->set_every_steps(0);
   s.mutable_checkpoint()->set_keep_last(2);
   s.mutable_resources()->set_threads(0);
   s.mutable_resources()->set_device("cpu");
   s.mutable_resources()->set_workers(1);
+  s.mutable_resources()->set_precision("auto");
   return s;
 }
 
@@ -149,12 +152,17 @@ absl::Status ValidateJobSpec(const v1::JobSpec& s) {
       return Bad(absl::StrCat("evaluation.suites[", i, "]"), absl::StrCat("unknown suite '", su, "'"));
   }
   if (s.evaluation().limit() < 0) return Bad("evaluation.limit", "must be >= 0");
+  if (s.evaluation().split() != "train" && s.evaluation().split() != "val" && s.evaluation().split() != "test")
+    return Bad("evaluation.split", absl::StrCat("'", s.evaluation().split(), "' is not train, val or test"));
+  if (s.evaluation().max_new_tokens() < 1) return Bad("evaluation.max_new_tokens", "must be >= 1");
   if (s.checkpoint().every_steps() < 0) return Bad("checkpoint.every_steps", "must be >= 0");
   if (s.checkpoint().keep_last() < 0) return Bad("checkpoint.keep_last", "must be >= 0");
   if (s.resources().threads() < 0) return Bad("resources.threads", "must be >= 0");
   if (s.resources().device() != "cpu" && s.resources().device() != "cuda")
     return Bad("resources.device", absl::StrCat("'", s.resources().device(), "' is not cpu or cuda"));
   if (s.resources().workers() < 1) return Bad("resources.workers", "must be >= 1");
+  if (s.resources().precision() != "auto" && s.resources().precision() != "fp32" && s.resources().precision() != "bf16")
+    return Bad("resources.precision", absl::StrCat("'", s.resources().precision(), "' is not auto, fp32 or bf16"));
   return absl::OkStatus();
 }
 

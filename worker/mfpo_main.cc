@@ -14,10 +14,12 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_split.h"
+#include "common/cli_util.h"
+#include "datagen/perturb_flags.h"
 #include "worker/cli_commands.h"
 #include "worker/eval_commands.h"
 #include "worker/job_spec.h"
-#include "worker/trainer.h"
+#include "worker/train_command.h"
 
 ABSL_FLAG(std::string, model, "", "model directory (Hugging Face LLaVA layout)");
 ABSL_FLAG(std::string, image, "", "image file (JPEG, PNG or WebP)");
@@ -75,37 +77,21 @@ Commands:
       hallucination metrics of answers produced by any system
   eval --model DIR --data DIR [--suite chair,pope,amber,reliance] --out DIR [--limit N]
       generate answers on a world's test split, score them, write answers and a report
+  perturb --manifest IN.jsonl --out DIR [--grounder regions|model|torchscript] [--model DIR]
+      the image-preference pipeline: keywords of each chosen response -> regions -> diffusion
+      noise there -> rejected images, masks and a trainable manifest (see mfpo-datagen --help)
   generate --model DIR --image FILE --prompt TEXT [--max-new-tokens N] [--json]
       [--dtype bfloat16]
       greedy answer to the prompt about the image
 )";
 
-// absl flag names use underscores; accept the dashed spelling users type (--max-new-tokens).
-std::vector<std::string> NormaliseFlagNames(int argc, char** argv) {
-  std::vector<std::string> out(argv, argv + argc);
-  for (size_t i = 1; i < out.size(); ++i) {
-    std::string& a = out[i];
-    if (a == "--") break;
-    if (a.size() < 3 || a.compare(0, 2, "--") != 0) continue;
-    const size_t end = std::min(a.find('='), a.size());
-    for (size_t k = 2; k < end; ++k)
-      if (a[k] == '-') a[k] = '_';
-  }
-  return out;
-}
-
-// Exit code: 0 on success, 2 for bad input (flags, specs, files), 1 otherwise.
-int Exit(const absl::Status& status) {
-  if (status.ok()) return 0;
-  std::cerr << "mfpo: " << status.message() << "\n";
-  return absl::IsInvalidArgument(status) ? 2 : 1;
-}
+int Exit(const absl::Status& status) { return mfpo::ExitCode(status, "mfpo"); }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(kUsage);
-  std::vector<std::string> normalised = NormaliseFlagNames(argc, argv);
+  std::vector<std::string> normalised = mfpo::NormaliseFlagNames(argc, argv);
   std::vector<char*> raw;
   for (auto& a : normalised) raw.push_back(a.data());
   std::vector<char*> args = absl::ParseCommandLine(static_cast<int>(raw.size()), raw.data());
@@ -154,12 +140,10 @@ int main(int argc, char** argv) {
     return Exit(mfpo::RunWorld(o, std::cout));
   }
   if (command == "train") {
-    if (absl::GetFlag(FLAGS_spec).empty()) return Exit(absl::InvalidArgumentError("--spec is required"));
-    auto spec = mfpo::LoadJobSpec(absl::GetFlag(FLAGS_spec));
-    if (!spec.ok()) return Exit(spec.status());
-    mfpo::TrainControl control;
-    control.stop_after_steps = absl::GetFlag(FLAGS_stop_after_steps);
-    return Exit(mfpo::RunTraining(*spec, control, std::cout));
+    mfpo::TrainCommandOptions o;
+    o.spec_path = absl::GetFlag(FLAGS_spec);
+    o.stop_after_steps = absl::GetFlag(FLAGS_stop_after_steps);
+    return Exit(mfpo::RunTrainCommand(o, std::cout));
   }
   if (command == "score") {
     mfpo::ScoreCommandOptions o;
@@ -171,6 +155,23 @@ int main(int argc, char** argv) {
     o.safe_words_path = absl::GetFlag(FLAGS_safe_words);
     o.json = absl::GetFlag(FLAGS_json);
     return Exit(mfpo::RunScore(o, std::cout));
+  }
+  if (command == "perturb") {
+    mfpo::PerturbCommandOptions o;
+    mfpo::PerturbOptionsFromFlags(&o);
+    o.model_dir = absl::GetFlag(FLAGS_model);
+    o.shard.out_dir = absl::GetFlag(FLAGS_out);
+    o.shard.threads = absl::GetFlag(FLAGS_threads);
+    o.perturb.seed = absl::GetFlag(FLAGS_seed);
+    o.perturb.noise_step = absl::GetFlag(FLAGS_noise_step);
+    // Record-level parallelism: each worker thread runs its own LibTorch ops single-threaded.
+    torch::set_num_threads(1);
+    auto report = mfpo::RunPerturbCommand(o);
+    if (report.ok())
+      std::cout << "records " << report->records << ", written " << report->done << ", skipped " << report->skipped
+                << ", errors " << report->errors << ", global fallbacks " << report->fallbacks << "\nmanifest "
+                << report->manifest_path << "\nerrors " << report->errors_path << "\n";
+    return Exit(report.status());
   }
   if (command == "eval") {
     mfpo::EvalCommandOptions o;

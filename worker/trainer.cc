@@ -21,6 +21,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/device.h"
 #include "common/file_util.h"
 #include "common/image.h"
 #include "common/jsonl.h"
@@ -167,8 +168,9 @@ absl::StatusOr<Dataset> LoadDataset(const v1::JobSpec& spec, const LoadedModel& 
 // Runs `model` over all examples (no grad) in micro-batches: per example its reference
 // log-probs [N, 3] (chosen, rejected, chosen on m'; unused columns 0) and chosen entropy [N].
 absl::Status ScoreAll(LlavaModel& model, int64_t pad_id, const std::vector<PreferenceExample>& examples,
-                      const ObjectiveConfig& objective, int64_t micro, const char* what,
+                      const ObjectiveConfig& objective, int64_t micro, bool bf16, const char* what,
                       torch::Tensor* logps, torch::Tensor* entropy) {
+  const torch::Device device = model->parameters().front().device();
   torch::NoGradGuard no_grad;
   const int64_t n = static_cast<int64_t>(examples.size());
   *logps = torch::zeros({n, 3}, torch::kFloat32);
@@ -180,7 +182,13 @@ absl::Status ScoreAll(LlavaModel& model, int64_t pad_id, const std::vector<Prefe
   for (int64_t s = 0; s < n; s += micro) {
     const int64_t e = std::min(n, s + micro);
     std::vector<PreferenceExample> batch(examples.begin() + s, examples.begin() + e);
-    MFPO_ASSIGN_OR_RETURN(StepLogps out, ComputeStepLogps(model, pad_id, batch, all));
+    absl::StatusOr<StepLogps> scored;
+    {
+      AutocastRegion autocast(device, bf16);
+      scored = ComputeStepLogps(model, pad_id, batch, all);
+    }
+    MFPO_RETURN_IF_ERROR(scored.status());
+    const StepLogps& out = *scored;
     logps->slice(0, s, e).select(1, 0).copy_(out.logps.chosen.to(torch::kFloat32).cpu());
     if (out.logps.rejected.defined()) logps->slice(0, s, e).select(1, 1).copy_(out.logps.rejected.to(torch::kFloat32).cpu());
     if (out.logps.chosen_perturbed.defined())
@@ -217,12 +225,13 @@ std::vector<Checkpoint> ListCheckpoints(const fs::path& root) {
 
 }  // namespace
 
-absl::Status RunTraining(const v1::JobSpec& spec, const TrainControl& control, std::ostream& progress) {
+absl::StatusOr<TrainResult> RunTraining(const v1::JobSpec& spec, const TrainControl& control,
+                                        std::ostream& progress) {
   MFPO_RETURN_IF_ERROR(ValidateJobSpec(spec));
-  if (spec.resources().device() != "cpu")
-    return absl::UnimplementedError("resources.device: only cpu in the single-process trainer so far");
-  if (spec.optimizer().activation_checkpointing())
-    return absl::UnimplementedError("optimizer.activation_checkpointing: not implemented yet in this trainer");
+  absl::StatusOr<torch::Device> resolved = ResolveDevice(spec.resources().device());
+  if (!resolved.ok()) return Annotate(resolved.status(), "resources.device");
+  const torch::Device device = *resolved;
+  MFPO_ASSIGN_OR_RETURN(const bool bf16, ResolveBf16Autocast(spec.resources().precision(), device));
   if (spec.resources().workers() != 1)
     return absl::UnimplementedError("resources.workers: data-parallel training lands with the distributed trainer");
   torch::set_num_threads(spec.resources().threads() > 0 ? spec.resources().threads()
@@ -249,7 +258,9 @@ absl::Status RunTraining(const v1::JobSpec& spec, const TrainControl& control, s
 
   LoadModelOptions load;
   load.dtype = spec.model().dtype() == "bfloat16" ? torch::kBFloat16 : torch::kFloat32;
+  load.device = device;
   MFPO_ASSIGN_OR_RETURN(LoadedModel policy, LoadModelDir(spec.model().path(), load));
+  policy.model->SetActivationCheckpointing(spec.optimizer().activation_checkpointing());
   MFPO_ASSIGN_OR_RETURN(Dataset data, LoadDataset(spec, policy, objective));
   if (!data.errors.empty()) {
     std::ofstream errors(out_dir / "data_errors.txt");
@@ -279,7 +290,7 @@ absl::Status RunTraining(const v1::JobSpec& spec, const TrainControl& control, s
     entropy = torch::zeros({n});
     if (spec.curriculum().mode() == "easy_to_hard") {
       torch::Tensor unused;
-      MFPO_RETURN_IF_ERROR(ScoreAll(policy.model, policy.config.pad_token_id, data.examples, objective, micro,
+      MFPO_RETURN_IF_ERROR(ScoreAll(policy.model, policy.config.pad_token_id, data.examples, objective, micro, bf16,
                                     "difficulty scoring", &unused, &entropy));
     }
   } else if (!objective.needs_reference() && spec.curriculum().mode() == "end_to_end") {
@@ -300,14 +311,14 @@ absl::Status RunTraining(const v1::JobSpec& spec, const TrainControl& control, s
     spdlog::info("reference log-probs: using the cache {} ({})", cache_path.string(), fingerprint);
   } else {
     if (reference_dir == spec.model().path()) {
-      MFPO_RETURN_IF_ERROR(ScoreAll(policy.model, policy.config.pad_token_id, data.examples, objective, micro,
+      MFPO_RETURN_IF_ERROR(ScoreAll(policy.model, policy.config.pad_token_id, data.examples, objective, micro, bf16,
                                     "reference pass", &ref_logps, &entropy));
     } else {
       MFPO_ASSIGN_OR_RETURN(LoadedModel reference, LoadModelDir(reference_dir, load));
       torch::Tensor unused;
-      MFPO_RETURN_IF_ERROR(ScoreAll(reference.model, reference.config.pad_token_id, data.examples, objective, micro,
+      MFPO_RETURN_IF_ERROR(ScoreAll(reference.model, reference.config.pad_token_id, data.examples, objective, micro, bf16,
                                     "reference pass", &ref_logps, &unused));
-      MFPO_RETURN_IF_ERROR(ScoreAll(policy.model, policy.config.pad_token_id, data.examples, objective, micro,
+      MFPO_RETURN_IF_ERROR(ScoreAll(policy.model, policy.config.pad_token_id, data.examples, objective, micro, bf16,
                                     "difficulty scoring", &unused, &entropy));
     }
     json ids = json::array();
@@ -403,7 +414,7 @@ absl::Status RunTraining(const v1::JobSpec& spec, const TrainControl& control, s
       if (control.stop_after_steps > 0 && step >= control.stop_after_steps) {
         MFPO_RETURN_IF_ERROR(save_checkpoint(step, static_cast<int>(p)));
         progress << "\nstopped after " << step << " steps (checkpoint written)\n";
-        return absl::OkStatus();
+        return TrainResult{(ckpt_root / absl::StrFormat("step-%06d", step)).string(), step, false};
       }
       // The data order is a pure function of (seed, phase, epoch): resuming needs no cursor state.
       const int64_t steps_per_epoch = phase_steps[p] / spec.optimizer().epochs();
@@ -426,15 +437,24 @@ absl::Status RunTraining(const v1::JobSpec& spec, const TrainControl& control, s
           batch.push_back(data.examples[idx[k]]);
           rows.push_back(idx[k]);
         }
-        MFPO_ASSIGN_OR_RETURN(StepLogps out, ComputeStepLogps(policy.model, policy.config.pad_token_id, batch, objective));
+        absl::StatusOr<StepLogps> policy_out, reference_out;
+        {
+          AutocastRegion autocast(device, bf16);
+          policy_out = ComputeStepLogps(policy.model, policy.config.pad_token_id, batch, objective);
+          if (online_reference) {
+            torch::NoGradGuard no_grad;
+            reference_out = ComputeStepLogps(online_reference->model, online_reference->config.pad_token_id, batch,
+                                             objective);
+          }
+        }
+        MFPO_RETURN_IF_ERROR(policy_out.status());
+        const StepLogps& out = *policy_out;
         ResponseLogps ref;
         if (online_reference) {
-          torch::NoGradGuard no_grad;
-          MFPO_ASSIGN_OR_RETURN(StepLogps r, ComputeStepLogps(online_reference->model, online_reference->config.pad_token_id,
-                                                              batch, objective));
-          ref = r.logps;
+          MFPO_RETURN_IF_ERROR(reference_out.status());
+          ref = reference_out->logps;
         } else {
-          torch::Tensor r = ref_logps.index_select(0, torch::tensor(rows, torch::kInt64));
+          torch::Tensor r = ref_logps.index_select(0, torch::tensor(rows, torch::kInt64)).to(device);
           ref = {r.select(1, 0), r.select(1, 1), r.select(1, 2)};
         }
         ObjectiveOutput obj = ComputeObjective(objective, out.logps, ref, out.chosen_tokens);
@@ -479,7 +499,7 @@ absl::Status RunTraining(const v1::JobSpec& spec, const TrainControl& control, s
     }
   }
   progress << "\ntrained " << total_steps << " steps; checkpoints in " << ckpt_root.string() << "\n";
-  return absl::OkStatus();
+  return TrainResult{(ckpt_root / absl::StrFormat("step-%06d", total_steps)).string(), total_steps, true};
 }
 
 }  // namespace mfpo

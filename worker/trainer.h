@@ -16,6 +16,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "mfpo_job.pb.h"
 
 namespace mfpo {
@@ -31,7 +32,16 @@ struct TrainControl {
 // ceil(warmup_ratio * total) steps to `peak`, then cosine decay to 0.
 double ScheduledLearningRate(double peak, double warmup_ratio, int64_t step, int64_t total);
 
-absl::Status RunTraining(const v1::JobSpec& spec, const TrainControl& control, std::ostream& progress);
+struct TrainResult {
+  std::string final_checkpoint;  // newest checkpoint directory
+  int64_t steps = 0;             // optimizer steps done in total (including before a resume)
+  bool completed = false;        // false when stopped early by TrainControl::stop_after_steps
+};
+
+// Runs a whole local job: reference pass (or its cache), difficulty scoring, the curriculum's
+// phases, checkpoints and metrics.jsonl. Does not run the spec's evaluation (RunTrainJob does).
+absl::StatusOr<TrainResult> RunTraining(const v1::JobSpec& spec, const TrainControl& control,
+                                        std::ostream& progress);
 
 }  // namespace mfpo
 

@@ -1,0 +1,219 @@
+#include "datagen/grounder.h"
+
+#include <torch/script.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <utility>
+
+#include <opencv2/imgproc.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "common/image.h"
+#include "common/model_dir.h"
+#include "common/status_macros.h"
+#include "common/torch_seam.h"
+
+namespace mfpo {
+namespace {
+
+class RegionsGrounder : public Grounder {
+ public:
+  explicit RegionsGrounder(std::optional<ObjectVocabulary> vocabulary) : vocabulary_(std::move(vocabulary)) {}
+  std::string name() const override { return "regions"; }
+
+  absl::StatusOr<cv::Mat> Ground(const cv::Mat& rgb, const std::string& keyword,
+                                 const std::vector<PreferenceRegion>& regions) override {
+    const std::string want = Key(keyword);
+    std::vector<PreferenceRegion> hits;
+    for (const auto& r : regions)
+      if (!r.label.empty() && Key(r.label) == want) hits.push_back(r);
+    if (hits.empty()) return cv::Mat();
+    cv::Mat mask = RegionsMask(hits, rgb.size());
+    if (cv::countNonZero(mask) == 0) return cv::Mat();  // boxes entirely outside the image
+    return mask;
+  }
+
+ private:
+  std::string Key(const std::string& word) const {
+    std::string lower = word;
+    std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+    if (vocabulary_) {
+      std::string canonical = vocabulary_->Canonical(lower);
+      if (!canonical.empty()) return canonical;
+    }
+    return Singularize(lower);
+  }
+  std::optional<ObjectVocabulary> vocabulary_;
+};
+
+// Heat map (float, image size) -> cleaned binary mask; empty when nothing survives.
+cv::Mat HeatToMask(const cv::Mat& heat, double threshold, double min_area) {
+  cv::Mat mask = heat > threshold;  // CV_8U 0/255
+  const int k = std::max(3, (std::min(heat.rows, heat.cols) / 32) | 1);
+  const cv::Mat kernel = cv::getStructuringElement(cv::MORPH_ELLIPSE, cv::Size(k, k));
+  cv::morphologyEx(mask, mask, cv::MORPH_OPEN, kernel);
+  cv::morphologyEx(mask, mask, cv::MORPH_CLOSE, kernel);
+  cv::Mat labels, stats, centroids;
+  const int n = cv::connectedComponentsWithStats(mask, labels, stats, centroids, 8, CV_32S);
+  const double floor = min_area * heat.rows * heat.cols;
+  cv::Mat out = cv::Mat::zeros(heat.size(), CV_8UC1);
+  for (int c = 1; c < n; ++c)
+    if (stats.at<int>(c, cv::CC_STAT_AREA) >= floor) out.setTo(255, labels == c);
+  return cv::countNonZero(out) == 0 ? cv::Mat() : out;
+}
+
+class TorchScriptGrounder : public Grounder {
+ public:
+  explicit TorchScriptGrounder(torch::jit::script::Module module) : module_(std::move(module)) {}
+  std::string name() const override { return "torchscript"; }
+  // A scripted module's forward is not re-entrant in general (module state, caches).
+  bool thread_safe() const override { return false; }
+
+  absl::StatusOr<cv::Mat> Ground(const cv::Mat& rgb, const std::string& keyword,
+                                 const std::vector<PreferenceRegion>&) override {
+    absl::MutexLock lock(&mu_);
+    return CatchAll("torchscript grounder", [&]() -> absl::StatusOr<cv::Mat> {
+      torch::NoGradGuard no_grad;
+      torch::Tensor image = torch::from_blob(const_cast<uint8_t*>(rgb.ptr<uint8_t>()), {rgb.rows, rgb.cols, 3},
+                                             torch::kUInt8)
+                                .permute({2, 0, 1}).unsqueeze(0).to(torch::kFloat32).div(255.0).contiguous();
+      torch::jit::IValue out = module_.forward({image, keyword});
+      if (!out.isTensor()) return absl::InvalidArgumentError("torchscript grounder: forward() must return a Tensor");
+      torch::Tensor logits = out.toTensor().to(torch::kFloat32);
+      while (logits.dim() > 2 && logits.size(0) == 1) logits = logits.squeeze(0);
+      if (logits.dim() != 2)
+        return absl::InvalidArgumentError(absl::StrCat("torchscript grounder: mask logits must be [H, W] (after "
+                                                       "dropping leading 1s), got ", logits.dim(), " dims"));
+      logits = torch::nn::functional::interpolate(
+                   logits.view({1, 1, logits.size(0), logits.size(1)}),
+                   torch::nn::functional::InterpolateFuncOptions().size(std::vector<int64_t>{rgb.rows, rgb.cols})
+                       .mode(torch::kBilinear).align_corners(false))
+                   .view({rgb.rows, rgb.cols}).contiguous();
+      cv::Mat mask(rgb.rows, rgb.cols, CV_8UC1);
+      torch::Tensor inside = (logits > 0).to(torch::kUInt8).mul(255).contiguous();
+      std::memcpy(mask.data, inside.data_ptr<uint8_t>(), static_cast<size_t>(rgb.rows) * rgb.cols);
+      return cv::countNonZero(mask) == 0 ? cv::Mat() : mask;
+    });
+  }
+
+ private:
+  absl::Mutex mu_;
+  torch::jit::script::Module module_ ABSL_GUARDED_BY(mu_);
+};
+
+class ModelGrounder : public Grounder {
+ public:
+  ModelGrounder(LoadedModel model, const ModelGrounderOptions& options)
+      : model_(std::move(model)), options_(options) {
+    model_.model->eval();
+  }
+  std::string name() const override { return "model"; }
+
+  absl::StatusOr<cv::Mat> Ground(const cv::Mat& rgb, const std::string& keyword,
+                                 const std::vector<PreferenceRegion>&) override {
+    MFPO_ASSIGN_OR_RETURN(torch::Tensor heat, HeatMap(rgb, keyword));
+    if (!heat.defined()) return cv::Mat();
+    const double lo = heat.min().item<double>(), hi = heat.max().item<double>();
+    if (hi - lo < options_.min_contrast) return cv::Mat();
+    torch::Tensor norm = ((heat - lo) / (hi - lo)).contiguous();
+    cv::Mat heat_mat(rgb.rows, rgb.cols, CV_32F, norm.data_ptr<float>());
+    return HeatToMask(heat_mat.clone(), options_.threshold, options_.min_area);
+  }
+
+  // Cosine similarity of each image patch feature with the keyword's embedding, upsampled to
+  // the image: [H, W] float; undefined when the keyword has no tokens.
+  absl::StatusOr<torch::Tensor> HeatMap(const cv::Mat& rgb, const std::string& keyword) {
+    MFPO_ASSIGN_OR_RETURN(std::vector<int64_t> ids, model_.tokenizer.Encode(" " + keyword));
+    if (ids.empty()) return torch::Tensor();
+    MFPO_ASSIGN_OR_RETURN(torch::Tensor pixels, PreprocessImage(rgb, model_.image));
+    return CatchAll("model grounder", [&]() -> torch::Tensor {
+      torch::NoGradGuard no_grad;
+      const auto& vc = model_.config.vision;
+      torch::Tensor feats = model_.model->EncodeImages(pixels.unsqueeze(0)).squeeze(0).to(torch::kFloat32);  // [N, D]
+      torch::Tensor word = model_.model->language_model()->Embed(torch::tensor(ids, torch::kInt64))
+                               .to(torch::kFloat32).mean(0);  // [D]
+      torch::Tensor sim = torch::cosine_similarity(feats, word.unsqueeze(0), 1);  // [N]
+      const int64_t grid = vc.image_size / vc.patch_size;
+      sim = sim.slice(0, sim.size(0) - grid * grid).view({1, 1, grid, grid});
+      // The preprocessor resized the shortest side and centre-cropped; map back onto the image.
+      return torch::nn::functional::interpolate(
+                 sim, torch::nn::functional::InterpolateFuncOptions()
+                          .size(std::vector<int64_t>{rgb.rows, rgb.cols}).mode(torch::kBilinear).align_corners(false))
+          .view({rgb.rows, rgb.cols});
+    });
+  }
+
+ private:
+  LoadedModel model_;
+  ModelGrounderOptions options_;
+};
+
+}  // namespace
+
+std::unique_ptr<Grounder> MakeRegionsGrounder(std::optional<ObjectVocabulary> vocabulary) {
+  return std::make_unique<RegionsGrounder>(std::move(vocabulary));
+}
+
+absl::StatusOr<std::unique_ptr<Grounder>> MakeTorchScriptGrounder(const std::string& path) {
+  if (!std::filesystem::exists(path)) return absl::NotFoundError(absl::StrCat(path, ": no such TorchScript file"));
+  MFPO_ASSIGN_OR_RETURN(torch::jit::script::Module module,
+                        CatchAll(absl::StrCat("loading TorchScript grounder ", path), [&] { return torch::jit::load(path); }));
+  module.eval();
+  return std::unique_ptr<Grounder>(std::make_unique<TorchScriptGrounder>(std::move(module)));
+}
+
+absl::StatusOr<std::unique_ptr<Grounder>> MakeModelGrounder(const std::string& model_dir,
+                                                            const ModelGrounderOptions& options) {
+  MFPO_ASSIGN_OR_RETURN(LoadedModel model, LoadModelDir(model_dir));
+  return std::unique_ptr<Grounder>(std::make_unique<ModelGrounder>(std::move(model), options));
+}
+
+absl::StatusOr<GroundedMask> GroundKeywords(Grounder& grounder, const cv::Mat& rgb,
+                                            const std::vector<std::string>& keywords,
+                                            const std::vector<PreferenceRegion>& regions) {
+  GroundedMask out;
+  for (const std::string& k : keywords) {
+    MFPO_ASSIGN_OR_RETURN(cv::Mat m, grounder.Ground(rgb, k, regions));
+    if (m.empty()) continue;
+    if (m.size() != rgb.size() || m.type() != CV_8UC1)
+      return absl::InternalError(absl::StrCat(grounder.name(), " grounder returned a mask of the wrong size/type"));
+    out.found.push_back(k);
+    if (out.mask.empty()) {
+      out.mask = m.clone();
+    } else {
+      cv::bitwise_or(out.mask, m, out.mask);
+    }
+  }
+  return out;
+}
+
+cv::Mat RegionsMask(const std::vector<PreferenceRegion>& regions, cv::Size size) {
+  cv::Mat mask = cv::Mat::zeros(size, CV_8UC1);
+  for (const auto& r : regions) {
+    if (!r.polygon.empty()) {
+      std::vector<cv::Point> pts;
+      for (const auto& p : r.polygon) pts.emplace_back(p[0], p[1]);
+      cv::fillPoly(mask, std::vector<std::vector<cv::Point>>{pts}, cv::Scalar(255));
+    } else {
+      const cv::Rect box = cv::Rect(cv::Point(r.box[0], r.box[1]), cv::Point(r.box[2], r.box[3])) &
+                           cv::Rect(0, 0, size.width, size.height);
+      if (box.area() > 0) mask(box).setTo(255);
+    }
+  }
+  return mask;
+}
+
+double MaskIou(const cv::Mat& a, const cv::Mat& b) {
+  if (a.empty() && b.empty()) return 0.0;
+  if (a.empty() || b.empty()) return 0.0;
+  cv::Mat ia, ib;
+  cv::Mat inter, uni;
+  cv::bitwise_and(a != 0, b != 0, inter);
+  cv::bitwise_or(a != 0, b != 0, uni);
+  const int u = cv::countNonZero(uni);
+  return u == 0 ? 0.0 : static_cast<double>(cv::countNonZero(inter)) / u;
+}
+
+}  // namespace mfpo

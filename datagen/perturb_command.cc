@@ -1,0 +1,56 @@
+#include "datagen/perturb_command.h"
+
+#include <memory>
+#include <optional>
+
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/model_dir.h"
+#include "common/status_macros.h"
+
+namespace mfpo {
+
+absl::StatusOr<ShardReport> RunPerturbCommand(const PerturbCommandOptions& o, PerturbCounters* counters) {
+  if (o.shard.manifest.empty()) return absl::InvalidArgumentError("--manifest is required");
+  if (o.shard.out_dir.empty()) return absl::InvalidArgumentError("--out is required");
+  if (o.perturb.noise_step < 0 || o.perturb.noise_step > 1000)
+    return absl::InvalidArgumentError("--noise_step must be in [0, 1000]");
+  if (o.perturb.keywords.top_k < 1) return absl::InvalidArgumentError("--top_k must be >= 1");
+  if (o.perturb.feather < 0) return absl::InvalidArgumentError("--feather must be >= 0");
+
+  std::unique_ptr<Grounder> grounder;
+  if (o.grounder == "regions") {
+    std::optional<ObjectVocabulary> vocabulary;
+    if (!o.vocabulary_path.empty()) {
+      MFPO_ASSIGN_OR_RETURN(vocabulary, ObjectVocabulary::FromFile(o.vocabulary_path));
+    }
+    grounder = MakeRegionsGrounder(std::move(vocabulary));
+  } else if (o.grounder == "model") {
+    if (o.model_dir.empty()) return absl::InvalidArgumentError("--grounder model needs --model (a LLaVA directory)");
+    MFPO_ASSIGN_OR_RETURN(grounder, MakeModelGrounder(o.model_dir, o.model_grounder));
+  } else if (o.grounder == "torchscript") {
+    if (o.torchscript_path.empty())
+      return absl::InvalidArgumentError("--grounder torchscript needs --grounder_model (a TorchScript file)");
+    MFPO_ASSIGN_OR_RETURN(grounder, MakeTorchScriptGrounder(o.torchscript_path));
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("--grounder '", o.grounder, "': expected regions, model or torchscript"));
+  }
+
+  std::unique_ptr<WordVectors> vectors;
+  std::optional<LoadedModel> embedding_model;
+  if (!o.word_vectors_path.empty()) {
+    MFPO_ASSIGN_OR_RETURN(vectors, LoadGloveVectors(o.word_vectors_path));
+  } else if (!o.model_dir.empty()) {
+    MFPO_ASSIGN_OR_RETURN(embedding_model, LoadModelDir(o.model_dir));
+    vectors = EmbeddingWordVectors(embedding_model->tokenizer,
+                                   embedding_model->model->language_model()->embed_tokens());
+  }
+  spdlog::info("datagen: grounder {}, word vectors: {}", grounder->name(),
+               !o.word_vectors_path.empty() ? o.word_vectors_path
+               : vectors                    ? "the model's input embeddings"
+                                            : "none (positional edges only)");
+  return RunPerturbShard(o.shard, o.perturb, *grounder, vectors.get(), counters);
+}
+
+}  // namespace mfpo

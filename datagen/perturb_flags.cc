@@ -1,0 +1,49 @@
+#include "datagen/perturb_flags.h"
+
+#include <cstdint>
+#include <string>
+
+#include "absl/flags/flag.h"
+
+ABSL_FLAG(std::string, manifest, "", "perturb: input native preference JSONL");
+ABSL_FLAG(int64_t, begin, 0, "perturb: first record of the shard (line order, 0-based)");
+ABSL_FLAG(int64_t, end, -1, "perturb: end of the shard (exclusive); -1 = to the end");
+ABSL_FLAG(std::string, grounder, "regions", "perturb: regions | model | torchscript");
+ABSL_FLAG(std::string, grounder_model, "", "perturb: TorchScript segmentation module (grounder torchscript)");
+ABSL_FLAG(std::string, vocab, "", "perturb: synonym table for matching keywords to region labels (regions)");
+ABSL_FLAG(std::string, word_vectors, "", "perturb: GloVe-format word vectors (default: the model's embeddings)");
+ABSL_FLAG(int32_t, top_k, 3, "perturb: keywords per record");
+ABSL_FLAG(double, alpha, 0.5, "perturb: positional vs semantic edge weight");
+ABSL_FLAG(double, sigma, 3.0, "perturb: positional decay in tokens");
+ABSL_FLAG(int32_t, feather, 0, "perturb: soft mask edge in pixels");
+ABSL_FLAG(bool, keywords_from_question, false, "perturb: rank the prompt's words too");
+ABSL_FLAG(double, heat_threshold, 0.6, "perturb: model grounder threshold on the normalised heat map");
+
+namespace mfpo {
+
+void PerturbOptionsFromFlags(PerturbCommandOptions* o) {
+  o->shard.manifest = absl::GetFlag(FLAGS_manifest);
+  o->shard.begin = absl::GetFlag(FLAGS_begin);
+  o->shard.end = absl::GetFlag(FLAGS_end);
+  o->grounder = absl::GetFlag(FLAGS_grounder);
+  o->torchscript_path = absl::GetFlag(FLAGS_grounder_model);
+  o->vocabulary_path = absl::GetFlag(FLAGS_vocab);
+  o->word_vectors_path = absl::GetFlag(FLAGS_word_vectors);
+  o->perturb.keywords.top_k = absl::GetFlag(FLAGS_top_k);
+  o->perturb.keywords.alpha = absl::GetFlag(FLAGS_alpha);
+  o->perturb.keywords.sigma = absl::GetFlag(FLAGS_sigma);
+  o->perturb.feather = absl::GetFlag(FLAGS_feather);
+  o->perturb.keywords_from_question = absl::GetFlag(FLAGS_keywords_from_question);
+  o->model_grounder.threshold = absl::GetFlag(FLAGS_heat_threshold);
+}
+
+const char* PerturbFlagsHelp() {
+  return R"(  --manifest IN.jsonl --out DIR [--begin N --end M] [--threads N]
+  --grounder regions|model|torchscript [--vocab vocab.txt] [--model LLAVA_DIR]
+  [--grounder-model module.pt] [--word-vectors glove.txt] [--top-k 3] [--alpha 0.5]
+  [--sigma 3] [--noise-step 500] [--feather PX] [--seed N] [--keywords-from-question]
+  [--heat-threshold 0.6]
+)";
+}
+
+}  // namespace mfpo

@@ -1,0 +1,234 @@
+#include "datagen/perturb_pipeline.h"
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/file_util.h"
+#include "common/jsonl.h"
+#include "common/status_macros.h"
+#include "common/torch_seam.h"
+#include "datagen/diffusion_noise.h"
+
+namespace mfpo {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+absl::StatusOr<std::string> EncodePng(const cv::Mat& image) {
+  return CatchAll("PNG encoding", [&]() -> absl::StatusOr<std::string> {
+    cv::Mat out = image;
+    if (image.channels() == 3) cv::cvtColor(image, out, cv::COLOR_RGB2BGR);
+    std::vector<uint8_t> bytes;
+    // Level 1: lossless like any level, and several times faster to write than the default 3.
+    if (!cv::imencode(".png", out, bytes, {cv::IMWRITE_PNG_COMPRESSION, 1}))
+      return absl::InternalError("PNG encoding failed");
+    return std::string(bytes.begin(), bytes.end());
+  });
+}
+
+struct Job {
+  int line = 0;
+  json record;
+};
+
+}  // namespace
+
+std::string RecordKey(const std::string& id) {
+  std::string safe;
+  for (char c : id) safe.push_back(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' ? c : '_');
+  if (safe.size() > 80) safe.resize(80);
+  return absl::StrFormat("%s-%08x", safe, static_cast<uint32_t>(SampleSeed(0, id)));
+}
+
+absl::StatusOr<PerturbedImage> PerturbImage(const cv::Mat& rgb, const std::string& text,
+                                            const std::vector<PreferenceRegion>& regions, const std::string& seed_key,
+                                            const PerturbOptions& options, Grounder& grounder,
+                                            const WordVectors* vectors) {
+  PerturbedImage out;
+  out.keywords = ExtractKeywords(text, vectors, options.keywords);
+  std::vector<std::string> words;
+  for (const auto& k : out.keywords) words.push_back(k.word);
+  MFPO_ASSIGN_OR_RETURN(GroundedMask grounded, GroundKeywords(grounder, rgb, words, regions));
+  out.found = grounded.found;
+  out.fallback = grounded.mask.empty();
+  out.mask = out.fallback ? cv::Mat(rgb.size(), CV_8UC1, cv::Scalar(255)) : FeatherMask(grounded.mask, options.feather);
+  out.coverage = static_cast<double>(cv::countNonZero(out.mask)) / (static_cast<double>(rgb.rows) * rgb.cols);
+  out.seed = SampleSeed(options.seed, seed_key);
+  MFPO_ASSIGN_OR_RETURN(out.rejected, AddDiffusionNoise(rgb, out.fallback ? cv::Mat() : out.mask, options.noise_step, out.seed));
+  return out;
+}
+
+absl::StatusOr<ShardReport> RunPerturbShard(const ShardOptions& shard, const PerturbOptions& options,
+                                            Grounder& grounder, const WordVectors* vectors,
+                                            PerturbCounters* counters) {
+  PerturbCounters local;
+  PerturbCounters& c = counters != nullptr ? *counters : local;
+  const fs::path out(shard.out_dir);
+  const fs::path input_root = fs::path(shard.manifest).parent_path();
+  std::error_code ec;
+  for (const char* sub : {"rejected", "masks", "records"}) {
+    fs::create_directories(out / sub, ec);
+    if (ec) return absl::InternalError(absl::StrCat((out / sub).string(), ": ", ec.message()));
+  }
+
+  // Read the shard's records; lines that are not JSON objects are record errors too.
+  std::vector<Job> jobs;
+  std::vector<json> early_errors;
+  int64_t index = 0;
+  MFPO_RETURN_IF_ERROR(ReadJsonl(
+      shard.manifest,
+      [&](int line, const json& j) -> absl::Status {
+        const int64_t i = index++;
+        if (i >= shard.begin && (shard.end < 0 || i < shard.end)) jobs.push_back({line, j});
+        return absl::OkStatus();
+      },
+      [&](int line, const std::string& why) {
+        const int64_t i = index++;
+        if (i >= shard.begin && (shard.end < 0 || i < shard.end))
+          early_errors.push_back({{"id", absl::StrCat("line-", line)}, {"line", line}, {"reason", why}});
+      }));
+  const std::string name = !shard.manifest_name.empty() ? shard.manifest_name
+                           : shard.begin == 0 && shard.end < 0
+                               ? "manifest"
+                               : absl::StrCat("manifest-", shard.begin, "-", shard.end < 0 ? index : shard.end);
+  ShardReport report;
+  report.records = static_cast<int64_t>(jobs.size() + early_errors.size());
+  c.total = static_cast<int64_t>(jobs.size());
+  report.manifest_path = (out / (name + ".jsonl")).string();
+  report.errors_path = (out / (name + ".errors.jsonl")).string();
+
+  // One record: everything in memory, then the files, the record file last.
+  auto process = [&](const Job& job) -> absl::Status {
+    absl::StatusOr<PreferenceRecord> parsed = ParsePreferenceRecord(job.record);
+    const std::string id = parsed.ok() ? parsed->id : job.record.value("id", absl::StrCat("line-", job.line));
+    const std::string key = RecordKey(id);
+    const fs::path done_file = out / "records" / (key + ".json");
+    const fs::path error_file = out / "records" / (key + ".error.json");
+    if (fs::exists(done_file) || fs::exists(error_file)) {
+      ++c.skipped;
+      return absl::OkStatus();
+    }
+    auto fail = [&](absl::string_view reason) {
+      ++c.errors;
+      return WriteFileAtomically(error_file.string(),
+                                 json{{"id", id}, {"line", job.line}, {"reason", std::string(reason)}}.dump() + "\n");
+    };
+    if (!parsed.ok()) return fail(parsed.status().message());
+    const fs::path image_path = fs::path(parsed->image).is_absolute() ? fs::path(parsed->image) : input_root / parsed->image;
+    absl::StatusOr<cv::Mat> rgb = ReadImageFile(image_path.string(), options.limits);
+    if (!rgb.ok()) return fail(rgb.status().message());
+    const std::string text = options.keywords_from_question ? parsed->question + "\n" + parsed->chosen : parsed->chosen;
+    absl::StatusOr<PerturbedImage> p = PerturbImage(*rgb, text, parsed->regions, id, options, grounder, vectors);
+    if (!p.ok()) return fail(p.status().message());
+    MFPO_ASSIGN_OR_RETURN(std::string rejected_png, EncodePng(p->rejected));
+    MFPO_ASSIGN_OR_RETURN(std::string mask_png, EncodePng(p->mask));
+    const std::string rejected_rel = "rejected/" + key + ".png", mask_rel = "masks/" + key + ".png";
+    MFPO_RETURN_IF_ERROR(WriteFileAtomically((out / rejected_rel).string(), rejected_png));
+    MFPO_RETURN_IF_ERROR(WriteFileAtomically((out / mask_rel).string(), mask_png));
+    PreferenceRecord r = *parsed;
+    // Paths in the output manifest are relative to the output directory, like its own files.
+    r.image = fs::relative(fs::absolute(image_path), fs::absolute(out)).string();
+    r.rejected_image = rejected_rel;
+    json line = PreferenceRecordToJson(r);
+    for (auto it = parsed->extra.begin(); it != parsed->extra.end(); ++it)
+      if (!line.contains(it.key())) line[it.key()] = it.value();
+    json keywords = json::array();
+    for (const auto& k : p->keywords) keywords.push_back({{"word", k.word}, {"score", k.score}});
+    line["perturbation"] = {{"keywords", keywords}, {"found", p->found},  {"grounder", grounder.name()},
+                            {"coverage", p->coverage}, {"fallback", p->fallback}, {"t", options.noise_step},
+                            {"seed", p->seed},         {"feather", options.feather}, {"mask", mask_rel}};
+    if (p->fallback) ++c.fallbacks;
+    MFPO_RETURN_IF_ERROR(WriteFileAtomically(done_file.string(), line.dump() + "\n"));
+    ++c.done;
+    return absl::OkStatus();
+  };
+
+  // Workers pull record indices; an I/O failure of the shard stops everyone.
+  const int threads = shard.threads > 0 ? shard.threads : std::max(1u, std::thread::hardware_concurrency());
+  std::atomic<size_t> next{0};
+  std::mutex error_mu;
+  absl::Status shard_error;
+  const auto t0 = Clock::now();
+  auto worker = [&] {
+    for (size_t i = next++; i < jobs.size(); i = next++) {
+      {
+        std::lock_guard<std::mutex> lock(error_mu);
+        if (!shard_error.ok()) return;
+      }
+      ++c.in_flight;
+      const auto r0 = Clock::now();
+      absl::Status s = CatchAll("record", [&] { return process(jobs[i]); });
+      if (c.observe_record) c.observe_record(std::chrono::duration<double>(Clock::now() - r0).count());
+      --c.in_flight;
+      if (!s.ok()) {
+        std::lock_guard<std::mutex> lock(error_mu);
+        if (shard_error.ok()) shard_error = s;
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int t = 0; t < std::min<int>(threads, std::max<size_t>(1, jobs.size())); ++t) pool.emplace_back(worker);
+  // Progress: a log line every 5 s with rates and ETA.
+  auto last = Clock::now();
+  while (next.load() < jobs.size() || c.in_flight.load() > 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (std::chrono::duration<double>(Clock::now() - last).count() >= 5) {
+      last = Clock::now();
+      const double secs = std::chrono::duration<double>(last - t0).count();
+      const int64_t fresh = c.done + c.errors;
+      const int64_t finished_n = fresh + c.skipped;
+      const double rate = fresh / std::max(secs, 1e-9);
+      spdlog::info("datagen: {}/{} records ({} new, {} skipped, {} errors, {} global fallbacks), {:.1f} images/s, ETA {:.0f} s",
+                   finished_n, jobs.size(), fresh, c.skipped.load(), c.errors.load(), c.fallbacks.load(), rate,
+                   rate > 0 ? (jobs.size() - finished_n) / rate : 0.0);
+    }
+  }
+  for (auto& t : pool) t.join();
+  MFPO_RETURN_IF_ERROR(shard_error);
+  report.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+
+  // Assemble the shard's manifest and error list in input order from the per-record files.
+  std::string manifest_text, errors_text;
+  for (const json& e : early_errors) {
+    errors_text += e.dump() + "\n";
+    ++report.errors;
+  }
+  for (const Job& job : jobs) {
+    const std::string id = job.record.is_object() && job.record.contains("id") && job.record["id"].is_string()
+                               ? job.record["id"].get<std::string>()
+                               : absl::StrCat("line-", job.line);
+    const fs::path base = out / "records" / RecordKey(id);
+    if (fs::exists(base.string() + ".json")) {
+      MFPO_ASSIGN_OR_RETURN(std::string line, ReadFileToString(base.string() + ".json"));
+      manifest_text += line;
+      ++report.done;
+      report.fallbacks += json::parse(line)["perturbation"]["fallback"].get<bool>() ? 1 : 0;
+    } else if (fs::exists(base.string() + ".error.json")) {
+      MFPO_ASSIGN_OR_RETURN(std::string line, ReadFileToString(base.string() + ".error.json"));
+      errors_text += line;
+      ++report.errors;
+    }
+  }
+  report.skipped = c.skipped;
+  MFPO_RETURN_IF_ERROR(WriteFileAtomically(report.manifest_path, manifest_text));
+  MFPO_RETURN_IF_ERROR(WriteFileAtomically(report.errors_path, errors_text));
+  spdlog::info("datagen: shard done: {} records, {} written ({} skipped as already done), {} errors, {} global fallbacks, "
+               "{:.1f} s",
+               report.records, report.done, report.skipped, report.errors, report.fallbacks, report.seconds);
+  return report;
+}
+
+}  // namespace mfpo

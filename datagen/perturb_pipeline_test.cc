@@ -1,0 +1,247 @@
+// The image-preference pipeline on the embedded world: outputs and manifest, untouched pixels
+// outside the mask, global fallback, bad records, byte-identical reruns, and resume after the
+// worker is killed mid-shard.
+#include "datagen/perturb_pipeline.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+#include <opencv2/imgcodecs.hpp>
+
+#include "absl/strings/match.h"
+#include "common/file_util.h"
+#include "common/image.h"
+#include "datagen/diffusion_noise.h"
+#include "datagen/scene_world.h"
+
+namespace mfpo {
+namespace {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+class PerturbPipelineTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    root_ = new fs::path(fs::temp_directory_path() / ("perturb_test_" + std::to_string(::getpid())));
+    fs::remove_all(*root_);
+    WorldOptions world;
+    world.train = 40;
+    world.val = 0;
+    world.test = 0;
+    ASSERT_TRUE(WriteWorld((*root_ / "world").string(), world).ok());
+  }
+  static void TearDownTestSuite() {
+    fs::remove_all(*root_);
+    delete root_;
+  }
+  static std::unique_ptr<Grounder> Regions() {
+    auto vocab = ObjectVocabulary::FromFile((*root_ / "world" / "vocab.txt").string());
+    EXPECT_TRUE(vocab.ok()) << vocab.status();
+    return MakeRegionsGrounder(*vocab);
+  }
+  static std::vector<json> Lines(const std::string& path) {
+    std::vector<json> out;
+    std::ifstream in(path);
+    for (std::string l; std::getline(in, l);) out.push_back(json::parse(l));
+    return out;
+  }
+  static fs::path* root_;
+};
+fs::path* PerturbPipelineTest::root_ = nullptr;
+
+TEST_F(PerturbPipelineTest, WritesRejectedImagesMasksAndATrainableManifest) {
+  ShardOptions shard;
+  shard.manifest = (*root_ / "world" / "train.jsonl").string();
+  shard.out_dir = (*root_ / "out").string();
+  shard.end = 60;
+  shard.threads = 2;
+  auto grounder = Regions();
+  auto report = RunPerturbShard(shard, PerturbOptions{}, *grounder, nullptr);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->records, 60);
+  EXPECT_EQ(report->done, 60);
+  EXPECT_EQ(report->errors, 0);
+  auto lines = Lines(report->manifest_path);
+  ASSERT_EQ(lines.size(), 60u);
+  int fallbacks = 0, local = 0;
+  for (const json& l : lines) {
+    const json& p = l["perturbation"];
+    EXPECT_EQ(p["grounder"], "regions");
+    EXPECT_EQ(p["t"], 500);
+    ASSERT_TRUE(l.contains("rejected_image"));
+    auto input = ReadImageFile((fs::path(shard.out_dir) / l["image"].get<std::string>()).string());
+    auto rejected = ReadImageFile((fs::path(shard.out_dir) / l["rejected_image"].get<std::string>()).string());
+    cv::Mat mask = cv::imread((fs::path(shard.out_dir) / p["mask"].get<std::string>()).string(), cv::IMREAD_GRAYSCALE);
+    ASSERT_TRUE(input.ok() && rejected.ok() && !mask.empty()) << l.dump();
+    // Pixels outside the mask are bit-identical; the coverage is the mask's.
+    cv::Mat diff;
+    cv::absdiff(*input, *rejected, diff);
+    for (int y = 0; y < mask.rows; ++y)
+      for (int x = 0; x < mask.cols; ++x)
+        if (mask.at<uint8_t>(y, x) == 0) ASSERT_EQ(diff.at<cv::Vec3b>(y, x), cv::Vec3b(0, 0, 0)) << l["id"];
+    EXPECT_NEAR(p["coverage"].get<double>(), cv::countNonZero(mask) / double(mask.total()), 1e-9);
+    if (p["fallback"].get<bool>()) {
+      ++fallbacks;
+      EXPECT_EQ(p["coverage"].get<double>(), 1.0);
+      EXPECT_TRUE(p["found"].empty());
+    } else {
+      ++local;
+      EXPECT_LT(p["coverage"].get<double>(), 1.0);
+      EXPECT_FALSE(p["keywords"].empty());
+    }
+    // "No, there is no kite." names an absent object: nothing to ground, global noise.
+    if (l["type"] == "exist_no") EXPECT_TRUE(p["fallback"].get<bool>()) << l.dump();
+    if (l["type"] == "describe") EXPECT_FALSE(p["fallback"].get<bool>()) << l.dump();
+  }
+  EXPECT_GT(local, 30);
+  EXPECT_GT(fallbacks, 5);
+
+  // A rerun skips everything and rewrites an identical manifest.
+  const std::string before = ReadFileToString(report->manifest_path).value_or("");
+  auto again = RunPerturbShard(shard, PerturbOptions{}, *grounder, nullptr);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->skipped, 60);
+  EXPECT_EQ(ReadFileToString(again->manifest_path).value_or("x"), before);
+}
+
+TEST_F(PerturbPipelineTest, BadRecordsGoToTheErrorsFileAndTheRestContinue) {
+  const fs::path dir = *root_ / "bad";
+  fs::create_directories(dir);
+  fs::copy_file(*root_ / "world" / "images" / "train-0.png", dir / "good.png");
+  std::ofstream(dir / "corrupt.png") << "this is not a png";
+  {
+    std::ofstream m(dir / "in.jsonl");
+    auto rec = [](const std::string& id, const std::string& image, const std::string& chosen) {
+      return json{{"id", id}, {"image", image}, {"question", "Describe the image."}, {"chosen", chosen},
+                  {"rejected", "A purple kite."}}.dump();
+    };
+    m << rec("ok", "good.png", "A red ball.") << "\n";
+    m << rec("corrupt", "corrupt.png", "A red ball.") << "\n";
+    m << rec("missing-image", "nope.png", "A red ball.") << "\n";
+    m << rec("empty", "good.png", "  ") << "\n";
+    m << json{{"id", "no-question"}, {"image", "good.png"}, {"chosen", "x"}, {"rejected", "y"}}.dump() << "\n";
+    m << "{not json\n";
+    m << rec("ok2", "good.png", "A green tree.") << "\n";
+  }
+  ShardOptions shard;
+  shard.manifest = (dir / "in.jsonl").string();
+  shard.out_dir = (dir / "out").string();
+  auto grounder = Regions();
+  auto report = RunPerturbShard(shard, PerturbOptions{}, *grounder, nullptr);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->done, 2);
+  EXPECT_EQ(report->errors, 5);
+  std::map<std::string, std::string> reasons;
+  for (const json& e : Lines(report->errors_path)) reasons[e["id"]] = e["reason"];
+  ASSERT_EQ(reasons.size(), 5u);
+  EXPECT_TRUE(absl::StrContains(reasons["corrupt"], "corrupt.png")) << reasons["corrupt"];
+  EXPECT_TRUE(absl::StrContains(reasons["missing-image"], "nope.png")) << reasons["missing-image"];
+  EXPECT_TRUE(absl::StrContains(reasons["empty"], "field 'chosen' is empty")) << reasons["empty"];
+  EXPECT_TRUE(absl::StrContains(reasons["no-question"], "question")) << reasons["no-question"];
+  EXPECT_TRUE(reasons.count("line-6")) << "the unparsable line is reported by line number";
+}
+
+TEST_F(PerturbPipelineTest, FeatheredMaskBlendsTheEdgeAndLeavesTheRestUntouched) {
+  cv::Mat rgb;
+  WorldSample s = GenerateWorldSample(WorldOptions{}, "train", 3, &rgb);
+  PreferenceRegion r;
+  r.label = s.objects[0].kind;
+  r.box = {s.objects[0].x0, s.objects[0].y0, s.objects[0].x1, s.objects[0].y1};
+  PerturbOptions o;
+  o.feather = 3;
+  auto grounder = Regions();
+  auto p = PerturbImage(rgb, "There is a " + r.label + ".", {r}, s.id, o, *grounder, nullptr);
+  ASSERT_TRUE(p.ok()) << p.status();
+  ASSERT_FALSE(p->fallback);
+  double min_soft = 255, soft = 0;
+  for (int y = 0; y < rgb.rows; ++y)
+    for (int x = 0; x < rgb.cols; ++x) {
+      const uint8_t m = p->mask.at<uint8_t>(y, x);
+      if (m == 0) ASSERT_EQ(rgb.at<cv::Vec3b>(y, x), p->rejected.at<cv::Vec3b>(y, x));
+      if (m > 0 && m < 255) {
+        ++soft;
+        min_soft = std::min<double>(min_soft, m);
+      }
+    }
+  EXPECT_GT(soft, 0) << "a feathered edge has intermediate mask values";
+  // Same seed key, same bytes.
+  auto again = PerturbImage(rgb, "There is a " + r.label + ".", {r}, s.id, o, *grounder, nullptr);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(cv::norm(p->rejected, again->rejected, cv::NORM_INF), 0);
+}
+
+// The worker binary killed mid-shard loses only the records in flight; the rerun finishes the
+// shard and the result is byte-identical to an uninterrupted run.
+TEST_F(PerturbPipelineTest, WorkerResumesAfterAKill) {
+  const std::string tool = MFPO_DATAGEN_TOOL;
+  // A shard big enough (2,000 records) that the kill lands mid-way.
+  WorldOptions world;
+  world.train = 400;
+  world.val = world.test = 0;
+  ASSERT_TRUE(WriteWorld((*root_ / "big_world").string(), world).ok());
+  const std::string manifest = (*root_ / "big_world" / "train.jsonl").string();
+  const fs::path killed = *root_ / "killed", clean = *root_ / "clean";
+  auto command = [&](const fs::path& out) {
+    return std::vector<std::string>{tool, "--manifest", manifest, "--out", out.string(), "--threads", "1",
+                                    "--vocab", (*root_ / "world" / "vocab.txt").string()};
+  };
+  auto spawn = [](const std::vector<std::string>& argv) {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      std::vector<char*> args;
+      for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+      args.push_back(nullptr);
+      const int null_fd = ::open("/dev/null", O_WRONLY);
+      ::dup2(null_fd, 1);
+      ::dup2(null_fd, 2);
+      ::execv(args[0], args.data());
+      ::_exit(127);
+    }
+    return pid;
+  };
+  const pid_t pid = spawn(command(killed));
+  ASSERT_GT(pid, 0);
+  // Wait until some records are finished, then kill -9.
+  int finished = 0;
+  for (int i = 0; i < 600 && finished < 20; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    finished = 0;
+    if (fs::exists(killed / "records"))
+      for (const auto& e : fs::directory_iterator(killed / "records")) finished += absl::EndsWith(e.path().string(), ".json");
+  }
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_GT(finished, 0) << "the worker finished no record before the kill";
+  EXPECT_FALSE(fs::exists(killed / "manifest.jsonl")) << "killed before the end: no manifest yet";
+  // Leftover temporary files of the in-flight records are harmless; rerun to the end.
+  for (const fs::path& out : {killed, clean}) {
+    const pid_t p = spawn(command(out));
+    ::waitpid(p, &status, 0);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+  }
+  const auto a = ReadFileToString((killed / "manifest.jsonl").string());
+  const auto b = ReadFileToString((clean / "manifest.jsonl").string());
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(*a, *b);
+  int compared = 0;
+  for (const auto& e : fs::directory_iterator(clean / "rejected")) {
+    EXPECT_EQ(ReadFileToString(e.path().string()).value_or("a"),
+              ReadFileToString((killed / "rejected" / e.path().filename()).string()).value_or("b"))
+        << e.path().filename();
+    ++compared;
+  }
+  EXPECT_GT(compared, 100);
+}
+
+}  // namespace
+}  // namespace mfpo

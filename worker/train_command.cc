@@ -1,0 +1,35 @@
+#include "worker/train_command.h"
+
+#include <filesystem>
+#include <vector>
+
+#include "common/status_macros.h"
+#include "worker/eval_commands.h"
+#include "worker/job_spec.h"
+#include "worker/trainer.h"
+
+namespace mfpo {
+
+absl::Status RunTrainCommand(const TrainCommandOptions& options, std::ostream& out) {
+  if (options.spec_path.empty()) return absl::InvalidArgumentError("--spec is required");
+  MFPO_ASSIGN_OR_RETURN(v1::JobSpec spec, LoadJobSpec(options.spec_path));
+  TrainControl control;
+  control.stop_after_steps = options.stop_after_steps;
+  MFPO_ASSIGN_OR_RETURN(TrainResult result, RunTraining(spec, control, out));
+  if (spec.evaluation().data().empty() || !result.completed) return absl::OkStatus();
+
+  EvalCommandOptions eval;
+  eval.model_dir = result.final_checkpoint;
+  eval.data_dir = spec.evaluation().data();
+  eval.suites.assign(spec.evaluation().suites().begin(), spec.evaluation().suites().end());
+  eval.out_dir = (std::filesystem::path(spec.output_dir()) / "eval").string();
+  eval.split = spec.evaluation().split();
+  eval.limit = spec.evaluation().limit();
+  eval.max_new_tokens = spec.evaluation().max_new_tokens();
+  eval.seed = spec.seed();
+  eval.dtype = spec.model().dtype();
+  out << "== evaluation of " << result.final_checkpoint << " on " << eval.data_dir << " (" << eval.split << ")\n";
+  return Annotate(RunEval(eval, out), "evaluation");
+}
+
+}  // namespace mfpo
