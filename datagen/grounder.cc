@@ -3,7 +3,10 @@
 #include <torch/script.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <filesystem>
+#include <random>
 #include <utility>
 
 #include <opencv2/imgproc.hpp>
@@ -150,7 +153,50 @@ class ModelGrounder : public Grounder {
   ModelGrounderOptions options_;
 };
 
+class RandomGrounder : public Grounder {
+ public:
+  RandomGrounder(double fraction, uint64_t seed) : fraction_(fraction), seed_(seed) {}
+  std::string name() const override { return "random"; }
+  absl::StatusOr<cv::Mat> Ground(const cv::Mat& rgb, const std::string&,
+                                 const std::vector<PreferenceRegion>&) override {
+    // Seeded by the image bytes, so every keyword of a record (and a rerun) gets the same box.
+    uint64_t h = seed_ ^ 0x9e3779b97f4a7c15ull;
+    for (int y = 0; y < rgb.rows; ++y) {
+      const uint8_t* row = rgb.ptr<uint8_t>(y);
+      for (int x = 0; x < rgb.cols * rgb.channels(); ++x) h = (h ^ row[x]) * 1099511628211ull;
+    }
+    std::mt19937_64 rng(h);
+    const double aspect = std::uniform_real_distribution<double>(0.5, 2.0)(rng);
+    const double area = fraction_ * rgb.rows * rgb.cols;
+    const int w = std::clamp(static_cast<int>(std::lround(std::sqrt(area * aspect))), 1, rgb.cols);
+    const int h_px = std::clamp(static_cast<int>(std::lround(area / w)), 1, rgb.rows);
+    const int x0 = std::uniform_int_distribution<int>(0, rgb.cols - w)(rng);
+    const int y0 = std::uniform_int_distribution<int>(0, rgb.rows - h_px)(rng);
+    cv::Mat mask = cv::Mat::zeros(rgb.size(), CV_8UC1);
+    mask(cv::Rect(x0, y0, w, h_px)).setTo(255);
+    return mask;
+  }
+
+ private:
+  double fraction_;
+  uint64_t seed_;
+};
+
+class GlobalGrounder : public Grounder {
+ public:
+  std::string name() const override { return "global"; }
+  absl::StatusOr<cv::Mat> Ground(const cv::Mat&, const std::string&, const std::vector<PreferenceRegion>&) override {
+    return cv::Mat();
+  }
+};
+
 }  // namespace
+
+std::unique_ptr<Grounder> MakeRandomGrounder(double fraction, uint64_t seed) {
+  return std::make_unique<RandomGrounder>(fraction, seed);
+}
+
+std::unique_ptr<Grounder> MakeGlobalGrounder() { return std::make_unique<GlobalGrounder>(); }
 
 std::unique_ptr<Grounder> MakeRegionsGrounder(std::optional<ObjectVocabulary> vocabulary) {
   return std::make_unique<RegionsGrounder>(std::move(vocabulary));

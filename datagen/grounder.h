@@ -21,6 +21,7 @@
 
 #include <memory>
 #include <optional>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -58,6 +59,12 @@ struct ModelGrounderOptions {
 // Loads the LLaVA model directory (weights, tokenizer, preprocessor) on the CPU.
 absl::StatusOr<std::unique_ptr<Grounder>> MakeModelGrounder(const std::string& model_dir,
                                                             const ModelGrounderOptions& options);
+
+// Ablation grounders (the paper's Table 8): `random` ignores the keyword and returns one box
+// covering `fraction` of the image at a position drawn from (seed, image content); `global`
+// finds nothing, so every record gets global noise.
+std::unique_ptr<Grounder> MakeRandomGrounder(double fraction, uint64_t seed);
+std::unique_ptr<Grounder> MakeGlobalGrounder();
 
 // Union of the masks of several keywords (each grounded separately); empty when none is found.
 // Also returns which keywords were found.

@@ -94,6 +94,23 @@ TEST(MaskIou, HandComputed) {
   EXPECT_DOUBLE_EQ(MaskIou(a, cv::Mat()), 0.0);
 }
 
+TEST(AblationGrounders, RandomBoxCoversTheFractionAndGlobalFindsNothing) {
+  cv::Mat rgb;
+  GenerateWorldSample(WorldOptions{}, "train", 1, &rgb);
+  auto random = MakeRandomGrounder(0.2, 7);
+  auto a = random->Ground(rgb, "ball", {});
+  auto b = random->Ground(rgb, "tree", {});
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_NEAR(cv::countNonZero(*a) / static_cast<double>(rgb.total()), 0.2, 0.03);
+  EXPECT_EQ(cv::norm(*a, *b, cv::NORM_INF), 0) << "one box per image, whatever the keyword";
+  auto other = MakeRandomGrounder(0.2, 8)->Ground(rgb, "ball", {});
+  ASSERT_TRUE(other.ok());
+  EXPECT_GT(cv::norm(*a, *other, cv::NORM_INF), 0) << "the seed moves the box";
+  auto global = MakeGlobalGrounder()->Ground(rgb, "ball", {});
+  ASSERT_TRUE(global.ok());
+  EXPECT_TRUE(global->empty());
+}
+
 TEST(TorchScriptGrounder, FollowsTheContract) {
   auto grounder = MakeTorchScriptGrounder(std::string(MFPO_SOURCE_DIR) +
                                           "/tests/golden/torchscript/brightness_grounder.pt");

@@ -33,8 +33,15 @@ absl::StatusOr<ShardReport> RunPerturbCommand(const PerturbCommandOptions& o, Pe
     if (o.torchscript_path.empty())
       return absl::InvalidArgumentError("--grounder torchscript needs --grounder_model (a TorchScript file)");
     MFPO_ASSIGN_OR_RETURN(grounder, MakeTorchScriptGrounder(o.torchscript_path));
+  } else if (o.grounder == "random") {
+    if (!(o.random_fraction > 0 && o.random_fraction <= 1))
+      return absl::InvalidArgumentError("--random_fraction must be in (0, 1]");
+    grounder = MakeRandomGrounder(o.random_fraction, o.perturb.seed);
+  } else if (o.grounder == "global") {
+    grounder = MakeGlobalGrounder();
   } else {
-    return absl::InvalidArgumentError(absl::StrCat("--grounder '", o.grounder, "': expected regions, model or torchscript"));
+    return absl::InvalidArgumentError(absl::StrCat("--grounder '", o.grounder,
+                                                   "': expected regions, model, torchscript, random or global"));
   }
 
   std::unique_ptr<WordVectors> vectors;

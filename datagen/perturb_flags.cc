@@ -8,7 +8,9 @@
 ABSL_FLAG(std::string, manifest, "", "perturb: input native preference JSONL");
 ABSL_FLAG(int64_t, begin, 0, "perturb: first record of the shard (line order, 0-based)");
 ABSL_FLAG(int64_t, end, -1, "perturb: end of the shard (exclusive); -1 = to the end");
-ABSL_FLAG(std::string, grounder, "regions", "perturb: regions | model | torchscript");
+ABSL_FLAG(std::string, grounder, "regions",
+          "perturb: regions | model | torchscript, or the ablations random (a random box) | global (whole image)");
+ABSL_FLAG(double, random_fraction, 0.2, "perturb: share of the image the random grounder's box covers");
 ABSL_FLAG(std::string, grounder_model, "", "perturb: TorchScript segmentation module (grounder torchscript)");
 ABSL_FLAG(std::string, vocab, "", "perturb: synonym table for matching keywords to region labels (regions)");
 ABSL_FLAG(std::string, word_vectors, "", "perturb: GloVe-format word vectors (default: the model's embeddings)");
@@ -26,6 +28,7 @@ void PerturbOptionsFromFlags(PerturbCommandOptions* o) {
   o->shard.begin = absl::GetFlag(FLAGS_begin);
   o->shard.end = absl::GetFlag(FLAGS_end);
   o->grounder = absl::GetFlag(FLAGS_grounder);
+  o->random_fraction = absl::GetFlag(FLAGS_random_fraction);
   o->torchscript_path = absl::GetFlag(FLAGS_grounder_model);
   o->vocabulary_path = absl::GetFlag(FLAGS_vocab);
   o->word_vectors_path = absl::GetFlag(FLAGS_word_vectors);
@@ -39,7 +42,8 @@ void PerturbOptionsFromFlags(PerturbCommandOptions* o) {
 
 const char* PerturbFlagsHelp() {
   return R"(  --manifest IN.jsonl --out DIR [--begin N --end M] [--threads N]
-  --grounder regions|model|torchscript [--vocab vocab.txt] [--model LLAVA_DIR]
+  --grounder regions|model|torchscript|random|global [--vocab vocab.txt] [--model LLAVA_DIR]
+  [--random-fraction 0.2]
   [--grounder-model module.pt] [--word-vectors glove.txt] [--top-k 3] [--alpha 0.5]
   [--sigma 3] [--noise-step 500] [--feather PX] [--seed N] [--keywords-from-question]
   [--heat-threshold 0.6]

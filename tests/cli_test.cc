@@ -275,5 +275,40 @@ TEST_F(CliTest, ImportReportsBadLinesAndKeepsTheRest) {
   EXPECT_EQ(bad.code, 2);
 }
 
+// The image-preference pipeline feeds training: `mfpo perturb` writes a manifest with rejected
+// images, `mfpo train` trains MFPO on it and then runs the spec's evaluation section.
+TEST_F(CliTest, PerturbThenTrainThenEvaluate) {
+  const fs::path d = *dir_ / "pipeline";
+  const std::string world = (d / "world").string();
+  ASSERT_EQ(Mfpo("world --out " + world + " --seed 5 --train 4 --val 0 --test 4").code, 0);
+  Result p = Mfpo("perturb --manifest " + world + "/train.jsonl --out " + (d / "perturbed").string() +
+                  " --vocab " + world + "/vocab.txt --threads 2 --feather 2");
+  ASSERT_EQ(p.code, 0) << p.all;
+  EXPECT_TRUE(absl::StrContains(p.out, "records 20, written 20")) << p.out;
+  const std::string spec = (d / "job.json").string();
+  std::ofstream(spec) << nlohmann::json{
+      {"output_dir", (d / "run").string()},
+      {"model", {{"path", Model()}}},
+      {"data", {{"train", (d / "perturbed" / "manifest.jsonl").string()}, {"max_samples", 8}}},
+      {"objective", {{"variant", "mfpo"}}},
+      {"optimizer", {{"lr", 1e-4}, {"micro_batch", 4}}},
+      {"curriculum", {{"mode", "end_to_end"}}},
+      {"evaluation", {{"data", world}, {"limit", 2}, {"max_new_tokens", 4}, {"suites", {"chair", "pope"}}}}}.dump();
+  Result t = Mfpo("train --spec " + spec);
+  ASSERT_EQ(t.code, 0) << t.all;
+  EXPECT_TRUE(absl::StrContains(t.out, "== evaluation of")) << t.out;
+  auto report = nlohmann::json::parse(ReadAll(d / "run" / "eval" / "report.json"));
+  EXPECT_EQ(report["images"], 2);
+  EXPECT_TRUE(report.contains("pope"));
+  EXPECT_FALSE(report.contains("reliance"));  // only the suites the spec names
+
+  Result bad = Mfpo("perturb --manifest " + world + "/train.jsonl --out " + (d / "x").string() + " --grounder sam");
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_TRUE(absl::StrContains(bad.all, "--grounder 'sam'")) << bad.all;
+  Result no_model = Mfpo("perturb --manifest " + world + "/train.jsonl --out " + (d / "x").string() + " --grounder model");
+  EXPECT_EQ(no_model.code, 2);
+  EXPECT_TRUE(absl::StrContains(no_model.all, "needs --model")) << no_model.all;
+}
+
 }  // namespace
 }  // namespace mfpo
