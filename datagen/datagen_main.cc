@@ -91,11 +91,6 @@ int main(int argc, char** argv) {
   }
   mfpo::PerturbCommandOptions o;
   mfpo::PerturbOptionsFromFlags(&o);
-  o.model_dir = absl::GetFlag(FLAGS_model);
-  o.shard.out_dir = absl::GetFlag(FLAGS_out);
-  o.shard.threads = absl::GetFlag(FLAGS_threads);
-  o.perturb.seed = absl::GetFlag(FLAGS_seed);
-  o.perturb.noise_step = absl::GetFlag(FLAGS_noise_step);
   // Record-level parallelism: each worker thread runs its own LibTorch ops single-threaded.
   torch::set_num_threads(1);
 
@@ -143,9 +138,7 @@ int main(int argc, char** argv) {
   mirror.join();
   if (report.ok()) {
     metrics.queue.Set(0);
-    std::cout << "records " << report->records << ", written " << report->done << ", skipped " << report->skipped
-              << ", errors " << report->errors << ", global fallbacks " << report->fallbacks << "\nmanifest "
-              << report->manifest_path << "\nerrors " << report->errors_path << "\n";
+    std::cout << mfpo::ShardReportText(*report);
   }
   return mfpo::ExitCode(report.status(), "mfpo-datagen");
 }

@@ -111,6 +111,7 @@ class ModelGrounder : public Grounder {
   ModelGrounder(LoadedModel model, const ModelGrounderOptions& options)
       : model_(std::move(model)), options_(options) {
     model_.model->eval();
+    for (auto& p : model_.model->parameters()) p.set_requires_grad(false);  // gradients reach the features only
   }
   std::string name() const override { return "model"; }
 
@@ -119,30 +120,66 @@ class ModelGrounder : public Grounder {
     MFPO_ASSIGN_OR_RETURN(torch::Tensor heat, HeatMap(rgb, keyword));
     if (!heat.defined()) return cv::Mat();
     const double lo = heat.min().item<double>(), hi = heat.max().item<double>();
-    if (hi - lo < options_.min_contrast) return cv::Mat();
+    if (hi - lo < (options_.heat == "cosine" ? options_.min_contrast : 1e-12)) return cv::Mat();
     torch::Tensor norm = ((heat - lo) / (hi - lo)).contiguous();
     cv::Mat heat_mat(rgb.rows, rgb.cols, CV_32F, norm.data_ptr<float>());
     return HeatToMask(heat_mat.clone(), options_.threshold, options_.min_area);
   }
 
-  // Cosine similarity of each image patch feature with the keyword's embedding, upsampled to
-  // the image: [H, W] float; undefined when the keyword has no tokens.
+  // The heat map upsampled to the image: [H, W] float; undefined when the keyword has no tokens.
   absl::StatusOr<torch::Tensor> HeatMap(const cv::Mat& rgb, const std::string& keyword) {
-    MFPO_ASSIGN_OR_RETURN(std::vector<int64_t> ids, model_.tokenizer.Encode(" " + keyword));
-    if (ids.empty()) return torch::Tensor();
+    MFPO_ASSIGN_OR_RETURN(std::vector<int64_t> word_ids, model_.tokenizer.Encode(" " + keyword));
+    if (word_ids.empty()) return torch::Tensor();
     MFPO_ASSIGN_OR_RETURN(torch::Tensor pixels, PreprocessImage(rgb, model_.image));
+    // The gradient probe is POPE's question: "Is there a {keyword} in the image?" answered "Yes"
+    // (and, for the presence check, "No"); only the answer's first token is scored.
+    TokenizedExample yes, no;
+    if (options_.heat == "gradient") {
+      const std::string question = "Is there a " + keyword + " in the image?";
+      MFPO_ASSIGN_OR_RETURN(yes, model_.tokenizer.Example(question, "Yes"));
+      MFPO_ASSIGN_OR_RETURN(no, model_.tokenizer.Example(question, "No"));
+      for (TokenizedExample* e : {&yes, &no}) {
+        bool first = true;
+        for (auto& label : e->labels)
+          if (label != kIgnoreLabel) {
+            if (!first) label = kIgnoreLabel;
+            first = false;
+          }
+        ExpandImageTokens(model_.config.image_token_index, model_.config.image_tokens(), &e->ids, &e->labels);
+      }
+    }
     return CatchAll("model grounder", [&]() -> torch::Tensor {
-      torch::NoGradGuard no_grad;
       const auto& vc = model_.config.vision;
-      torch::Tensor feats = model_.model->EncodeImages(pixels.unsqueeze(0)).squeeze(0).to(torch::kFloat32);  // [N, D]
-      torch::Tensor word = model_.model->language_model()->Embed(torch::tensor(ids, torch::kInt64))
-                               .to(torch::kFloat32).mean(0);  // [D]
-      torch::Tensor sim = torch::cosine_similarity(feats, word.unsqueeze(0), 1);  // [N]
+      torch::Tensor feats;
+      {
+        torch::NoGradGuard no_grad;
+        feats = model_.model->EncodeImages(pixels.unsqueeze(0)).to(torch::kFloat32);  // [1, N, D]
+      }
+      torch::Tensor per_patch;  // [N]
+      if (options_.heat == "gradient") {
+        auto score = [&](const TokenizedExample& e, const torch::Tensor& f) {
+          LlavaBatch batch;
+          batch.input_ids = torch::tensor(e.ids, torch::kInt64).unsqueeze(0);
+          batch.image_features = f;
+          return model_.model->ScoreResponses(batch, torch::tensor(e.labels, torch::kInt64).unsqueeze(0)).logp.sum();
+        };
+        if (options_.require_yes) {
+          torch::NoGradGuard no_grad;
+          if (score(yes, feats).item<double>() < score(no, feats).item<double>()) return torch::Tensor();  // absent
+        }
+        feats = feats.detach().requires_grad_(true);
+        torch::Tensor grad = torch::autograd::grad({score(yes, feats)}, {feats})[0];
+        per_patch = (grad * feats).sum(-1).squeeze(0).clamp_min(0).detach();
+      } else {
+        torch::NoGradGuard no_grad;
+        torch::Tensor word = model_.model->language_model()->Embed(torch::tensor(word_ids, torch::kInt64))
+                                 .to(torch::kFloat32).mean(0);  // [D]
+        per_patch = torch::cosine_similarity(feats.squeeze(0), word.unsqueeze(0), 1);
+      }
       const int64_t grid = vc.image_size / vc.patch_size;
-      sim = sim.slice(0, sim.size(0) - grid * grid).view({1, 1, grid, grid});
-      // The preprocessor resized the shortest side and centre-cropped; map back onto the image.
+      torch::Tensor map = per_patch.slice(0, per_patch.size(0) - grid * grid).view({1, 1, grid, grid});
       return torch::nn::functional::interpolate(
-                 sim, torch::nn::functional::InterpolateFuncOptions()
+                 map, torch::nn::functional::InterpolateFuncOptions()
                           .size(std::vector<int64_t>{rgb.rows, rgb.cols}).mode(torch::kBilinear).align_corners(false))
           .view({rgb.rows, rgb.cols});
     });
@@ -212,6 +249,8 @@ absl::StatusOr<std::unique_ptr<Grounder>> MakeTorchScriptGrounder(const std::str
 
 absl::StatusOr<std::unique_ptr<Grounder>> MakeModelGrounder(const std::string& model_dir,
                                                             const ModelGrounderOptions& options) {
+  if (options.heat != "gradient" && options.heat != "cosine")
+    return absl::InvalidArgumentError(absl::StrCat("model grounder heat map '", options.heat, "': expected gradient or cosine"));
   MFPO_ASSIGN_OR_RETURN(LoadedModel model, LoadModelDir(model_dir));
   return std::unique_ptr<Grounder>(std::make_unique<ModelGrounder>(std::move(model), options));
 }
@@ -252,9 +291,7 @@ cv::Mat RegionsMask(const std::vector<PreferenceRegion>& regions, cv::Size size)
 }
 
 double MaskIou(const cv::Mat& a, const cv::Mat& b) {
-  if (a.empty() && b.empty()) return 0.0;
   if (a.empty() || b.empty()) return 0.0;
-  cv::Mat ia, ib;
   cv::Mat inter, uni;
   cv::bitwise_and(a != 0, b != 0, inter);
   cv::bitwise_or(a != 0, b != 0, uni);

@@ -8,12 +8,18 @@
 //                  forward(image: Tensor[1, 3, H, W] float32 RGB in [0, 1], text: str)
 //                    -> Tensor mask logits, [H', W'], [1, H', W'] or [1, 1, H', W'] (any size)
 //                The logits are resized bilinearly to the image and thresholded at 0 (p = 0.5).
-//   model        no extra weights: the aligned LLaVA model itself. The heat map is the cosine
-//                similarity between each projected image patch feature (the tokens the language
-//                model reads) and the keyword's input embedding (mean over its sub-word pieces),
-//                upsampled bilinearly to the image, min-max normalised; pixels above `threshold`
-//                form the mask, cleaned by a morphological opening and closing; components
-//                smaller than `min_area` of the image are dropped.
+//   model        no extra weights: the aligned LLaVA model itself, two heat maps over the image
+//                patch features (the tokens the language model reads):
+//                  cosine    cosine similarity of each patch feature with the keyword's input
+//                            embedding (mean over its sub-word pieces);
+//                  gradient  how much each patch feature supports the keyword: the gradient of
+//                            log p("Yes" | image, "Is there a {keyword} in the image?") with
+//                            respect to the patch features, times the features, summed over
+//                            channels, negative parts dropped (gradient x input). With
+//                            `require_yes`, a keyword the model answers "No" for is not found.
+//                The map is upsampled bilinearly to the image and min-max normalised; pixels
+//                above `threshold` form the mask, cleaned by a morphological opening and
+//                closing; components smaller than `min_area` of the image are dropped.
 // Every grounder returns an empty mask (not an error) when the keyword is not found; the caller
 // then falls back to global noise and records it.
 #ifndef MFPO_DATAGEN_GROUNDER_H_
@@ -52,9 +58,11 @@ std::unique_ptr<Grounder> MakeRegionsGrounder(std::optional<ObjectVocabulary> vo
 absl::StatusOr<std::unique_ptr<Grounder>> MakeTorchScriptGrounder(const std::string& path);
 
 struct ModelGrounderOptions {
+  std::string heat = "gradient";  // "gradient" or "cosine" (see above)
   double threshold = 0.6;  // on the min-max normalised heat map
   double min_area = 0.01;  // smallest kept component, as a fraction of the image
-  double min_contrast = 0.05;  // heat-map max - min below this (cosine units): not found
+  double min_contrast = 0.05;  // cosine: heat-map max - min below this: not found
+  bool require_yes = true;     // gradient: not found when p("No") > p("Yes")
 };
 // Loads the LLaVA model directory (weights, tokenizer, preprocessor) on the CPU.
 absl::StatusOr<std::unique_ptr<Grounder>> MakeModelGrounder(const std::string& model_dir,

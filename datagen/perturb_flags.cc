@@ -3,7 +3,15 @@
 #include <cstdint>
 #include <string>
 
+#include "absl/flags/declare.h"
 #include "absl/flags/flag.h"
+
+// Defined by each binary's main() (they serve its other commands too).
+ABSL_DECLARE_FLAG(std::string, model);
+ABSL_DECLARE_FLAG(std::string, out);
+ABSL_DECLARE_FLAG(uint64_t, seed);
+ABSL_DECLARE_FLAG(int32_t, noise_step);
+ABSL_DECLARE_FLAG(int32_t, threads);
 
 ABSL_FLAG(std::string, manifest, "", "perturb: input native preference JSONL");
 ABSL_FLAG(int64_t, begin, 0, "perturb: first record of the shard (line order, 0-based)");
@@ -24,6 +32,11 @@ ABSL_FLAG(double, heat_threshold, 0.6, "perturb: model grounder threshold on the
 namespace mfpo {
 
 void PerturbOptionsFromFlags(PerturbCommandOptions* o) {
+  o->model_dir = absl::GetFlag(FLAGS_model);
+  o->shard.out_dir = absl::GetFlag(FLAGS_out);
+  o->shard.threads = absl::GetFlag(FLAGS_threads);
+  o->perturb.seed = absl::GetFlag(FLAGS_seed);
+  o->perturb.noise_step = absl::GetFlag(FLAGS_noise_step);
   o->shard.manifest = absl::GetFlag(FLAGS_manifest);
   o->shard.begin = absl::GetFlag(FLAGS_begin);
   o->shard.end = absl::GetFlag(FLAGS_end);

@@ -1,6 +1,6 @@
 // The flags of the image-preference pipeline, shared by `mfpo perturb` and `mfpo-datagen` (both
-// binaries link perturb_flags.cc). Flags both binaries already define for other commands
-// (--model, --out, --seed, --threads, --noise_step) are read by each main().
+// binaries link perturb_flags.cc). --model, --out, --seed, --threads and --noise_step serve other
+// commands of `mfpo` too, so each binary's main() defines them; this file declares them.
 #ifndef MFPO_DATAGEN_PERTURB_FLAGS_H_
 #define MFPO_DATAGEN_PERTURB_FLAGS_H_
 
@@ -8,7 +8,7 @@
 
 namespace mfpo {
 
-// Fills everything but model_dir, out_dir, seed, threads and noise_step from the flags.
+// Fills the options from the flags.
 void PerturbOptionsFromFlags(PerturbCommandOptions* options);
 
 // Help text of those flags, for usage messages.

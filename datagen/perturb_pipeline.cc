@@ -46,6 +46,12 @@ struct Job {
 
 }  // namespace
 
+std::string ShardReportText(const ShardReport& r) {
+  return absl::StrCat("records ", r.records, ", written ", r.done, ", skipped ", r.skipped, ", errors ", r.errors,
+                      ", global fallbacks ", r.fallbacks, "\nmanifest ", r.manifest_path, "\nerrors ", r.errors_path,
+                      "\n");
+}
+
 std::string RecordKey(const std::string& id) {
   std::string safe;
   for (char c : id) safe.push_back(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' ? c : '_');

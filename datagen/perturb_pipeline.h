@@ -68,6 +68,9 @@ absl::StatusOr<ShardReport> RunPerturbShard(const ShardOptions& shard, const Per
                                             Grounder& grounder, const WordVectors* vectors,
                                             PerturbCounters* counters = nullptr);
 
+// "records N, written N, skipped N, errors N, global fallbacks N" and the output paths.
+std::string ShardReportText(const ShardReport& report);
+
 // One record's perturbation without writing anything: the keywords, the mask and m'.
 struct PerturbedImage {
   std::vector<Keyword> keywords;

@@ -159,18 +159,10 @@ int main(int argc, char** argv) {
   if (command == "perturb") {
     mfpo::PerturbCommandOptions o;
     mfpo::PerturbOptionsFromFlags(&o);
-    o.model_dir = absl::GetFlag(FLAGS_model);
-    o.shard.out_dir = absl::GetFlag(FLAGS_out);
-    o.shard.threads = absl::GetFlag(FLAGS_threads);
-    o.perturb.seed = absl::GetFlag(FLAGS_seed);
-    o.perturb.noise_step = absl::GetFlag(FLAGS_noise_step);
     // Record-level parallelism: each worker thread runs its own LibTorch ops single-threaded.
     torch::set_num_threads(1);
     auto report = mfpo::RunPerturbCommand(o);
-    if (report.ok())
-      std::cout << "records " << report->records << ", written " << report->done << ", skipped " << report->skipped
-                << ", errors " << report->errors << ", global fallbacks " << report->fallbacks << "\nmanifest "
-                << report->manifest_path << "\nerrors " << report->errors_path << "\n";
+    if (report.ok()) std::cout << mfpo::ShardReportText(*report);
     return Exit(report.status());
   }
   if (command == "eval") {
