@@ -58,7 +58,7 @@ std::unique_ptr<Grounder> MakeRegionsGrounder(std::optional<ObjectVocabulary> vo
 absl::StatusOr<std::unique_ptr<Grounder>> MakeTorchScriptGrounder(const std::string& path);
 
 struct ModelGrounderOptions {
-  std::string heat = "gradient";  // "gradient" or "cosine" (see above)
+  std::string heat = "cosine";  // "cosine" or "gradient" (see above)
   double threshold = 0.6;  // on the min-max normalised heat map
   double min_area = 0.01;  // smallest kept component, as a fraction of the image
   double min_contrast = 0.05;  // cosine: heat-map max - min below this: not found

@@ -195,7 +195,19 @@ TEST(ModelGrounder, IouWithTheWorldSftModel) {
                 heat, iou_sum / n, n, found, found ? iou_found / found : 0.0, absent_found, n);
     if (options.heat == ModelGrounderOptions{}.heat) default_iou = iou_sum / n;
   }
+  // Context: a box of 20% of the image at a random place.
+  auto random = MakeRandomGrounder(0.2, 0);
+  double random_iou = 0;
+  for (int i = 0; i < 100; ++i) {
+    cv::Mat rgb;
+    WorldSample s = GenerateWorldSample(WorldOptions{}, "test", i, &rgb);
+    auto mask = random->Ground(rgb, s.objects[0].kind, {});
+    ASSERT_TRUE(mask.ok());
+    random_iou += MaskIou(*mask, TruthMask(s, s.objects[0].kind, rgb.size())) / 100;
+  }
+  std::printf("random 20%% box: mean IoU %.3f (the chance level)\n", random_iou);
   EXPECT_GE(default_iou, 0.25);  // stated floor for the default heat map
+  EXPECT_GT(default_iou, random_iou);  // better than chance
 }
 
 }  // namespace

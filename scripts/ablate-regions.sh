@@ -29,7 +29,7 @@ for G in regions model global random; do
   cat > "$OUT/job-$G.json" <<JSON
 {"name": "ablate-$G", "output_dir": "$OUT/mfpo-$G",
  "model": {"path": "$SFT"},
- "data": {"train": "$OUT/data-$G/manifest.jsonl"},
+ "data": {"train": "$OUT/data-$G/manifest-0-$N.jsonl"},
  "objective": {"variant": "mfpo", "beta": 0.1},
  "optimizer": {"lr": 1e-4, "micro_batch": 8, "epochs": 1, "warmup_ratio": 0.05},
  "curriculum": {"mode": "easy_to_hard", "tiers": 3},
@@ -38,13 +38,13 @@ for G in regions model global random; do
 JSON
   "$MFPO" train --spec "$OUT/job-$G.json"
 done
-/usr/bin/python3 - "$OUT" <<'PY'
+/usr/bin/python3 - "$OUT" "$N" <<'PY'
 import json, sys, os
-out = sys.argv[1]
+out, n = sys.argv[1], sys.argv[2]
 rows = []
 for g in ["regions", "model", "global", "random"]:
     r = json.load(open(os.path.join(out, f"mfpo-{g}", "eval", "report.json")))
-    m = [json.loads(l) for l in open(os.path.join(out, f"data-{g}", "manifest.jsonl"))]
+    m = [json.loads(l) for l in open(os.path.join(out, f"data-{g}", f"manifest-0-{n}.jsonl"))]
     fallback = sum(x["perturbation"]["fallback"] for x in m) / len(m)
     cover = sum(x["perturbation"]["coverage"] for x in m) / len(m)
     f1 = [100 * r["pope"][s]["f1"] for s in ("random", "popular", "adversarial")]
