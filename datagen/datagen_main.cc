@@ -12,10 +12,7 @@
 #include <thread>
 #include <vector>
 
-#include <prometheus/counter.h>
 #include <prometheus/exposer.h>
-#include <prometheus/gauge.h>
-#include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -25,6 +22,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "common/cli_util.h"
+#include "datagen/datagen_metrics.h"
 #include "datagen/perturb_flags.h"
 
 ABSL_FLAG(std::string, model, "", "LLaVA model directory (model grounder, word vectors)");
@@ -34,47 +32,6 @@ ABSL_FLAG(int32_t, noise_step, 500, "DDPM step t");
 ABSL_FLAG(int32_t, threads, 0, "worker threads (0: one per core)");
 ABSL_FLAG(std::string, metrics_address, "",
           "serve Prometheus metrics at HOST:PORT (e.g. 0.0.0.0:9102); empty = off");
-
-namespace {
-
-// The worker's Prometheus metrics (DESIGN.md section 8: mfpo_ prefix, base units, bounded labels).
-struct DatagenMetrics {
-  explicit DatagenMetrics(prometheus::Registry& r)
-      : records(prometheus::BuildCounter()
-                    .Name("mfpo_datagen_records_total")
-                    .Help("Records finished by this worker, by result")
-                    .Register(r)),
-        ok(records.Add({{"result", "ok"}})),
-        error(records.Add({{"result", "error"}})),
-        skipped(records.Add({{"result", "skipped"}})),
-        fallback(prometheus::BuildCounter()
-                     .Name("mfpo_datagen_global_fallback_total")
-                     .Help("Records whose keywords had no region (global noise)")
-                     .Register(r)
-                     .Add({})),
-        queue(prometheus::BuildGauge()
-                  .Name("mfpo_datagen_queue_depth")
-                  .Help("Records of the shard not finished yet")
-                  .Register(r)
-                  .Add({})),
-        in_flight(prometheus::BuildGauge()
-                      .Name("mfpo_datagen_records_in_flight")
-                      .Help("Records being processed now")
-                      .Register(r)
-                      .Add({})),
-        seconds(prometheus::BuildHistogram()
-                    .Name("mfpo_datagen_record_seconds")
-                    .Help("Wall time per record (decode, keywords, grounding, noise, encode, write)")
-                    .Register(r)
-                    .Add({}, prometheus::Histogram::BucketBoundaries{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                                                      0.25, 0.5, 1, 2.5})) {}
-  prometheus::Family<prometheus::Counter>& records;
-  prometheus::Counter &ok, &error, &skipped, &fallback;
-  prometheus::Gauge &queue, &in_flight;
-  prometheus::Histogram& seconds;
-};
-
-}  // namespace
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(absl::StrCat("mfpo-datagen [flags]\n", mfpo::PerturbFlagsHelp(),
@@ -95,7 +52,7 @@ int main(int argc, char** argv) {
   torch::set_num_threads(1);
 
   auto registry = std::make_shared<prometheus::Registry>();
-  DatagenMetrics metrics(*registry);
+  mfpo::DatagenMetrics metrics(*registry);
   std::unique_ptr<prometheus::Exposer> exposer;
   const std::string address = absl::GetFlag(FLAGS_metrics_address);
   if (!address.empty()) {
@@ -109,35 +66,20 @@ int main(int argc, char** argv) {
     spdlog::info("metrics at http://{}/metrics", address);
   }
   mfpo::PerturbCounters counters;
-  counters.observe_record = [&](double s) { metrics.seconds.Observe(s); };
+  metrics.Attach(counters);
   // Mirror the pipeline's counters into the metrics once a second.
   std::atomic<bool> running{true};
   std::thread mirror([&] {
-    int64_t ok = 0, error = 0, skipped = 0, fallback = 0;
-    auto sync = [&] {
-      auto bump = [](prometheus::Counter& c, int64_t& seen, int64_t now) {
-        if (now > seen) c.Increment(static_cast<double>(now - seen));
-        seen = now;
-      };
-      bump(metrics.ok, ok, counters.done.load());
-      bump(metrics.error, error, counters.errors.load());
-      bump(metrics.skipped, skipped, counters.skipped.load());
-      bump(metrics.fallback, fallback, counters.fallbacks.load());
-      metrics.in_flight.Set(static_cast<double>(counters.in_flight.load()));
-      metrics.queue.Set(static_cast<double>(counters.total.load() - counters.done.load() - counters.errors.load() -
-                                            counters.skipped.load()));
-    };
     while (running.load()) {
-      sync();
+      metrics.Sync(counters);
       std::this_thread::sleep_for(std::chrono::seconds(1));
     }
-    sync();
+    metrics.Sync(counters);
   });
   absl::StatusOr<mfpo::ShardReport> report = mfpo::RunPerturbCommand(o, &counters);
   running = false;
   mirror.join();
   if (report.ok()) {
-    metrics.queue.Set(0);
     std::cout << mfpo::ShardReportText(*report);
   }
   return mfpo::ExitCode(report.status(), "mfpo-datagen");

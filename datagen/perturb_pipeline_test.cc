@@ -16,10 +16,13 @@
 
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
+#include <prometheus/text_serializer.h>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "common/file_util.h"
 #include "common/image.h"
+#include "datagen/datagen_metrics.h"
 #include "datagen/diffusion_noise.h"
 #include "datagen/scene_world.h"
 
@@ -111,6 +114,27 @@ TEST_F(PerturbPipelineTest, WritesRejectedImagesMasksAndATrainableManifest) {
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->skipped, 60);
   EXPECT_EQ(ReadFileToString(again->manifest_path).value_or("x"), before);
+}
+
+// The worker's Prometheus metrics, as an exposer would serve them after a shard.
+TEST_F(PerturbPipelineTest, MetricsCountTheShard) {
+  prometheus::Registry registry;
+  DatagenMetrics metrics(registry);
+  PerturbCounters counters;
+  metrics.Attach(counters);
+  ShardOptions shard;
+  shard.manifest = (*root_ / "world" / "train.jsonl").string();
+  shard.out_dir = (*root_ / "metrics_out").string();
+  shard.end = 30;
+  auto grounder = Regions();
+  auto report = RunPerturbShard(shard, PerturbOptions{}, *grounder, nullptr, &counters);
+  ASSERT_TRUE(report.ok()) << report.status();
+  metrics.Sync(counters);
+  const std::string text = prometheus::TextSerializer().Serialize(registry.Collect());
+  EXPECT_TRUE(absl::StrContains(text, "mfpo_datagen_records_total{result=\"ok\"} 30")) << text;
+  EXPECT_TRUE(absl::StrContains(text, "mfpo_datagen_record_seconds_count 30")) << text;
+  EXPECT_TRUE(absl::StrContains(text, absl::StrCat("mfpo_datagen_global_fallback_total ", report->fallbacks))) << text;
+  EXPECT_TRUE(absl::StrContains(text, "mfpo_datagen_queue_depth 0")) << text;
 }
 
 TEST_F(PerturbPipelineTest, BadRecordsGoToTheErrorsFileAndTheRestContinue) {
