@@ -4,9 +4,11 @@
 // `regions` grounder. With --model DIR also the `model` grounder.
 //
 //   build/bench/mfpo_bench_datagen [--images 300] [--size 256] [--model DIR]
+// Rates are the best of three runs (two for the model grounder).
 #include <torch/torch.h>
 
 #include <chrono>
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <string>
@@ -85,7 +87,9 @@ int main(int argc, char** argv) {
   const fs::path manifest = root / "world" / "train.jsonl";
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 
-  const double floor = FloorImagesPerSecond(manifest);
+  // Best of three: this machine is shared and the first pass also warms the page cache.
+  double floor = 0;
+  for (int r = 0; r < 3; ++r) floor = std::max(floor, FloorImagesPerSecond(manifest));
   std::printf("world: %d images of %d px, %d records; %d cores\n", images, size, images * 5, cores);
   std::printf("floor (decode + encode image and mask PNG), 1 core: %.1f records/s\n", floor);
 
@@ -93,7 +97,8 @@ int main(int argc, char** argv) {
   o.shard.manifest = manifest.string();
   o.vocabulary_path = (root / "world" / "vocab.txt").string();
   int64_t fallbacks = 0;
-  const double regions1 = PipelineImagesPerSecond(o, root / "regions1", 1, &fallbacks);
+  double regions1 = 0;
+  for (int r = 0; r < 3; ++r) regions1 = std::max(regions1, PipelineImagesPerSecond(o, root / "regions1", 1, &fallbacks));
   std::printf("regions grounder, 1 core: %.1f records/s = %.2f x floor (target >= 0.5); %lld global fallbacks\n",
               regions1, regions1 / floor, static_cast<long long>(fallbacks));
   const double regions_all = PipelineImagesPerSecond(o, root / "regions_all", cores, &fallbacks);
@@ -102,7 +107,8 @@ int main(int argc, char** argv) {
   if (!model.empty()) {
     o.grounder = "model";
     o.model_dir = model;
-    const double model1 = PipelineImagesPerSecond(o, root / "model1", 1, &fallbacks);
+    double model1 = 0;
+    for (int r = 0; r < 2; ++r) model1 = std::max(model1, PipelineImagesPerSecond(o, root / "model1", 1, &fallbacks));
     std::printf("model grounder, 1 core: %.1f records/s = %.2f x floor; %lld global fallbacks\n", model1,
                 model1 / floor, static_cast<long long>(fallbacks));
     const double model_all = PipelineImagesPerSecond(o, root / "model_all", cores, &fallbacks);
