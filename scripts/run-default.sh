@@ -17,13 +17,15 @@ echo "== 2/6 mfpo init-model (tiny preset)"
 "$MFPO" init-model --preset tiny --seed 0 --out "$OUT/init"
 echo "== 3/6 mfpo train: short SFT (docs/examples/default-sft.yaml)"
 "$MFPO" train --spec docs/examples/default-sft.yaml
+# The MFPO spec starts from out/default/sft/final: a link to the SFT run's last checkpoint.
+ln -sfn "$(realpath "$(ls -d "$OUT"/sft/checkpoints/step-* | sort | tail -1)")" "$OUT/sft/final"
 echo "== 4/6 mfpo perturb: rejected images from the chosen responses' keywords and regions"
 "$MFPO" perturb --manifest "$OUT/world/train.jsonl" --end 600 --out "$OUT/perturbed" \
   --vocab "$OUT/world/vocab.txt" --grounder regions
 echo "== 5/6 mfpo train: MFPO + evaluation (docs/examples/default-mfpo.yaml)"
 "$MFPO" train --spec docs/examples/default-mfpo.yaml
 echo "== 6/6 mfpo generate with the aligned model"
-"$MFPO" generate --model "$OUT/mfpo/checkpoints/step-000075" --image "$OUT/world/images/test-0.png" \
+"$MFPO" generate --model "$(ls -d "$OUT"/mfpo/checkpoints/step-* | sort | tail -1)" --image "$OUT/world/images/test-0.png" \
   --prompt "Describe the image." --max_new_tokens 24
 echo "done: report in $OUT/mfpo/eval/report.md (a few minutes of CPU training: the numbers show the"
 echo "pipeline works, not a converged model; docs/examples/world-*.yaml are the full runs)"
