@@ -3,7 +3,7 @@
 # drive the same stages over gRPC): the scene world -> a tiny LLaVA -> a short SFT -> image-
 # preference data (keywords -> regions -> diffusion noise) -> MFPO (reference pass, entropy
 # curriculum easy/medium/hard) -> hallucination evaluation (CHAIR, POPE, AMBER, reliance).
-# About 10 minutes on 2 cores after the build; outputs in out/default/.
+# About 5 minutes on 2 cores after the build; outputs in out/default/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh
@@ -20,7 +20,7 @@ echo "== 3/6 mfpo train: short SFT (docs/examples/default-sft.yaml)"
 # The MFPO spec starts from out/default/sft/final: a link to the SFT run's last checkpoint.
 ln -sfn "$(realpath "$(ls -d "$OUT"/sft/checkpoints/step-* | sort | tail -1)")" "$OUT/sft/final"
 echo "== 4/6 mfpo perturb: rejected images from the chosen responses' keywords and regions"
-"$MFPO" perturb --manifest "$OUT/world/train.jsonl" --end 600 --out "$OUT/perturbed" \
+"$MFPO" perturb --manifest "$OUT/world/train.jsonl" --out "$OUT/perturbed" \
   --vocab "$OUT/world/vocab.txt" --grounder regions
 echo "== 5/6 mfpo train: MFPO + evaluation (docs/examples/default-mfpo.yaml)"
 "$MFPO" train --spec docs/examples/default-mfpo.yaml
