@@ -157,7 +157,7 @@ TEST(ModelGrounder, ProducesAMaskOfTheImageOrNothing) {
 }
 
 // The `model` grounder with the world's SFT model: IoU with the true boxes. Needs a model trained
-// on the world (docs/examples/world-sft.yaml, ~15 min on 2 cores), so it runs when MFPO_SFT_MODEL
+// on the world (docs/examples/world-sft*.yaml, ~40 min on 2 cores), so it runs when MFPO_SFT_MODEL
 // names its checkpoint directory.
 TEST(ModelGrounder, IouWithTheWorldSftModel) {
   const char* dir = std::getenv("MFPO_SFT_MODEL");
