@@ -71,8 +71,6 @@ class TorchScriptGrounder : public Grounder {
  public:
   explicit TorchScriptGrounder(torch::jit::script::Module module) : module_(std::move(module)) {}
   std::string name() const override { return "torchscript"; }
-  // A scripted module's forward is not re-entrant in general (module state, caches).
-  bool thread_safe() const override { return false; }
 
   absl::StatusOr<cv::Mat> Ground(const cv::Mat& rgb, const std::string& keyword,
                                  const std::vector<PreferenceRegion>&) override {
@@ -102,7 +100,7 @@ class TorchScriptGrounder : public Grounder {
   }
 
  private:
-  absl::Mutex mu_;
+  absl::Mutex mu_;  // a scripted module's forward is not re-entrant in general (state, caches)
   torch::jit::script::Module module_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -45,10 +45,9 @@ class Grounder {
   virtual std::string name() const = 0;
   // CV_8UC1 mask of `rgb`'s size, 255 inside the keyword's region; an empty cv::Mat when the
   // keyword is not found. `regions` are the record's annotations (used by `regions` only).
+  // Safe to call from several threads (the TorchScript grounder serialises its module).
   virtual absl::StatusOr<cv::Mat> Ground(const cv::Mat& rgb, const std::string& keyword,
                                          const std::vector<PreferenceRegion>& regions) = 0;
-  // False when Ground() must not be called from several threads at once.
-  virtual bool thread_safe() const { return true; }
 };
 
 // A region matches a keyword when their singular forms are equal or, with a vocabulary, when

@@ -89,9 +89,9 @@ TEST(Keywords, SemanticEdgesFromWordVectors) {
   std::filesystem::remove(path);
 }
 
-TEST(Keywords, ContextualRefinementFavoursWordsWithSharedContext) {
-  // Without vectors and refinement a chain's middle word wins; refinement keeps that ranking and
-  // the scores stay a distribution.
+TEST(Keywords, MiddleOfAChainRanksFirstAndScoresSumToOne) {
+  // Positional edges only (no vectors), with the default contextual refinement: the middle word
+  // of a three-word chain has the most edge weight and wins; the scores are a distribution.
   KeywordOptions o;
   o.top_k = 3;
   auto k = ExtractKeywords("apple banana cherry", nullptr, o);

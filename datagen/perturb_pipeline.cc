@@ -42,7 +42,17 @@ absl::StatusOr<std::string> EncodePng(const cv::Mat& image) {
 struct Job {
   int line = 0;
   json record;
+  std::string id;   // the record's id, or "line-N" when it has no usable string id
+  std::string key;  // RecordKey(id): names its output files
 };
+
+Job MakeJob(int line, json record) {
+  Job job{line, std::move(record), "", ""};
+  const json* id = job.record.is_object() && job.record.contains("id") ? &job.record["id"] : nullptr;
+  job.id = id != nullptr && id->is_string() ? id->get<std::string>() : absl::StrCat("line-", line);
+  job.key = RecordKey(job.id);
+  return job;
+}
 
 }  // namespace
 
@@ -98,7 +108,7 @@ absl::StatusOr<ShardReport> RunPerturbShard(const ShardOptions& shard, const Per
       shard.manifest,
       [&](int line, const json& j) -> absl::Status {
         const int64_t i = index++;
-        if (i >= shard.begin && (shard.end < 0 || i < shard.end)) jobs.push_back({line, j});
+        if (i >= shard.begin && (shard.end < 0 || i < shard.end)) jobs.push_back(MakeJob(line, j));
         return absl::OkStatus();
       },
       [&](int line, const std::string& why) {
@@ -118,9 +128,8 @@ absl::StatusOr<ShardReport> RunPerturbShard(const ShardOptions& shard, const Per
 
   // One record: everything in memory, then the files, the record file last.
   auto process = [&](const Job& job) -> absl::Status {
-    absl::StatusOr<PreferenceRecord> parsed = ParsePreferenceRecord(job.record);
-    const std::string id = parsed.ok() ? parsed->id : job.record.value("id", absl::StrCat("line-", job.line));
-    const std::string key = RecordKey(id);
+    const std::string& id = job.id;
+    const std::string& key = job.key;
     const fs::path done_file = out / "records" / (key + ".json");
     const fs::path error_file = out / "records" / (key + ".error.json");
     if (fs::exists(done_file) || fs::exists(error_file)) {
@@ -132,6 +141,7 @@ absl::StatusOr<ShardReport> RunPerturbShard(const ShardOptions& shard, const Per
       return WriteFileAtomically(error_file.string(),
                                  json{{"id", id}, {"line", job.line}, {"reason", std::string(reason)}}.dump() + "\n");
     };
+    absl::StatusOr<PreferenceRecord> parsed = ParsePreferenceRecord(job.record);
     if (!parsed.ok()) return fail(parsed.status().message());
     const fs::path image_path = fs::path(parsed->image).is_absolute() ? fs::path(parsed->image) : input_root / parsed->image;
     absl::StatusOr<cv::Mat> rgb = ReadImageFile(image_path.string(), options.limits);
@@ -213,10 +223,7 @@ absl::StatusOr<ShardReport> RunPerturbShard(const ShardOptions& shard, const Per
     ++report.errors;
   }
   for (const Job& job : jobs) {
-    const std::string id = job.record.is_object() && job.record.contains("id") && job.record["id"].is_string()
-                               ? job.record["id"].get<std::string>()
-                               : absl::StrCat("line-", job.line);
-    const fs::path base = out / "records" / RecordKey(id);
+    const fs::path base = out / "records" / job.key;
     if (fs::exists(base.string() + ".json")) {
       MFPO_ASSIGN_OR_RETURN(std::string line, ReadFileToString(base.string() + ".json"));
       manifest_text += line;

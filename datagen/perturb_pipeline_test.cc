@@ -116,6 +116,30 @@ TEST_F(PerturbPipelineTest, WritesRejectedImagesMasksAndATrainableManifest) {
   EXPECT_EQ(ReadFileToString(again->manifest_path).value_or("x"), before);
 }
 
+// A record whose id is not a string fails alone (reported by line), not the shard.
+TEST_F(PerturbPipelineTest, NonStringIdIsARecordError) {
+  const fs::path dir = *root_ / "numeric_id";
+  fs::create_directories(dir);
+  fs::copy_file(*root_ / "world" / "images" / "train-0.png", dir / "img.png");
+  std::ofstream(dir / "in.jsonl")
+      << json{{"id", 7}, {"image", "img.png"}, {"question", "Q"}, {"chosen", "A red ball."}, {"rejected", "r"}}.dump()
+      << "\n"
+      << json{{"id", "fine"}, {"image", "img.png"}, {"question", "Q"}, {"chosen", "A red ball."}, {"rejected", "r"}}.dump()
+      << "\n";
+  ShardOptions shard;
+  shard.manifest = (dir / "in.jsonl").string();
+  shard.out_dir = (dir / "out").string();
+  auto grounder = Regions();
+  auto report = RunPerturbShard(shard, PerturbOptions{}, *grounder, nullptr);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->done, 1);
+  EXPECT_EQ(report->errors, 1);
+  auto errors = Lines(report->errors_path);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0]["id"], "line-1");
+  EXPECT_TRUE(absl::StrContains(errors[0]["reason"].get<std::string>(), "id")) << errors[0].dump();
+}
+
 // The worker's Prometheus metrics, as an exposer would serve them after a shard.
 TEST_F(PerturbPipelineTest, MetricsCountTheShard) {
   prometheus::Registry registry;

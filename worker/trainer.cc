@@ -204,6 +204,9 @@ absl::Status ScoreAll(LlavaModel& model, int64_t pad_id, const std::vector<Prefe
   return absl::OkStatus();
 }
 
+// output_dir/checkpoints/step-NNNNNN: the one place the directory name is made.
+fs::path CheckpointDir(const fs::path& root, int64_t step) { return root / absl::StrFormat("step-%06d", step); }
+
 struct Checkpoint {
   fs::path dir;
   int64_t step = -1;
@@ -385,7 +388,7 @@ absl::StatusOr<TrainResult> RunTraining(const v1::JobSpec& spec, const TrainCont
   }
 
   auto save_checkpoint = [&](int64_t step, int phase) -> absl::Status {
-    const fs::path final_dir = ckpt_root / absl::StrFormat("step-%06d", step);
+    const fs::path final_dir = CheckpointDir(ckpt_root, step);
     if (fs::exists(final_dir)) return absl::OkStatus();
     const fs::path tmp = fs::path(final_dir.string() + ".tmp");
     fs::remove_all(tmp);
@@ -414,7 +417,7 @@ absl::StatusOr<TrainResult> RunTraining(const v1::JobSpec& spec, const TrainCont
       if (control.stop_after_steps > 0 && step >= control.stop_after_steps) {
         MFPO_RETURN_IF_ERROR(save_checkpoint(step, static_cast<int>(p)));
         progress << "\nstopped after " << step << " steps (checkpoint written)\n";
-        return TrainResult{(ckpt_root / absl::StrFormat("step-%06d", step)).string(), step, false};
+        return TrainResult{CheckpointDir(ckpt_root, step).string(), step, false};
       }
       // The data order is a pure function of (seed, phase, epoch): resuming needs no cursor state.
       const int64_t steps_per_epoch = phase_steps[p] / spec.optimizer().epochs();
@@ -499,7 +502,7 @@ absl::StatusOr<TrainResult> RunTraining(const v1::JobSpec& spec, const TrainCont
     }
   }
   progress << "\ntrained " << total_steps << " steps; checkpoints in " << ckpt_root.string() << "\n";
-  return TrainResult{(ckpt_root / absl::StrFormat("step-%06d", total_steps)).string(), total_steps, true};
+  return TrainResult{CheckpointDir(ckpt_root, total_steps).string(), total_steps, true};
 }
 
 }  // namespace mfpo
