@@ -253,6 +253,29 @@ absl::StatusOr<torch::Tensor> PreprocessImage(const cv::Mat& rgb, const ImagePro
   });
 }
 
+std::array<double, 4> MapBoxToPixelValues(const std::array<double, 4>& box, int64_t width, int64_t height,
+                                          const ImageProcessorConfig& c) {
+  // Follows PreprocessImage step by step.
+  double ox = 0, oy = 0;
+  int64_t pw = width, ph = height;
+  if (c.pad_to_square && width != height) {
+    pw = ph = std::max(width, height);
+    ox = static_cast<double>((pw - width) / 2);
+    oy = static_cast<double>((ph - height) / 2);
+  }
+  const int64_t short_side = std::min(pw, ph), long_side = std::max(pw, ph);
+  const int64_t new_long = static_cast<int64_t>(c.size * long_side / static_cast<double>(short_side));
+  const int64_t w = pw <= ph ? c.size : new_long, h = pw <= ph ? new_long : c.size;
+  const double sx = static_cast<double>(w) / pw, sy = static_cast<double>(h) / ph;
+  const int64_t cw = std::max(w, c.crop_size), ch = std::max(h, c.crop_size);
+  const double dx = static_cast<double>((cw - w) / 2) - static_cast<double>((cw - c.crop_size) / 2);
+  const double dy = static_cast<double>((ch - h) / 2) - static_cast<double>((ch - c.crop_size) / 2);
+  const double hi = static_cast<double>(c.crop_size);
+  auto clip = [hi](double v) { return std::min(hi, std::max(0.0, v)); };
+  return {clip((box[0] + ox) * sx + dx), clip((box[1] + oy) * sy + dy), clip((box[2] + ox) * sx + dx),
+          clip((box[3] + oy) * sy + dy)};
+}
+
 absl::StatusOr<ImageProcessorConfig> LoadImageProcessorConfig(const std::string& path,
                                                               const ImageProcessorConfig& defaults) {
   using json = nlohmann::json;

@@ -57,6 +57,10 @@ cv::Mat PadToSquare(const cv::Mat& rgb, const std::array<double, 3>& mean);
 cv::Mat ResizeBicubicPil(const cv::Mat& rgb, int64_t width, int64_t height);
 // The whole pipeline for one image: [3, crop, crop] float32.
 absl::StatusOr<torch::Tensor> PreprocessImage(const cv::Mat& rgb, const ImageProcessorConfig& c);
+// Where a box {x0, y0, x1, y1} of a width x height image lands in PreprocessImage's output
+// (pad to square, resize, centre crop), clipped to [0, crop_size].
+std::array<double, 4> MapBoxToPixelValues(const std::array<double, 4>& box, int64_t width, int64_t height,
+                                          const ImageProcessorConfig& c);
 
 }  // namespace mfpo
 

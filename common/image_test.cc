@@ -74,6 +74,40 @@ TEST(ImagePipeline, NormalisedTensorsMatchTransformersPipeline) {
   }
 }
 
+// A white box on black, run through PreprocessImage: its bright pixels must sit inside the
+// mapped box (1 px of resampling blur allowed) and cover its interior.
+void ExpectBoxLandsWhereMapped(int width, int height, const ImageProcessorConfig& c) {
+  cv::Mat rgb(height, width, CV_8UC3, cv::Scalar(0, 0, 0));
+  const std::array<double, 4> box = {6, 4, 14, 14};  // inside every image size used below
+  cv::rectangle(rgb, cv::Point(6, 4), cv::Point(13, 13), cv::Scalar(255, 255, 255), cv::FILLED);
+  auto t = PreprocessImage(rgb, c);
+  ASSERT_TRUE(t.ok()) << t.status();
+  const std::array<double, 4> m = MapBoxToPixelValues(box, width, height, c);
+  torch::Tensor bright = t->select(0, 0) > 1.0;  // normalised white is ~1.9, black ~-1.8
+  torch::Tensor nz = bright.nonzero();
+  ASSERT_GT(nz.size(0), 0);
+  const double y0 = nz.select(1, 0).min().item<int64_t>(), y1 = nz.select(1, 0).max().item<int64_t>() + 1;
+  const double x0 = nz.select(1, 1).min().item<int64_t>(), x1 = nz.select(1, 1).max().item<int64_t>() + 1;
+  EXPECT_NEAR(x0, m[0], 1.01) << width << "x" << height;
+  EXPECT_NEAR(y0, m[1], 1.01);
+  EXPECT_NEAR(x1, m[2], 1.01);
+  EXPECT_NEAR(y1, m[3], 1.01);
+}
+
+TEST(ImagePipeline, BoxesMapThroughPadResizeAndCrop) {
+  ImageProcessorConfig c;
+  c.size = c.crop_size = 48;
+  ExpectBoxLandsWhereMapped(32, 32, c);  // resize only
+  ExpectBoxLandsWhereMapped(40, 20, c);  // pad to square, then resize
+  ExpectBoxLandsWhereMapped(20, 40, c);
+  c.pad_to_square = false;
+  c.size = c.crop_size = 16;
+  ExpectBoxLandsWhereMapped(40, 20, c);  // shortest edge 16 -> 32x16, crop the middle 16
+  // Fully cropped away: clipped to an empty box at the edge.
+  const auto gone = MapBoxToPixelValues({0, 0, 4, 4}, 40, 20, c);
+  EXPECT_EQ(gone[2] - gone[0], 0.0);
+}
+
 TEST(ImageDecode, JpegAndWebpDecodeAndProbe) {
   cv::Mat png = Png("wide.png");
   for (const std::string name : {"wide.jpg", "wide.webp"}) {

@@ -62,14 +62,16 @@ void LlavaModelImpl::SetActivationCheckpointing(bool on) {
   language_model_->SetActivationCheckpointing(on);
 }
 
+torch::Tensor LlavaModelImpl::VisionFeatures(const torch::Tensor& pixel_values) {
+  c10::optional<torch::NoGradGuard> no_grad;
+  if (vision_frozen_) no_grad.emplace();
+  torch::Tensor feats = vision_model_(pixel_values, config_.vision_layers_to_run());
+  if (config_.vision_feature_select_strategy == "default") feats = feats.slice(1, 1);  // drop CLS
+  return feats;
+}
+
 torch::Tensor LlavaModelImpl::EncodeImages(const torch::Tensor& pixel_values) {
-  torch::Tensor feats;
-  {
-    c10::optional<torch::NoGradGuard> no_grad;
-    if (vision_frozen_) no_grad.emplace();
-    feats = vision_model_(pixel_values, config_.vision_layers_to_run());
-    if (config_.vision_feature_select_strategy == "default") feats = feats.slice(1, 1);  // drop CLS
-  }
+  torch::Tensor feats = VisionFeatures(pixel_values);
   return linear_2_(torch::gelu(linear_1_(feats)));
 }
 

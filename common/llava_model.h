@@ -54,6 +54,10 @@ class LlavaModelImpl : public torch::nn::Module {
   ResponseScores ScoreResponses(const LlavaBatch& batch, const torch::Tensor& labels);
 
   LlamaForCausalLm& language_model() { return language_model_; }
+  ClipVisionTransformer& vision_tower() { return vision_model_; }
+  // Vision-tower features LLaVA feeds the projector: [I, N, D_vision] (CLS dropped under the
+  // "default" select strategy), with autograd while the tower is trainable.
+  torch::Tensor VisionFeatures(const torch::Tensor& pixel_values);
   // Sets requires_grad=false on the vision tower (true = frozen, LLaVA's default).
   void FreezeVisionTower(bool frozen);
   bool vision_frozen() const { return vision_frozen_; }

@@ -20,6 +20,7 @@
 #include "worker/eval_commands.h"
 #include "worker/job_spec.h"
 #include "worker/train_command.h"
+#include "worker/vision_pretrain.h"
 
 ABSL_FLAG(std::string, model, "", "model directory (Hugging Face LLaVA layout)");
 ABSL_FLAG(std::string, image, "", "image file (JPEG, PNG or WebP)");
@@ -51,6 +52,11 @@ ABSL_FLAG(std::string, split, "test", "eval: split to evaluate");
 ABSL_FLAG(int64_t, limit, 0, "eval: images per suite (0: all)");
 ABSL_FLAG(int64_t, batch_size, 16, "eval: generation batch size");
 ABSL_FLAG(int32_t, noise_step, 500, "eval reliance: DDPM step of the global noise");
+ABSL_FLAG(int64_t, epochs, 8, "pretrain-vision: passes over the train images");
+ABSL_FLAG(int64_t, images_per_step, 128, "pretrain-vision: images per optimiser step");
+ABSL_FLAG(double, lr, 1e-3, "pretrain-vision: peak learning rate (warm-up, cosine decay)");
+ABSL_FLAG(std::string, eval_split, "val", "pretrain-vision: split scored after training");
+ABSL_FLAG(double, dense_weight, 1.0, "pretrain-vision: weight of the per-patch box-label loss (0: captions only)");
 ABSL_FLAG(int32_t, threads, 0, "CPU threads for LibTorch (0: one per core)");
 ABSL_FLAG(std::string, dtype, "float32",
           "logits/generate: compute dtype (float32, bfloat16, float16); bfloat16 halves the "
@@ -80,6 +86,10 @@ Commands:
   perturb --manifest IN.jsonl --out DIR [--grounder regions|model|torchscript] [--model DIR]
       the image-preference pipeline: keywords of each chosen response -> regions -> diffusion
       noise there -> rejected images, masks and a trainable manifest (see mfpo-datagen --help)
+  pretrain-vision --model DIR --data WORLD_DIR|captions.jsonl --out DIR [--epochs N]
+      [--images-per-step N] [--lr X] [--eval-split val] [--dense-weight 1]
+      train the vision tower on image captions (bag of caption words predicted from every
+      patch feature), standing in for CLIP pre-training of a randomly initialised tower
   generate --model DIR --image FILE --prompt TEXT [--max-new-tokens N] [--json]
       [--dtype bfloat16]
       greedy answer to the prompt about the image
@@ -179,6 +189,21 @@ int main(int argc, char** argv) {
     o.seed = absl::GetFlag(FLAGS_seed);
     o.dtype = absl::GetFlag(FLAGS_dtype);
     return Exit(mfpo::RunEval(o, std::cout));
+  }
+  if (command == "pretrain-vision") {
+    mfpo::VisionPretrainOptions o;
+    o.model_dir = absl::GetFlag(FLAGS_model);
+    o.data = absl::GetFlag(FLAGS_data);
+    o.out_dir = absl::GetFlag(FLAGS_out);
+    o.epochs = absl::GetFlag(FLAGS_epochs);
+    o.batch_size = absl::GetFlag(FLAGS_images_per_step);
+    o.lr = absl::GetFlag(FLAGS_lr);
+    o.eval_split = absl::GetFlag(FLAGS_eval_split);
+    o.dense_weight = absl::GetFlag(FLAGS_dense_weight);
+    o.seed = absl::GetFlag(FLAGS_seed);
+    auto r = mfpo::RunVisionPretrain(o, std::cout);
+    if (r.ok()) std::cout << mfpo::VisionPretrainSummary(*r);
+    return Exit(r.status());
   }
   if (command == "logits") {
     mfpo::LogitsCommandOptions o;
