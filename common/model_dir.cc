@@ -175,4 +175,15 @@ absl::Status SaveModelWeights(const std::string& dir, LlavaModel& model,
   return WriteCheckpoint(dir, ModelTensors(model), options);
 }
 
+absl::Status CopyModelSideFiles(const std::string& from, const std::string& to) {
+  for (const char* f : {"tokenizer.model", "preprocessor_config.json", "added_tokens.json"}) {
+    const fs::path src = fs::path(from) / f;
+    if (!fs::exists(src)) continue;
+    std::error_code ec;
+    fs::copy_file(src, fs::path(to) / f, fs::copy_options::overwrite_existing, ec);
+    if (ec) return absl::InternalError(absl::StrCat((fs::path(to) / f).string(), ": ", ec.message()));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace mfpo

@@ -71,6 +71,10 @@ NamedTensors ModelTensors(LlavaModel& model);
 absl::Status SaveModelWeights(const std::string& dir, LlavaModel& model,
                               const CheckpointWriteOptions& options = {});
 
+// Copies the files of a model directory besides config and weights (tokenizer.model,
+// preprocessor_config.json, added_tokens.json), those that exist in `from`, into `to`.
+absl::Status CopyModelSideFiles(const std::string& from, const std::string& to);
+
 }  // namespace mfpo
 
 #endif  // MFPO_COMMON_MODEL_DIR_H_

@@ -393,8 +393,7 @@ absl::StatusOr<TrainResult> RunTraining(const v1::JobSpec& spec, const TrainCont
     const fs::path tmp = fs::path(final_dir.string() + ".tmp");
     fs::remove_all(tmp);
     MFPO_RETURN_IF_ERROR(SaveModelWeights(tmp.string(), policy.model));
-    for (const char* f : {"tokenizer.model", "preprocessor_config.json", "added_tokens.json"})
-      if (fs::exists(fs::path(spec.model().path()) / f)) fs::copy_file(fs::path(spec.model().path()) / f, tmp / f);
+    MFPO_RETURN_IF_ERROR(CopyModelSideFiles(spec.model().path(), tmp.string()));
     MFPO_RETURN_IF_ERROR(CatchAll("saving optimizer state", [&] { torch::save(optimizer, (tmp / "optimizer.pt").string()); }));
     std::ofstream(tmp / "trainer_state.json") << json{{"global_step", step}, {"phase", phase_names[phase]},
                                                       {"total_steps", total_steps}, {"fingerprint", fingerprint}}.dump(2) << "\n";

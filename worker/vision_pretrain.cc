@@ -364,11 +364,7 @@ absl::StatusOr<VisionPretrainResult> RunVisionPretrain(const VisionPretrainOptio
   std::error_code ec;
   fs::remove_all(tmp, ec);
   MFPO_RETURN_IF_ERROR(SaveModelWeights(tmp.string(), m.model));
-  for (const char* f : {"tokenizer.model", "preprocessor_config.json", "added_tokens.json"}) {
-    if (!fs::exists(fs::path(o.model_dir) / f)) continue;
-    fs::copy_file(fs::path(o.model_dir) / f, tmp / f, ec);
-    if (ec) return absl::InternalError(absl::StrCat((tmp / f).string(), ": ", ec.message()));
-  }
+  MFPO_RETURN_IF_ERROR(CopyModelSideFiles(o.model_dir, tmp.string()));
   json words = json::object();
   for (const auto& [w, s] : result.words)
     words[w] = {{"train_frequency", s.train_frequency}, {"tp", s.tp}, {"fp", s.fp}, {"fn", s.fn}, {"f1", s.F1()}};
