@@ -158,7 +158,7 @@ TEST(ModelGrounder, ProducesAMaskOfTheImageOrNothing) {
 }
 
 // The `model` grounder with the world's SFT model: IoU with the true boxes. Needs a model trained
-// on the world (docs/examples/world-sft*.yaml, ~40 min on 2 cores), so it runs when MFPO_SFT_MODEL
+// on the world (scripts/sft-baseline.sh, ~1.5 h on 2 cores), so it runs when MFPO_SFT_MODEL
 // names its checkpoint directory.
 TEST(ModelGrounder, IouWithTheWorldSftModel) {
   const char* dir = std::getenv("MFPO_SFT_MODEL");

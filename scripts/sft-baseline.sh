@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The SFT baseline of issue #4 (docs/examples/world-sft.yaml), every step in order; steps whose
-# output already exists are skipped, so an interrupted run continues. About an hour on 2 cores:
-# vision pre-training ~20 min, SFT ~30 min, evaluation ~3 min. Needs the build (scripts/build.sh).
+# output already exists are skipped, so an interrupted run continues. About 1.5 hours on 2 cores:
+# vision pre-training ~20 min, two SFT stages ~25 min each, evaluations ~3 min each. Needs the build (scripts/build.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MFPO=build/worker/mfpo
@@ -21,6 +21,11 @@ fi
 if step out/sft-world "world with priors for instruction tuning (6,000 images)"; then
   "$MFPO" world --out out/sft-world --train 6000
 fi
-echo "== SFT (resumes from its newest checkpoint) and evaluation"
+echo "== SFT stage 1 (resumes from its newest checkpoint) and evaluation"
 "$MFPO" train --spec docs/examples/world-sft.yaml
-echo "done: model out/sft/checkpoints/step-*, report out/sft/eval/report.md"
+if step out/sft-world2 "6,000 new images with the same priors for stage 2"; then
+  "$MFPO" world --out out/sft-world2 --seed 1 --train 6000 --val 50 --test 0
+fi
+echo "== SFT stage 2 and evaluation"
+"$MFPO" train --spec docs/examples/world-sft-stage2.yaml
+echo "done: model out/sft-stage2/checkpoints/step-*, reports out/sft{,-stage2}/eval/report.md"

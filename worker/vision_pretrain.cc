@@ -370,7 +370,7 @@ absl::StatusOr<VisionPretrainResult> RunVisionPretrain(const VisionPretrainOptio
     words[w] = {{"train_frequency", s.train_frequency}, {"tp", s.tp}, {"fp", s.fp}, {"fn", s.fn}, {"f1", s.F1()}};
   const json summary = {
       {"stage", "vision_pretrain"},
-      {"objective", "bag-of-words BCE, logsumexp over patches of the LLaVA feature layer"},
+      {"objective", "caption words: BCE of logsumexp over patches of the LLaVA feature layer; boxes: per-patch CE"},
       {"base_model", o.model_dir},
       {"data", o.data},
       {"train_split", o.train_split},
