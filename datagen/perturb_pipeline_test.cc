@@ -51,6 +51,14 @@ class PerturbPipelineTest : public ::testing::Test {
     EXPECT_TRUE(vocab.ok()) << vocab.status();
     return MakeRegionsGrounder(*vocab);
   }
+  // Runs the regions grounder over DIR/in.jsonl into DIR/out with default options.
+  static absl::StatusOr<ShardReport> RunOnDir(const fs::path& dir) {
+    ShardOptions shard;
+    shard.manifest = (dir / "in.jsonl").string();
+    shard.out_dir = (dir / "out").string();
+    auto grounder = Regions();
+    return RunPerturbShard(shard, PerturbOptions{}, *grounder, nullptr);
+  }
   static std::vector<json> Lines(const std::string& path) {
     std::vector<json> out;
     std::ifstream in(path);
@@ -126,11 +134,7 @@ TEST_F(PerturbPipelineTest, NonStringIdIsARecordError) {
       << "\n"
       << json{{"id", "fine"}, {"image", "img.png"}, {"question", "Q"}, {"chosen", "A red ball."}, {"rejected", "r"}}.dump()
       << "\n";
-  ShardOptions shard;
-  shard.manifest = (dir / "in.jsonl").string();
-  shard.out_dir = (dir / "out").string();
-  auto grounder = Regions();
-  auto report = RunPerturbShard(shard, PerturbOptions{}, *grounder, nullptr);
+  auto report = RunOnDir(dir);
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_EQ(report->done, 1);
   EXPECT_EQ(report->errors, 1);
@@ -180,11 +184,7 @@ TEST_F(PerturbPipelineTest, BadRecordsGoToTheErrorsFileAndTheRestContinue) {
     m << "{not json\n";
     m << rec("ok2", "good.png", "A green tree.") << "\n";
   }
-  ShardOptions shard;
-  shard.manifest = (dir / "in.jsonl").string();
-  shard.out_dir = (dir / "out").string();
-  auto grounder = Regions();
-  auto report = RunPerturbShard(shard, PerturbOptions{}, *grounder, nullptr);
+  auto report = RunOnDir(dir);
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_EQ(report->done, 2);
   EXPECT_EQ(report->errors, 5);

@@ -285,7 +285,7 @@ absl::StatusOr<VisionPretrainResult> RunVisionPretrain(const VisionPretrainOptio
     if (dense)
       for (const auto& p : patch_head->parameters()) params.push_back(p);
     torch::optim::AdamW opt(params, torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay));
-    int64_t step = 0;
+    int64_t step = 0, images_done = 0;
     for (int64_t epoch = 0; epoch < o.epochs; ++epoch) {
       const torch::Tensor order = torch::randperm(n, gen, torch::kInt64);
       double loss_sum = 0;
@@ -306,12 +306,14 @@ absl::StatusOr<VisionPretrainResult> RunVisionPretrain(const VisionPretrainOptio
         }
         loss.backward();
         opt.step();
-        loss_sum += loss.item<double>() * idx.size(0);
+        const double batch_loss = loss.item<double>();
+        loss_sum += batch_loss * idx.size(0);
+        images_done += idx.size(0);
         const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-        const double rate = (step + 1) * static_cast<double>(o.batch_size) / std::max(secs, 1e-9);
+        const double rate = images_done / std::max(secs, 1e-9);
         progress << absl::StrFormat("\r[vision] epoch %d/%d step %d/%d loss %.4f  %.0f images/s  ETA %.0f s   ",
-                                    epoch + 1, o.epochs, step + 1, total_steps, loss.item<double>(), rate,
-                                    (total_steps - step - 1) * o.batch_size / std::max(rate, 1e-9))
+                                    epoch + 1, o.epochs, step + 1, total_steps, batch_loss, rate,
+                                    (n * o.epochs - images_done) / std::max(rate, 1e-9))
                  << std::flush;
       }
       result.epoch_losses.push_back(loss_sum / n);
