@@ -3,6 +3,12 @@
 #include <algorithm>
 #include <iostream>
 
+#include "absl/flags/commandlineflag.h"
+#include "absl/flags/reflection.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
 namespace mfpo {
 
 std::vector<std::string> NormaliseFlagNames(int argc, char** argv) {
@@ -15,6 +21,64 @@ std::vector<std::string> NormaliseFlagNames(int argc, char** argv) {
     for (size_t k = 2; k < end; ++k)
       if (a[k] == '-') a[k] = '_';
   }
+  return out;
+}
+
+bool WantsHelp(const std::vector<std::string>& args) {
+  for (size_t i = 1; i < args.size(); ++i) {
+    if (args[i] == "--") break;
+    if (args[i] == "--help" || args[i] == "-help" || args[i] == "-h" || args[i] == "--helpfull") return true;
+  }
+  return false;
+}
+
+std::vector<std::string> GivenFlagNames(const std::vector<std::string>& args) {
+  std::vector<std::string> out;
+  for (size_t i = 1; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--") break;
+    if (a.size() < 2 || a[0] != '-' || a == "-") continue;
+    std::string name = a.substr(a[1] == '-' ? 2 : 1);
+    name = name.substr(0, name.find('='));
+    if (absl::FindCommandLineFlag(name) == nullptr && absl::StartsWith(name, "no")) {
+      const absl::CommandLineFlag* f = absl::FindCommandLineFlag(name.substr(2));
+      if (f != nullptr && f->IsOfType<bool>()) name = name.substr(2);
+    }
+    out.push_back(name);
+  }
+  return out;
+}
+
+absl::Status CheckCommandFlags(const std::string& program, const CommandFlags& command,
+                               const std::vector<std::string>& global, const std::vector<std::string>& given) {
+  for (const std::string& name : given) {
+    const bool ok = std::find(command.flags.begin(), command.flags.end(), name) != command.flags.end() ||
+                    std::find(global.begin(), global.end(), name) != global.end();
+    if (ok) continue;
+    std::vector<std::string> all;
+    for (const auto& f : command.flags) all.push_back("--" + f);
+    for (const auto& f : global) all.push_back("--" + f);
+    return absl::InvalidArgumentError(absl::StrCat(program, " ", command.name, ": --", name,
+                                                   " is not a flag of this command (its flags: ",
+                                                   absl::StrJoin(all, ", "), "; see ", program, " ", command.name,
+                                                   " --help)"));
+  }
+  return absl::OkStatus();
+}
+
+std::string CommandHelp(const std::string& program, const CommandFlags& command, const std::vector<std::string>& global) {
+  std::string out = absl::StrCat(program, command.name.empty() ? "" : " ", command.name, " ", command.synopsis, "\n\nFlags:\n");
+  auto describe = [&](const std::string& name) {
+    const absl::CommandLineFlag* f = absl::FindCommandLineFlag(name);
+    if (f == nullptr) return;
+    std::string dashed = name;
+    std::replace(dashed.begin(), dashed.end(), '_', '-');
+    const std::string def = f->DefaultValue();
+    absl::StrAppend(&out, "  --", dashed, def.empty() ? "" : absl::StrCat(" (default: ", def, ")"), "\n      ", f->Help(),
+                    "\n");
+  };
+  for (const auto& name : command.flags) describe(name);
+  for (const auto& name : global) describe(name);
   return out;
 }
 

@@ -1,4 +1,5 @@
-// Small pieces every command-line main() shares.
+// Small pieces every command-line main() shares: flag spelling, per-command flag sets and help,
+// and exit codes.
 #ifndef MFPO_COMMON_CLI_UTIL_H_
 #define MFPO_COMMON_CLI_UTIL_H_
 
@@ -11,6 +12,28 @@ namespace mfpo {
 
 // absl flag names use underscores; accept the dashed spelling users type (--max-new-tokens).
 std::vector<std::string> NormaliseFlagNames(int argc, char** argv);
+
+// One command of a multi-command tool: its synopsis line(s) and the (absl) flags it reads.
+struct CommandFlags {
+  std::string name;
+  std::string synopsis;
+  std::vector<std::string> flags;
+};
+
+// True when the arguments ask for help (--help, -help, -h, --helpfull) before any "--".
+bool WantsHelp(const std::vector<std::string>& args);
+
+// The names of the flags given in `args` (after NormaliseFlagNames): "--lr=3" and "--lr 3" give
+// "lr", "--nojson" gives "json" when "json" is a boolean flag. Stops at "--".
+std::vector<std::string> GivenFlagNames(const std::vector<std::string>& args);
+
+// INVALID_ARGUMENT when a given flag is neither one of `command`'s nor one of `global`:
+// "<program> <command>: --x is not a flag of this command (its flags: --a, --b)".
+absl::Status CheckCommandFlags(const std::string& program, const CommandFlags& command,
+                               const std::vector<std::string>& global, const std::vector<std::string>& given);
+
+// "<synopsis>\n\nFlags:\n  --name (default: x)\n      help\n..." for `command` and `global`.
+std::string CommandHelp(const std::string& program, const CommandFlags& command, const std::vector<std::string>& global);
 
 // Prints a failed status as "<program>: <message>" and returns the exit code: 0 on success, 2
 // for bad input (INVALID_ARGUMENT: flags, specs, files), 1 otherwise.

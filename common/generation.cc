@@ -21,6 +21,11 @@ absl::StatusOr<std::vector<std::vector<int64_t>>> GreedyGenerate(
     longest = std::max(longest, p.size());
   }
   const int64_t len = static_cast<int64_t>(longest);
+  const int64_t context = model->config().text.max_position_embeddings;
+  if (len + options.max_new_tokens > context)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the prompt (", len, " tokens with the image's) plus max_new_tokens (", options.max_new_tokens,
+        ") exceeds the model's context of ", context, " tokens (max_position_embeddings)"));
   const auto device = model->language_model()->parameters()[0].device();
   const int64_t filler = options.eos_id;  // fed to finished rows; their outputs are not kept
 

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
+#include "common/jsonl.h"
 #include "common/torch_seam.h"
 
 namespace mfpo {
@@ -195,9 +196,11 @@ absl::StatusOr<cv::Mat> DecodeImage(const std::string& bytes, const std::string&
     return absl::InvalidArgumentError(
         absl::StrCat(source, ": undecodable image (not a valid JPEG, PNG or WebP file)"));
   MFPO_RETURN_IF_ERROR(CheckPixels(decoded.cols, decoded.rows, source, limits));
-  cv::Mat rgb;
-  cv::cvtColor(decoded, rgb, cv::COLOR_BGR2RGB);
-  return rgb;
+  return CatchAll(source, [&] {
+    cv::Mat rgb;
+    cv::cvtColor(decoded, rgb, cv::COLOR_BGR2RGB);
+    return rgb;
+  });
 }
 
 absl::StatusOr<cv::Mat> ReadImageFile(const std::string& path, const ImageLimits& limits) {
@@ -225,23 +228,42 @@ cv::Mat ResizeBicubicPil(const cv::Mat& rgb, int64_t width, int64_t height) {
 absl::StatusOr<torch::Tensor> PreprocessImage(const cv::Mat& rgb, const ImageProcessorConfig& c) {
   if (rgb.empty() || rgb.type() != CV_8UC3)
     return absl::InvalidArgumentError("PreprocessImage expects a non-empty 8-bit RGB image");
-  cv::Mat img = c.pad_to_square ? PadToSquare(rgb, c.mean) : rgb;
+  if (c.size <= 0 || c.crop_size <= 0)
+    return absl::InvalidArgumentError(absl::StrCat("image processor: size ", c.size, " and crop_size ", c.crop_size,
+                                                   " must be positive"));
+  // Every image made below stays within c.max_pixels (checked before it is allocated).
+  auto bound = [&](int64_t w, int64_t h, const char* what) -> absl::Status {
+    if (static_cast<double>(w) * static_cast<double>(h) <= static_cast<double>(c.max_pixels)) return absl::OkStatus();
+    return absl::ResourceExhaustedError(absl::StrCat("image of ", rgb.cols, "x", rgb.rows, ": its ", what, " would be ", w,
+                                                     "x", h, " pixels, above the limit of ", c.max_pixels));
+  };
+  const int64_t side = std::max(rgb.cols, rgb.rows);
+  if (c.pad_to_square) MFPO_RETURN_IF_ERROR(bound(side, side, "square canvas"));
+  const int64_t pw = c.pad_to_square ? side : rgb.cols, ph = c.pad_to_square ? side : rgb.rows;
   // transformers' get_resize_output_image_size for {"shortest_edge": size}.
-  const int64_t short_side = std::min(img.cols, img.rows), long_side = std::max(img.cols, img.rows);
-  const int64_t new_long = static_cast<int64_t>(c.size * long_side / static_cast<double>(short_side));
-  const int64_t w = img.cols <= img.rows ? c.size : new_long;
-  const int64_t h = img.cols <= img.rows ? new_long : c.size;
-  if (w != img.cols || h != img.rows) img = ResizeBicubicPil(img, w, h);
+  const int64_t short_side = std::min(pw, ph), long_side = std::max(pw, ph);
+  const double new_long_d = static_cast<double>(c.size) * static_cast<double>(long_side) / static_cast<double>(short_side);
+  if (new_long_d * static_cast<double>(c.size) > static_cast<double>(c.max_pixels))
+    return bound(static_cast<int64_t>(std::min(new_long_d, 1e15)), c.size, "resized image");
+  const int64_t new_long = static_cast<int64_t>(new_long_d);
+  const int64_t w = pw <= ph ? c.size : new_long;
+  const int64_t h = pw <= ph ? new_long : c.size;
+  MFPO_RETURN_IF_ERROR(bound(std::max(w, c.crop_size), std::max(h, c.crop_size), "cropped canvas"));
+  MFPO_ASSIGN_OR_RETURN(cv::Mat img, CatchAll("image preprocessing", [&] {
+    cv::Mat out = c.pad_to_square ? PadToSquare(rgb, c.mean) : rgb;
+    if (w != out.cols || h != out.rows) out = ResizeBicubicPil(out, w, h);
+    return out;
+  }));
   // Centre crop as transformers' center_crop (top = (h - crop) // 2).
   const int64_t crop = c.crop_size;
-  if (img.cols < crop || img.rows < crop) {
-    cv::Mat padded(std::max<int>(img.rows, crop), std::max<int>(img.cols, crop), CV_8UC3, cv::Scalar(0, 0, 0));
-    img.copyTo(padded(cv::Rect((padded.cols - img.cols) / 2, (padded.rows - img.rows) / 2, img.cols, img.rows)));
-    img = padded;
-  }
-  const int top = static_cast<int>((img.rows - crop) / 2), left = static_cast<int>((img.cols - crop) / 2);
-  cv::Mat cropped = img(cv::Rect(left, top, static_cast<int>(crop), static_cast<int>(crop))).clone();
-  return CatchAll("PreprocessImage", [&] {
+  return CatchAll("image preprocessing", [&]() -> torch::Tensor {
+    if (img.cols < crop || img.rows < crop) {
+      cv::Mat padded(std::max<int>(img.rows, crop), std::max<int>(img.cols, crop), CV_8UC3, cv::Scalar(0, 0, 0));
+      img.copyTo(padded(cv::Rect((padded.cols - img.cols) / 2, (padded.rows - img.rows) / 2, img.cols, img.rows)));
+      img = padded;
+    }
+    const int top = static_cast<int>((img.rows - crop) / 2), left = static_cast<int>((img.cols - crop) / 2);
+    cv::Mat cropped = img(cv::Rect(left, top, static_cast<int>(crop), static_cast<int>(crop))).clone();
     torch::Tensor t = torch::from_blob(cropped.data, {crop, crop, 3}, torch::kUInt8)
                           .to(torch::kFloat32)
                           .permute({2, 0, 1})
@@ -279,10 +301,9 @@ std::array<double, 4> MapBoxToPixelValues(const std::array<double, 4>& box, int6
 absl::StatusOr<ImageProcessorConfig> LoadImageProcessorConfig(const std::string& path,
                                                               const ImageProcessorConfig& defaults) {
   using json = nlohmann::json;
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  json j = json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object())
+  json j;
+  MFPO_RETURN_IF_ERROR(ReadJsonFile(path, &j));
+  if (!j.is_object())
     return absl::InvalidArgumentError(absl::StrCat(path, ": not a JSON object"));
   ImageProcessorConfig c = defaults;
   auto bad = [&](const char* field) {

@@ -42,6 +42,9 @@ struct ImageProcessorConfig {
   bool pad_to_square = true;
   std::array<double, 3> mean = {0.48145466, 0.4578275, 0.40821073};
   std::array<double, 3> std = {0.26862954, 0.26130258, 0.27577711};
+  // Bound on every image PreprocessImage allocates (the square canvas, the resized image):
+  // an input of 50,000,000 x 1 pixels passes the decoder's limit but its square would not.
+  int64_t max_pixels = ImageLimits{}.max_pixels;
 };
 
 // Reads a Hugging Face `preprocessor_config.json` (size.shortest_edge or size, crop_size,
@@ -55,7 +58,8 @@ cv::Mat PadToSquare(const cv::Mat& rgb, const std::array<double, 3>& mean);
 // Pillow's Image.resize(..., BICUBIC) for 8-bit RGB: separable, antialiased (the kernel widens
 // by the downscale factor), a = -0.5, 22-bit fixed-point weights, horizontal pass first.
 cv::Mat ResizeBicubicPil(const cv::Mat& rgb, int64_t width, int64_t height);
-// The whole pipeline for one image: [3, crop, crop] float32.
+// The whole pipeline for one image: [3, crop, crop] float32. RESOURCE_EXHAUSTED when an
+// intermediate image would exceed c.max_pixels.
 absl::StatusOr<torch::Tensor> PreprocessImage(const cv::Mat& rgb, const ImageProcessorConfig& c);
 // Where a box {x0, y0, x1, y1} of a width x height image lands in PreprocessImage's output
 // (pad to square, resize, centre crop), clipped to [0, crop_size].

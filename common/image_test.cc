@@ -194,3 +194,47 @@ TEST(ImageProcessorConfigFile, ReadsHubPreprocessorConfig) {
 
 }  // namespace
 }  // namespace mfpo
+
+namespace mfpo {
+namespace {
+
+// A 20000 x 1 image passes the decoder's pixel limit; its square canvas (400M pixels) must not be
+// allocated: an error for this image, not an abort of the process.
+TEST(ImagePipeline, ExtremeAspectRatiosAreRefusedBeforeAllocating) {
+  std::vector<uint8_t> png;
+  ASSERT_TRUE(cv::imencode(".png", cv::Mat(1, 20000, CV_8UC3, cv::Scalar(10, 20, 30)), png));
+  auto rgb = DecodeImage(std::string(png.begin(), png.end()), "wide.png");
+  ASSERT_TRUE(rgb.ok()) << rgb.status();
+  ImageProcessorConfig c;
+  c.size = c.crop_size = 32;
+  auto t = PreprocessImage(*rgb, c);
+  ASSERT_FALSE(t.ok());
+  EXPECT_TRUE(absl::IsResourceExhausted(t.status())) << t.status();
+  EXPECT_TRUE(absl::StrContains(t.status().message(), "square canvas would be 20000x20000")) << t.status();
+  // Without padding the resize target (32 x 640000) is the allocation that is bounded.
+  c.pad_to_square = false;
+  c.max_pixels = 1'000'000;
+  t = PreprocessImage(*rgb, c);
+  ASSERT_FALSE(t.ok());
+  EXPECT_TRUE(absl::StrContains(t.status().message(), "resized image")) << t.status();
+  // A tall thin image within the limits still works.
+  c.max_pixels = 50'000'000;
+  c.pad_to_square = true;
+  auto ok = PreprocessImage(cv::Mat(300, 2, CV_8UC3, cv::Scalar(1, 2, 3)), c);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->sizes(), (std::vector<int64_t>{3, 32, 32}));
+  // A nonsensical processor config is an error too.
+  c.crop_size = 0;
+  EXPECT_FALSE(PreprocessImage(cv::Mat(4, 4, CV_8UC3), c).ok());
+}
+
+TEST(ImageDecode, ADirectoryOrDeviceIsNotAnImage) {
+  for (const char* path : {"/tmp", "/dev/null"}) {
+    auto m = ReadImageFile(path);
+    ASSERT_FALSE(m.ok()) << path;
+    EXPECT_TRUE(absl::StrContains(m.status().message(), "is a")) << m.status();
+  }
+}
+
+}  // namespace
+}  // namespace mfpo

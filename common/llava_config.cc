@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
+#include "common/jsonl.h"
 #include "common/status_macros.h"
 
 namespace mfpo {
@@ -136,9 +137,10 @@ absl::Status ValidateLlavaConfig(const LlavaConfig& c) {
 
 absl::StatusOr<LlavaConfig> ParseLlavaConfig(const std::string& text, const std::string& source) {
   auto fail = [&](const absl::Status& s) { return Annotate(s, source); };
-  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object())
-    return fail(absl::InvalidArgumentError("not a JSON object"));
+  absl::StatusOr<json> parsed = ParseJson(text);
+  if (!parsed.ok()) return fail(absl::InvalidArgumentError(absl::StrCat("not a JSON object: ", parsed.status().message())));
+  json j = std::move(*parsed);
+  if (!j.is_object()) return fail(absl::InvalidArgumentError("not a JSON object"));
   std::string model_type;
   if (!Get(j, "", "model_type", &model_type).ok() || model_type != "llava")
     return fail(absl::UnimplementedError(absl::StrCat(

@@ -16,6 +16,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/file_util.h"
+#include "common/jsonl.h"
 #include "common/status_macros.h"
 #include "common/torch_seam.h"
 
@@ -110,7 +112,8 @@ absl::StatusOr<WeightLoadReport> LoadWeights(const SafetensorsCheckpoint& ckpt,
 absl::StatusOr<LoadedModel> LoadModelDir(const std::string& dir, const LoadModelOptions& options) {
   LoadedModel out;
   out.dir = dir;
-  if (!fs::is_directory(dir))
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec))
     return absl::NotFoundError(absl::StrCat(dir, ": not a model directory"));
   MFPO_ASSIGN_OR_RETURN(out.config, LoadLlavaConfig((fs::path(dir) / "config.json").string()));
   MFPO_ASSIGN_OR_RETURN(SafetensorsCheckpoint ckpt, SafetensorsCheckpoint::Open(dir));
@@ -126,7 +129,7 @@ absl::StatusOr<LoadedModel> LoadModelDir(const std::string& dir, const LoadModel
   }
   out.image.size = out.image.crop_size = out.config.vision.image_size;
   const fs::path pre = fs::path(dir) / "preprocessor_config.json";
-  if (fs::exists(pre)) {
+  if (fs::exists(pre, ec)) {
     MFPO_ASSIGN_OR_RETURN(out.image, LoadImageProcessorConfig(pre.string(), out.image));
   }
   if (out.image.crop_size != out.config.vision.image_size)
@@ -138,9 +141,9 @@ absl::StatusOr<LoadedModel> LoadModelDir(const std::string& dir, const LoadModel
                           Tokenizer::FromFile((fs::path(dir) / "tokenizer.model").string(),
                                               out.config.image_token_index, out.config.pad_token_id));
     const fs::path added = fs::path(dir) / "added_tokens.json";
-    if (fs::exists(added)) {
-      std::ifstream in(added);
-      auto j = nlohmann::json::parse(in, nullptr, false);
+    if (fs::exists(added, ec)) {
+      nlohmann::json j;
+      MFPO_RETURN_IF_ERROR(ReadJsonFile(added.string(), &j));
       if (j.is_object() && j.contains("<image>") && j["<image>"].is_number_integer() &&
           j["<image>"].get<int64_t>() != out.config.image_token_index)
         return absl::InvalidArgumentError(absl::StrCat(
@@ -163,25 +166,18 @@ absl::Status SaveModelWeights(const std::string& dir, LlavaModel& model,
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) return absl::InternalError(absl::StrCat(dir, ": ", ec.message()));
-  {
-    const std::string tmp = (fs::path(dir) / "config.json.tmp").string();
-    std::ofstream out(tmp);
-    out << LlavaConfigToJson(model->config());
-    if (!out) return absl::InternalError(absl::StrCat(tmp, ": write failed"));
-    out.close();
-    fs::rename(tmp, fs::path(dir) / "config.json", ec);
-    if (ec) return absl::InternalError(absl::StrCat(dir, "/config.json: ", ec.message()));
-  }
+  MFPO_RETURN_IF_ERROR(WriteFileAtomically((fs::path(dir) / "config.json").string(), LlavaConfigToJson(model->config())));
   return WriteCheckpoint(dir, ModelTensors(model), options);
 }
 
 absl::Status CopyModelSideFiles(const std::string& from, const std::string& to) {
   for (const char* f : {"tokenizer.model", "preprocessor_config.json", "added_tokens.json"}) {
     const fs::path src = fs::path(from) / f;
-    if (!fs::exists(src)) continue;
     std::error_code ec;
-    fs::copy_file(src, fs::path(to) / f, fs::copy_options::overwrite_existing, ec);
-    if (ec) return absl::InternalError(absl::StrCat((fs::path(to) / f).string(), ": ", ec.message()));
+    if (!fs::exists(src, ec)) continue;
+    // Read and write whole (not copy_file): errors then say what the OS said, e.g. disk full.
+    MFPO_ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(src.string()));
+    MFPO_RETURN_IF_ERROR(WriteFileAtomically((fs::path(to) / f).string(), bytes));
   }
   return absl::OkStatus();
 }

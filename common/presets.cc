@@ -10,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/file_util.h"
 #include "common/model_dir.h"
 #include "common/status_macros.h"
 #include "common/tokenizer.h"
@@ -97,6 +98,13 @@ int64_t CountParameters(LlavaModel& model) {
 absl::Status InitModelDir(const std::string& dir, const InitModelOptions& options) {
   MFPO_ASSIGN_OR_RETURN(ModelPreset preset, GetPreset(options.preset));
   std::error_code ec;
+  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec))
+    return absl::FailedPreconditionError(absl::StrCat(dir, ": exists and is not a directory"));
+  if (fs::is_directory(dir, ec) && !fs::is_empty(dir, ec) && !options.overwrite)
+    return absl::FailedPreconditionError(absl::StrCat(
+        dir, ": directory is not empty (it would overwrite ",
+        fs::exists(fs::path(dir) / "config.json", ec) ? "the model there" : "files there",
+        "); choose a new --out or pass --overwrite"));
   fs::create_directories(dir, ec);
   if (ec) return absl::InternalError(absl::StrCat(dir, ": ", ec.message()));
   const std::string sp_model = TinyTokenizerModelBytes();
@@ -110,12 +118,8 @@ absl::Status InitModelDir(const std::string& dir, const InitModelOptions& option
     InitializeWeights(model, options.init_std, options.seed);
   }));
   MFPO_RETURN_IF_ERROR(SaveModelWeights(dir, model));
-  auto write = [&](const char* name, const std::string& bytes) -> absl::Status {
-    const fs::path path = fs::path(dir) / name;
-    std::ofstream out(path, std::ios::binary);
-    out << bytes;
-    if (!out) return absl::InternalError(absl::StrCat(path.string(), ": write failed"));
-    return absl::OkStatus();
+  auto write = [&](const char* name, const std::string& bytes) {
+    return WriteFileAtomically((fs::path(dir) / name).string(), bytes);
   };
   MFPO_RETURN_IF_ERROR(write("tokenizer.model", sp_model));
   ImageProcessorConfig image;

@@ -33,10 +33,12 @@ struct InitModelOptions {
   std::string preset = "tiny";
   uint64_t seed = 0;
   double init_std = 0.02;
+  bool overwrite = false;  // replace the weights of a model already in `dir` (refused otherwise)
 };
 
 // Writes a complete Hugging Face LLaVA directory: config.json, model.safetensors,
 // tokenizer.model (trained by TrainTinyTokenizer), preprocessor_config.json, added_tokens.json.
+// A `dir` that is not empty is refused (FAILED_PRECONDITION) unless options.overwrite is set.
 absl::Status InitModelDir(const std::string& dir, const InitModelOptions& options);
 
 int64_t CountParameters(LlavaModel& model);

@@ -20,6 +20,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
+#include "common/file_util.h"
+#include "common/jsonl.h"
 #include "common/torch_seam.h"
 
 namespace mfpo {
@@ -103,8 +105,7 @@ void AdviseHugePages(void* p, uint64_t n) {
 }
 
 absl::Status WriteAll(std::FILE* f, const void* p, size_t n, const std::string& path) {
-  if (n > 0 && std::fwrite(p, 1, n, f) != n)
-    return absl::InternalError(absl::StrCat(path, ": write failed: ", std::strerror(errno)));
+  if (n > 0 && std::fwrite(p, 1, n, f) != n) return ErrnoStatus(errno != 0 ? errno : EIO, path, "write failed");
   return absl::OkStatus();
 }
 
@@ -137,6 +138,7 @@ absl::StatusOr<std::shared_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   auto fail = [&](absl::string_view why) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", why));
   };
+  MFPO_RETURN_IF_ERROR(CheckRegularFile(path, "safetensors file"));
   f->fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (f->fd_ < 0) return absl::NotFoundError(absl::StrCat(path, ": ", std::strerror(errno)));
   struct stat st;
@@ -158,8 +160,10 @@ absl::StatusOr<std::shared_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
     return fail(absl::StrCat("truncated: header length ", header_len, " but only ",
                              file_size - 8, " bytes follow"));
   const char* hdr = reinterpret_cast<const char*>(f->map_ + 8);
-  json header = json::parse(hdr, hdr + header_len, nullptr, /*allow_exceptions=*/false);
-  if (header.is_discarded() || !header.is_object()) return fail("header is not a JSON object");
+  absl::StatusOr<json> parsed = ParseJson(absl::string_view(hdr, header_len));
+  if (!parsed.ok()) return fail(absl::StrCat("header is not a JSON object: ", parsed.status().message()));
+  json header = std::move(*parsed);
+  if (!header.is_object()) return fail("header is not a JSON object");
   f->data_ = f->map_ + 8 + header_len;
   const uint64_t data_size = file_size - 8 - header_len;
 
@@ -283,11 +287,11 @@ absl::StatusOr<SafetensorsCheckpoint> SafetensorsCheckpoint::Open(const std::str
   SafetensorsCheckpoint ckpt;
   std::vector<std::string> shard_names;
   const fs::path index_path = fs::path(dir) / "model.safetensors.index.json";
-  if (fs::exists(index_path)) {
-    std::ifstream in(index_path);
-    json index = json::parse(in, nullptr, /*allow_exceptions=*/false);
-    if (index.is_discarded() || !index.is_object() || !index.contains("weight_map") ||
-        !index["weight_map"].is_object())
+  std::error_code exists_ec;
+  if (fs::exists(index_path, exists_ec)) {
+    json index;
+    MFPO_RETURN_IF_ERROR(ReadJsonFile(index_path.string(), &index));
+    if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
       return absl::InvalidArgumentError(
           absl::StrCat(index_path.string(), ": not a JSON object with a 'weight_map' object"));
     std::map<std::string, std::string> expected;  // tensor -> shard
@@ -304,6 +308,9 @@ absl::StatusOr<SafetensorsCheckpoint> SafetensorsCheckpoint::Open(const std::str
       if (std::find(shard_names.begin(), shard_names.end(), shard) == shard_names.end())
         shard_names.push_back(shard);
     }
+    if (expected.empty())
+      return absl::InvalidArgumentError(
+          absl::StrCat(index_path.string(), ": 'weight_map' is empty (it must map every tensor to its shard)"));
     std::sort(shard_names.begin(), shard_names.end());
     for (const auto& s : shard_names) {
       MFPO_ASSIGN_OR_RETURN(auto f, SafetensorsFile::Open((fs::path(dir) / s).string()));
@@ -321,7 +328,7 @@ absl::StatusOr<SafetensorsCheckpoint> SafetensorsCheckpoint::Open(const std::str
     }
   } else {
     const fs::path single = fs::path(dir) / "model.safetensors";
-    if (!fs::exists(single))
+    if (!fs::exists(single, exists_ec))
       return absl::NotFoundError(absl::StrCat(
           dir, ": no model.safetensors or model.safetensors.index.json in this directory"));
     MFPO_ASSIGN_OR_RETURN(auto f, SafetensorsFile::Open(single.string()));
@@ -374,7 +381,7 @@ absl::Status WriteSafetensors(const std::string& path, const NamedTensors& tenso
   text.append((8 - text.size() % 8) % 8, ' ');
   const std::string tmp = path + ".tmp";
   std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (f == nullptr) return absl::InternalError(absl::StrCat(tmp, ": ", std::strerror(errno)));
+  if (f == nullptr) return ErrnoStatus(errno, tmp, "cannot create");
   uint8_t len[8];
   for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(text.size() >> (8 * i));
   absl::Status st = WriteAll(f, len, 8, tmp);
@@ -383,17 +390,18 @@ absl::Status WriteSafetensors(const std::string& path, const NamedTensors& tenso
     if (!st.ok()) break;
     st = WriteAll(f, c.data_ptr(), c.numel() * c.element_size(), tmp);
   }
-  if (std::fflush(f) != 0 && st.ok()) st = absl::InternalError(absl::StrCat(tmp, ": flush failed"));
-  if (st.ok() && ::fsync(::fileno(f)) != 0)
-    st = absl::InternalError(absl::StrCat(tmp, ": fsync failed: ", std::strerror(errno)));
-  std::fclose(f);
+  if (std::fflush(f) != 0 && st.ok()) st = ErrnoStatus(errno, tmp, "write failed");
+  if (st.ok() && ::fsync(::fileno(f)) != 0) st = ErrnoStatus(errno, tmp, "fsync failed");
+  if (std::fclose(f) != 0 && st.ok()) st = ErrnoStatus(errno, tmp, "write failed");
   if (!st.ok()) {
     std::remove(tmp.c_str());
     return st;
   }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) return absl::InternalError(absl::StrCat(path, ": rename failed: ", ec.message()));
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    std::remove(tmp.c_str());
+    return ErrnoStatus(err, path, "cannot replace");
+  }
   return absl::OkStatus();
 }
 
@@ -434,16 +442,7 @@ absl::Status WriteCheckpoint(const std::string& dir, const NamedTensors& tensors
     for (const auto& nt : shards[i]) weight_map[nt.first] = name;
   }
   json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
-  const fs::path index_path = fs::path(dir) / "model.safetensors.index.json";
-  const std::string tmp = index_path.string() + ".tmp";
-  {
-    std::ofstream out(tmp);
-    out << index.dump(2) << "\n";
-    if (!out) return absl::InternalError(absl::StrCat(tmp, ": write failed"));
-  }
-  fs::rename(tmp, index_path, ec);
-  if (ec) return absl::InternalError(absl::StrCat(index_path.string(), ": rename: ", ec.message()));
-  return absl::OkStatus();
+  return WriteFileAtomically((fs::path(dir) / "model.safetensors.index.json").string(), index.dump(2) + "\n");
 }
 
 }  // namespace mfpo

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -107,6 +109,24 @@ TEST_F(SafetensorsTest, MissingShardFileIsAnErrorNamingIt) {
   auto ckpt = SafetensorsCheckpoint::Open(dir_.string());
   ASSERT_FALSE(ckpt.ok());
   EXPECT_TRUE(absl::StrContains(ckpt.status().message(), "gone.safetensors")) << ckpt.status();
+}
+
+TEST_F(SafetensorsTest, EmptyOrUselessIndexIsAnErrorNotACrash) {
+  std::ofstream(dir_ / "model.safetensors.index.json") << R"({"weight_map": {}})";
+  auto empty = SafetensorsCheckpoint::Open(dir_.string());
+  ASSERT_FALSE(empty.ok());
+  EXPECT_TRUE(absl::StrContains(empty.status().message(), "'weight_map' is empty")) << empty.status();
+  // Shard names that resolve to the directory itself.
+  for (const char* shard : {"", "."}) {
+    std::ofstream(dir_ / "model.safetensors.index.json")
+        << nlohmann::json{{"weight_map", {{"a", shard}}}}.dump();
+    auto ckpt = SafetensorsCheckpoint::Open(dir_.string());
+    ASSERT_FALSE(ckpt.ok()) << "shard '" << shard << "'";
+  }
+  // An index that is itself a directory.
+  fs::remove(dir_ / "model.safetensors.index.json");
+  fs::create_directories(dir_ / "model.safetensors.index.json");
+  EXPECT_FALSE(SafetensorsCheckpoint::Open(dir_.string()).ok());
 }
 
 TEST_F(SafetensorsTest, TruncatedBeforeHeaderLength) {

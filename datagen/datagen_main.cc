@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <atomic>
+#include <csignal>
 #include <chrono>
 #include <iostream>
 #include <memory>
@@ -12,7 +13,6 @@
 #include <thread>
 #include <vector>
 
-#include <prometheus/exposer.h>
 #include <prometheus/registry.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -22,6 +22,8 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "common/cli_util.h"
+#include "common/metrics_server.h"
+#include "common/torch_seam.h"
 #include "datagen/datagen_metrics.h"
 #include "datagen/perturb_flags.h"
 
@@ -34,9 +36,19 @@ ABSL_FLAG(std::string, metrics_address, "",
           "serve Prometheus metrics at HOST:PORT (e.g. 0.0.0.0:9102); empty = off");
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(absl::StrCat("mfpo-datagen [flags]\n", mfpo::PerturbFlagsHelp(),
-                                            "  [--metrics-address HOST:PORT]\n"));
+  // A write beyond the file-size limit (ulimit -f) fails with EFBIG and is reported like a full
+  // disk, instead of the default SIGXFSZ killing the process mid-write.
+  std::signal(SIGXFSZ, SIG_IGN);
+  const std::string synopsis = absl::StrCat("[flags]\n", mfpo::PerturbFlagsHelp(), "  [--metrics-address HOST:PORT]");
+  absl::SetProgramUsageMessage(absl::StrCat("mfpo-datagen ", synopsis, "\n"));
   std::vector<std::string> normalised = mfpo::NormaliseFlagNames(argc, argv);
+  std::vector<std::string> flags = mfpo::PerturbFlagNames();
+  flags.push_back("metrics_address");
+  const mfpo::CommandFlags command{"", synopsis, flags};
+  if (mfpo::WantsHelp(normalised)) {
+    std::cout << mfpo::CommandHelp("mfpo-datagen", command, {});
+    return 0;
+  }
   std::vector<char*> raw;
   for (auto& a : normalised) raw.push_back(a.data());
   std::vector<char*> args = absl::ParseCommandLine(static_cast<int>(raw.size()), raw.data());
@@ -53,17 +65,13 @@ int main(int argc, char** argv) {
 
   auto registry = std::make_shared<prometheus::Registry>();
   mfpo::DatagenMetrics metrics(*registry);
-  std::unique_ptr<prometheus::Exposer> exposer;
+  std::unique_ptr<mfpo::MetricsServer> server;
   const std::string address = absl::GetFlag(FLAGS_metrics_address);
   if (!address.empty()) {
-    try {
-      exposer = std::make_unique<prometheus::Exposer>(address);
-    } catch (const std::exception& e) {
-      return mfpo::ExitCode(absl::InvalidArgumentError(absl::StrCat("--metrics_address ", address, ": ", e.what())),
-                            "mfpo-datagen");
-    }
-    exposer->RegisterCollectable(registry);
-    spdlog::info("metrics at http://{}/metrics", address);
+    auto started = mfpo::MetricsServer::Start(address, registry);
+    if (!started.ok()) return mfpo::ExitCode(started.status(), "mfpo-datagen");
+    server = std::move(*started);
+    spdlog::info("metrics at {}", server->url());
   }
   mfpo::PerturbCounters counters;
   metrics.Attach(counters);
@@ -76,7 +84,7 @@ int main(int argc, char** argv) {
     }
     metrics.Sync(counters);
   });
-  absl::StatusOr<mfpo::ShardReport> report = mfpo::RunPerturbCommand(o, &counters);
+  absl::StatusOr<mfpo::ShardReport> report = mfpo::CatchAll("mfpo-datagen", [&] { return mfpo::RunPerturbCommand(o, &counters); });
   running = false;
   mirror.join();
   if (report.ok()) {

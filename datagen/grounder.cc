@@ -15,6 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/image.h"
 #include "common/model_dir.h"
+#include "common/file_util.h"
 #include "common/status_macros.h"
 #include "common/torch_seam.h"
 
@@ -238,7 +239,7 @@ std::unique_ptr<Grounder> MakeRegionsGrounder(std::optional<ObjectVocabulary> vo
 }
 
 absl::StatusOr<std::unique_ptr<Grounder>> MakeTorchScriptGrounder(const std::string& path) {
-  if (!std::filesystem::exists(path)) return absl::NotFoundError(absl::StrCat(path, ": no such TorchScript file"));
+  MFPO_RETURN_IF_ERROR(CheckRegularFile(path, "TorchScript file"));
   MFPO_ASSIGN_OR_RETURN(torch::jit::script::Module module,
                         CatchAll(absl::StrCat("loading TorchScript grounder ", path), [&] { return torch::jit::load(path); }));
   module.eval();

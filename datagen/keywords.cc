@@ -11,6 +11,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/file_util.h"
+#include "common/status_macros.h"
 #include "worker/object_text.h"
 
 namespace mfpo {
@@ -101,6 +103,7 @@ bool HasLetter(const std::string& w) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<WordVectors>> LoadGloveVectors(const std::string& path) {
+  MFPO_RETURN_IF_ERROR(CheckRegularFile(path, "word-vector file"));
   std::ifstream in(path);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open word-vector file"));
   auto out = std::make_unique<GloveVectors>();

@@ -53,6 +53,12 @@ void PerturbOptionsFromFlags(PerturbCommandOptions* o) {
   o->model_grounder.threshold = absl::GetFlag(FLAGS_heat_threshold);
 }
 
+std::vector<std::string> PerturbFlagNames() {
+  return {"manifest", "out",   "begin", "end",      "grounder", "random_fraction", "grounder_model", "vocab",
+          "word_vectors", "top_k", "alpha", "sigma", "feather", "keywords_from_question", "heat_threshold", "model",
+          "seed", "noise_step", "threads"};
+}
+
 const char* PerturbFlagsHelp() {
   return R"(  --manifest IN.jsonl --out DIR [--begin N --end M] [--threads N]
   --grounder regions|model|torchscript|random|global [--vocab vocab.txt] [--model LLAVA_DIR]

@@ -4,6 +4,9 @@
 #ifndef MFPO_DATAGEN_PERTURB_FLAGS_H_
 #define MFPO_DATAGEN_PERTURB_FLAGS_H_
 
+#include <string>
+#include <vector>
+
 #include "datagen/perturb_command.h"
 
 namespace mfpo {
@@ -13,6 +16,9 @@ void PerturbOptionsFromFlags(PerturbCommandOptions* options);
 
 // Help text of those flags, for usage messages.
 const char* PerturbFlagsHelp();
+
+// The names of the flags PerturbOptionsFromFlags reads.
+std::vector<std::string> PerturbFlagNames();
 
 }  // namespace mfpo
 

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -62,13 +63,6 @@ std::string ShardReportText(const ShardReport& r) {
                       "\n");
 }
 
-std::string RecordKey(const std::string& id) {
-  std::string safe;
-  for (char c : id) safe.push_back(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' ? c : '_');
-  if (safe.size() > 80) safe.resize(80);
-  return absl::StrFormat("%s-%08x", safe, static_cast<uint32_t>(SampleSeed(0, id)));
-}
-
 absl::StatusOr<PerturbedImage> PerturbImage(const cv::Mat& rgb, const std::string& text,
                                             const std::vector<PreferenceRegion>& regions, const std::string& seed_key,
                                             const PerturbOptions& options, Grounder& grounder,
@@ -101,14 +95,22 @@ absl::StatusOr<ShardReport> RunPerturbShard(const ShardOptions& shard, const Per
   }
 
   // Read the shard's records; lines that are not JSON objects are record errors too.
+  // Record ids name the output files: two records with one id would write one file twice and
+  // lose the other, so a duplicate anywhere in the manifest is an error of the whole input.
   std::vector<Job> jobs;
   std::vector<json> early_errors;
+  std::map<std::string, int> first_line;  // id -> line
   int64_t index = 0;
   MFPO_RETURN_IF_ERROR(ReadJsonl(
       shard.manifest,
       [&](int line, const json& j) -> absl::Status {
         const int64_t i = index++;
-        if (i >= shard.begin && (shard.end < 0 || i < shard.end)) jobs.push_back(MakeJob(line, j));
+        Job job = MakeJob(line, j);
+        auto [it, fresh] = first_line.emplace(job.id, line);
+        if (!fresh)
+          return absl::InvalidArgumentError(absl::StrCat("duplicate record id '", job.id, "' (first at line ", it->second,
+                                                         "); ids name the output files and must be unique"));
+        if (i >= shard.begin && (shard.end < 0 || i < shard.end)) jobs.push_back(std::move(job));
         return absl::OkStatus();
       },
       [&](int line, const std::string& why) {
@@ -132,14 +134,26 @@ absl::StatusOr<ShardReport> RunPerturbShard(const ShardOptions& shard, const Per
     const std::string& key = job.key;
     const fs::path done_file = out / "records" / (key + ".json");
     const fs::path error_file = out / "records" / (key + ".error.json");
-    if (fs::exists(done_file) || fs::exists(error_file)) {
+    std::error_code ec;
+    if (fs::is_regular_file(done_file, ec) || fs::is_regular_file(error_file, ec)) {
       ++c.skipped;
       return absl::OkStatus();
     }
     auto fail = [&](absl::string_view reason) {
       ++c.errors;
       return WriteFileAtomically(error_file.string(),
-                                 json{{"id", id}, {"line", job.line}, {"reason", std::string(reason)}}.dump() + "\n");
+                                 json{{"id", id}, {"line", job.line}, {"reason", std::string(reason)}}
+                                         .dump(-1, ' ', false, json::error_handler_t::replace) +
+                                     "\n");
+    };
+    // A failed write is this record's error when only its own path is blocked (a directory in
+    // the way, a name too long); a full disk or a read-only / forbidden output directory would
+    // fail every record, so it ends the shard.
+    auto write = [&](const fs::path& path, const std::string& bytes) -> absl::Status {
+      absl::Status s = WriteFileAtomically(path.string(), bytes);
+      if (s.ok() || IsStorageWideError(s)) return s;
+      MFPO_RETURN_IF_ERROR(fail(s.message()));
+      return absl::CancelledError("record failed");  // recorded; stops this record only
     };
     absl::StatusOr<PreferenceRecord> parsed = ParsePreferenceRecord(job.record);
     if (!parsed.ok()) return fail(parsed.status().message());
@@ -149,14 +163,17 @@ absl::StatusOr<ShardReport> RunPerturbShard(const ShardOptions& shard, const Per
     const std::string text = options.keywords_from_question ? parsed->question + "\n" + parsed->chosen : parsed->chosen;
     absl::StatusOr<PerturbedImage> p = PerturbImage(*rgb, text, parsed->regions, id, options, grounder, vectors);
     if (!p.ok()) return fail(p.status().message());
-    MFPO_ASSIGN_OR_RETURN(std::string rejected_png, EncodePng(p->rejected));
-    MFPO_ASSIGN_OR_RETURN(std::string mask_png, EncodePng(p->mask));
+    absl::StatusOr<std::string> rejected_png = EncodePng(p->rejected);
+    if (!rejected_png.ok()) return fail(rejected_png.status().message());
+    absl::StatusOr<std::string> mask_png = EncodePng(p->mask);
+    if (!mask_png.ok()) return fail(mask_png.status().message());
     const std::string rejected_rel = "rejected/" + key + ".png", mask_rel = "masks/" + key + ".png";
-    MFPO_RETURN_IF_ERROR(WriteFileAtomically((out / rejected_rel).string(), rejected_png));
-    MFPO_RETURN_IF_ERROR(WriteFileAtomically((out / mask_rel).string(), mask_png));
+    MFPO_RETURN_IF_ERROR(write(out / rejected_rel, *rejected_png));
+    MFPO_RETURN_IF_ERROR(write(out / mask_rel, *mask_png));
     PreferenceRecord r = *parsed;
     // Paths in the output manifest are relative to the output directory, like its own files.
-    r.image = fs::relative(fs::absolute(image_path), fs::absolute(out)).string();
+    r.image = fs::relative(fs::absolute(image_path, ec), fs::absolute(out, ec), ec).string();
+    if (ec || r.image.empty()) return fail(absl::StrCat(image_path.string(), ": cannot express relative to ", out.string()));
     r.rejected_image = rejected_rel;
     json line = PreferenceRecordToJson(r);
     for (auto it = parsed->extra.begin(); it != parsed->extra.end(); ++it)
@@ -167,39 +184,44 @@ absl::StatusOr<ShardReport> RunPerturbShard(const ShardOptions& shard, const Per
                             {"coverage", p->coverage}, {"fallback", p->fallback}, {"t", options.noise_step},
                             {"seed", p->seed},         {"feather", options.feather}, {"mask", mask_rel}};
     if (p->fallback) ++c.fallbacks;
-    MFPO_RETURN_IF_ERROR(WriteFileAtomically(done_file.string(), line.dump() + "\n"));
+    MFPO_RETURN_IF_ERROR(write(done_file, line.dump(-1, ' ', false, json::error_handler_t::replace) + "\n"));
     ++c.done;
     return absl::OkStatus();
   };
 
-  // Workers pull record indices; an I/O failure of the shard stops everyone.
+  // Workers pull record indices; a failure of the shard itself (disk full, output not writable)
+  // stops everyone, and the wait below ends when the last worker has left, whatever the reason.
   const int threads = shard.threads > 0 ? shard.threads : std::max(1u, std::thread::hardware_concurrency());
   std::atomic<size_t> next{0};
+  std::atomic<bool> stop{false};
   std::mutex error_mu;
-  absl::Status shard_error;
+  absl::Status shard_error;  // guarded by error_mu
   const auto t0 = Clock::now();
   auto worker = [&] {
-    for (size_t i = next++; i < jobs.size(); i = next++) {
-      {
-        std::lock_guard<std::mutex> lock(error_mu);
-        if (!shard_error.ok()) return;
-      }
+    for (size_t i = next++; i < jobs.size() && !stop.load(); i = next++) {
       ++c.in_flight;
       const auto r0 = Clock::now();
       absl::Status s = CatchAll("record", [&] { return process(jobs[i]); });
       if (c.observe_record) c.observe_record(std::chrono::duration<double>(Clock::now() - r0).count());
       --c.in_flight;
-      if (!s.ok()) {
+      if (!s.ok() && !absl::IsCancelled(s)) {
         std::lock_guard<std::mutex> lock(error_mu);
-        if (shard_error.ok()) shard_error = s;
+        if (shard_error.ok()) shard_error = Annotate(s, absl::StrCat("record '", jobs[i].id, "'"));
+        stop = true;
       }
     }
   };
+  const int n_workers = std::min<int>(threads, std::max<size_t>(1, jobs.size()));
   std::vector<std::thread> pool;
-  for (int t = 0; t < std::min<int>(threads, std::max<size_t>(1, jobs.size())); ++t) pool.emplace_back(worker);
+  std::atomic<int> running{n_workers};
+  for (int t = 0; t < n_workers; ++t)
+    pool.emplace_back([&] {
+      worker();
+      --running;
+    });
   // Progress: a log line every 5 s with rates and ETA.
   auto last = Clock::now();
-  while (next.load() < jobs.size() || c.in_flight.load() > 0) {
+  while (running.load() > 0) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     if (std::chrono::duration<double>(Clock::now() - last).count() >= 5) {
       last = Clock::now();
@@ -213,7 +235,13 @@ absl::StatusOr<ShardReport> RunPerturbShard(const ShardOptions& shard, const Per
     }
   }
   for (auto& t : pool) t.join();
-  MFPO_RETURN_IF_ERROR(shard_error);
+  {
+    std::lock_guard<std::mutex> lock(error_mu);
+    if (!shard_error.ok()) {
+      spdlog::error("datagen: shard stopped: {}", std::string(shard_error.message()));
+      return Annotate(shard_error, "shard stopped (finished records are kept; rerun to continue)");
+    }
+  }
   report.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
 
   // Assemble the shard's manifest and error list in input order from the per-record files.
@@ -224,12 +252,17 @@ absl::StatusOr<ShardReport> RunPerturbShard(const ShardOptions& shard, const Per
   }
   for (const Job& job : jobs) {
     const fs::path base = out / "records" / job.key;
-    if (fs::exists(base.string() + ".json")) {
+    std::error_code ec;
+    if (fs::is_regular_file(base.string() + ".json", ec)) {
       MFPO_ASSIGN_OR_RETURN(std::string line, ReadFileToString(base.string() + ".json"));
+      absl::StatusOr<json> record = ParseJson(line);
+      if (!record.ok() || !record->is_object())
+        return absl::DataLossError(absl::StrCat(base.string(), ".json: corrupt record file (delete it to redo the record)"));
       manifest_text += line;
       ++report.done;
-      report.fallbacks += json::parse(line)["perturbation"]["fallback"].get<bool>() ? 1 : 0;
-    } else if (fs::exists(base.string() + ".error.json")) {
+      const json* fallback = record->contains("perturbation") ? &(*record)["perturbation"] : nullptr;
+      report.fallbacks += fallback != nullptr && fallback->is_object() && fallback->value("fallback", false) ? 1 : 0;
+    } else if (fs::is_regular_file(base.string() + ".error.json", ec)) {
       MFPO_ASSIGN_OR_RETURN(std::string line, ReadFileToString(base.string() + ".error.json"));
       errors_text += line;
       ++report.errors;

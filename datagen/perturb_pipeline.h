@@ -86,9 +86,6 @@ absl::StatusOr<PerturbedImage> PerturbImage(const cv::Mat& rgb, const std::strin
                                             const PerturbOptions& options, Grounder& grounder,
                                             const WordVectors* vectors);
 
-// The file-safe key of a record id (see the layout above).
-std::string RecordKey(const std::string& id);
-
 }  // namespace mfpo
 
 #endif  // MFPO_DATAGEN_PERTURB_PIPELINE_H_

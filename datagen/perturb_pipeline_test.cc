@@ -22,9 +22,12 @@
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
 #include "common/image.h"
+#include "common/metrics_server.h"
+#include "common/metrics_test_util.h"
 #include "datagen/datagen_metrics.h"
 #include "datagen/diffusion_noise.h"
 #include "datagen/scene_world.h"
+#include "tests/cli_runner.h"
 
 namespace mfpo {
 namespace {
@@ -273,9 +276,10 @@ TEST_F(PerturbPipelineTest, WorkerResumesAfterAKill) {
   EXPECT_FALSE(fs::exists(killed / "manifest.jsonl")) << "killed before the end: no manifest yet";
   // Leftover temporary files of the in-flight records are harmless; rerun to the end.
   for (const fs::path& out : {killed, clean}) {
-    const pid_t p = spawn(command(out));
-    ::waitpid(p, &status, 0);
-    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+    std::string line;
+    for (const auto& a : command(out)) line += ShellQuote(a) + " ";
+    Result r = RunShell(line, 300);
+    ASSERT_EQ(r.code, 0) << out << "\n" << r.all;
   }
   const auto a = ReadFileToString((killed / "manifest.jsonl").string());
   const auto b = ReadFileToString((clean / "manifest.jsonl").string());
@@ -289,6 +293,92 @@ TEST_F(PerturbPipelineTest, WorkerResumesAfterAKill) {
     ++compared;
   }
   EXPECT_GT(compared, 100);
+}
+
+// Two records with one id would write one set of files twice and lose the other record.
+TEST_F(PerturbPipelineTest, DuplicateIdsAreAnErrorOfTheInput) {
+  const fs::path dir = *root_ / "duplicates";
+  fs::create_directories(dir);
+  fs::copy_file(*root_ / "world" / "images" / "train-0.png", dir / "img.png");
+  const json record = {{"id", "same"}, {"image", "img.png"}, {"question", "Q"}, {"chosen", "A red ball."}, {"rejected", "r"}};
+  std::ofstream(dir / "in.jsonl") << record.dump() << "\n" << record.dump() << "\n";
+  auto report = RunOnDir(dir);
+  ASSERT_FALSE(report.ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(report.status())) << report.status();
+  EXPECT_TRUE(absl::StrContains(report.status().message(), "in.jsonl:2: duplicate record id 'same' (first at line 1)"))
+      << report.status();
+}
+
+// One record's output path is blocked by a directory and another's input is a directory: those
+// two records fail, the others are written, and the run ends (it used to wait forever).
+TEST_F(PerturbPipelineTest, ARecordThatCannotBeWrittenOrReadFailsAloneWithoutAHang) {
+  const fs::path dir = *root_ / "blocked";
+  fs::create_directories(dir);
+  std::ofstream in(dir / "in.jsonl");
+  for (int i = 0; i < 6; ++i) {
+    const std::string image = absl::StrCat("train-", i, ".png");
+    fs::copy_file(*root_ / "world" / "images" / image, dir / image);
+    in << json{{"id", absl::StrCat("r", i)}, {"image", i == 4 ? "." : image}, {"question", "Q"},
+               {"chosen", "A red ball and a blue car."}, {"rejected", "r"}}.dump() << "\n";
+  }
+  in.close();
+  fs::create_directories(dir / "out" / "rejected" / (RecordKey("r2") + ".png"));
+  Result r = RunShell(absl::StrCat(MFPO_DATAGEN_TOOL, " --manifest ", (dir / "in.jsonl").string(), " --out ",
+                                   (dir / "out").string(), " --threads 2 --vocab ",
+                                   (*root_ / "world" / "vocab.txt").string()),
+                      120);
+  ASSERT_EQ(r.code, 0) << r.all;
+  EXPECT_TRUE(absl::StrContains(r.out, "records 6, written 4, skipped 0, errors 2")) << r.all;
+  auto errors = Lines((dir / "out" / "manifest.errors.jsonl").string());
+  ASSERT_EQ(errors.size(), 2u);
+  EXPECT_EQ(errors[0]["id"], "r2");
+  EXPECT_TRUE(absl::StrContains(errors[0]["reason"].get<std::string>(), "Is a directory")) << errors[0];
+  EXPECT_EQ(errors[1]["id"], "r4");
+  EXPECT_TRUE(absl::StrContains(errors[1]["reason"].get<std::string>(), "is a directory")) << errors[1];
+}
+
+// A full disk (simulated with a file-size limit: writes fail with EFBIG) ends the shard with an
+// error naming the cause; a rerun with space finishes and matches an undisturbed run.
+TEST_F(PerturbPipelineTest, AFullDiskEndsTheShardWithAnErrorAndARerunContinues) {
+  const fs::path full = *root_ / "full", clean = *root_ / "full_clean";
+  auto command = [&](const fs::path& out) {
+    return absl::StrCat(MFPO_DATAGEN_TOOL, " --manifest ", (*root_ / "world" / "train.jsonl").string(), " --end 12 --out ",
+                        out.string(), " --threads 2 --vocab ", (*root_ / "world" / "vocab.txt").string());
+  };
+  Result failed = RunShell("ulimit -f 2; " + command(full), 120);
+  EXPECT_EQ(failed.code, 1) << failed.all;
+  EXPECT_TRUE(absl::StrContains(failed.all, "File too large")) << failed.all;
+  EXPECT_TRUE(absl::StrContains(failed.all, "shard stopped")) << failed.all;
+  EXPECT_FALSE(fs::exists(full / "manifest-0-12.jsonl"));
+  ASSERT_FALSE(fs::exists(full / "records") && !fs::is_empty(full / "records") &&
+               [&] {
+                 for (const auto& e : fs::directory_iterator(full / "records"))
+                   if (absl::EndsWith(e.path().string(), ".error.json")) return true;
+                 return false;
+               }())
+      << "a full disk must not be recorded as record errors (a rerun would skip those records)";
+  Result rerun = RunShell(command(full), 120);
+  ASSERT_EQ(rerun.code, 0) << rerun.all;
+  Result reference = RunShell(command(clean), 120);
+  ASSERT_EQ(reference.code, 0) << reference.all;
+  EXPECT_EQ(ReadFileToString((full / "manifest-0-12.jsonl").string()).value_or("a"),
+            ReadFileToString((clean / "manifest-0-12.jsonl").string()).value_or("b"));
+  for (const auto& e : fs::recursive_directory_iterator(full))
+    EXPECT_FALSE(absl::StrContains(e.path().filename().string(), ".tmp")) << e.path();
+}
+
+// The worker's /metrics endpoint in a process that links LibTorch and OpenBLAS (whose static TLS
+// kept prometheus-cpp's civetweb threads from starting).
+TEST_F(PerturbPipelineTest, MetricsEndpointServesNextToLibTorch) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  DatagenMetrics metrics(*registry);
+  PerturbCounters counters;
+  counters.done = 3;
+  metrics.Sync(counters);
+  auto server = MetricsServer::Start("127.0.0.1:0", registry);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::string body = HttpGet((*server)->port(), "/metrics");
+  EXPECT_TRUE(absl::StrContains(body, "mfpo_datagen_records_total{result=\"ok\"} 3")) << body;
 }
 
 }  // namespace

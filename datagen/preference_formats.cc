@@ -1,6 +1,7 @@
 #include "datagen/preference_formats.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -11,8 +12,13 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/file_util.h"
 #include "common/image.h"
+#include "common/jsonl.h"
 #include "common/status_macros.h"
+#include "common/torch_seam.h"
+#include "datagen/diffusion_noise.h"
 
 namespace mfpo {
 namespace fs = std::filesystem;
@@ -21,6 +27,12 @@ using json = nlohmann::json;
 namespace {
 
 absl::Status Bad(absl::string_view why) { return absl::InvalidArgumentError(why); }
+
+// Region coordinates are pixels: finite and far inside int range (a cast of 1e300 is undefined).
+constexpr double kMaxCoordinate = 1 << 20;
+bool IsCoordinate(const json& v) {
+  return v.is_number() && std::isfinite(v.get<double>()) && std::abs(v.get<double>()) <= kMaxCoordinate;
+}
 
 absl::StatusOr<std::string> RequiredString(const json& j, const char* key) {
   if (!j.contains(key)) return Bad(absl::StrCat("missing field '", key, "'"));
@@ -67,27 +79,46 @@ const char* ExtensionFor(const std::string& bytes) {
   return nullptr;
 }
 
+// A line's converted record, with the image bytes to write when the input carried them.
+struct Converted {
+  PreferenceRecord record;
+  std::string image_bytes;  // empty: record.image is an existing file
+  const char* extension = nullptr;
+};
+
+bool LooksLikeBase64(const std::string& s) {
+  if (s.size() < 64) return false;
+  for (unsigned char c : s)
+    if (!std::isalnum(c) && c != '+' && c != '/' && c != '=' && c != '\n' && c != '\r') return false;
+  return true;
+}
+
 class Importer {
  public:
-  Importer(ImportFormat format, const std::string& in_path, const std::string& out_path)
-      : format_(format), in_dir_(fs::absolute(in_path).parent_path()),
-        stem_(fs::path(out_path).stem().string()), out_dir_(fs::absolute(out_path).parent_path()) {}
+  Importer(ImportFormat format, const fs::path& in_dir, const ImageLimits& limits)
+      : format_(format), in_dir_(in_dir), limits_(limits) {}
 
   // One input object -> native records (VLFeedback may yield none: ties).
-  absl::StatusOr<std::vector<PreferenceRecord>> Convert(const json& j, int line) {
-    const std::string fallback_id = absl::StrCat(stem_, "-", line);
-    PreferenceRecord r;
+  absl::StatusOr<std::vector<Converted>> Convert(const json& j, int line, const std::string& stem) {
+    const std::string fallback_id = absl::StrCat(stem, "-", line);
+    Converted out;
+    PreferenceRecord& r = out.record;
     r.id = RecordId(j, fallback_id);
+    const json* image = nullptr;
     switch (format_) {
       case ImportFormat::kNative: {
         MFPO_ASSIGN_OR_RETURN(r, ParsePreferenceRecord(j));
-        MFPO_ASSIGN_OR_RETURN(r.image, ResolveImage(j["image"], r.id));
-        return std::vector<PreferenceRecord>{r};
+        image = &j["image"];
+        break;
       }
       case ImportFormat::kRlhfV: {
         if (!j.contains("text")) return Bad("missing field 'text'");
-        json text = j["text"].is_string() ? json::parse(j["text"].get<std::string>(), nullptr, false) : j["text"];
-        if (text.is_discarded() || !text.is_object()) return Bad("field 'text' is not a JSON object (or a string holding one)");
+        json text = j["text"];
+        if (text.is_string()) {
+          absl::StatusOr<json> inner = ParseJson(j["text"].get<std::string>());
+          text = inner.ok() ? std::move(*inner) : json();
+        }
+        if (!text.is_object()) return Bad("field 'text' is not a JSON object (or a string holding one)");
         MFPO_ASSIGN_OR_RETURN(r.question, RequiredString(text, "question"));
         MFPO_ASSIGN_OR_RETURN(r.chosen, RequiredString(text, "chosen"));
         MFPO_ASSIGN_OR_RETURN(r.rejected, RequiredString(text, "rejected"));
@@ -101,38 +132,45 @@ class Importer {
           if (j.contains(k)) r.extra[k] = j[k];
         break;
       }
-      case ImportFormat::kVlFeedback:
-        return ConvertVlFeedback(j, r);
+      case ImportFormat::kVlFeedback: {
+        MFPO_ASSIGN_OR_RETURN(bool kept, ConvertVlFeedback(j, r));
+        if (!kept) return std::vector<Converted>{};
+        break;
+      }
       case ImportFormat::kHuggingFace: {
         if (!j.contains("prompt")) return Bad("missing field 'prompt'");
         r.question = TextOf(j["prompt"]);
-        if (r.question.empty()) return Bad("field 'prompt' has no text");
+        if (absl::StripAsciiWhitespace(r.question).empty()) return Bad("field 'prompt' has no text");
         for (auto [key, dst] : {std::pair<const char*, std::string*>{"chosen", &r.chosen}, {"rejected", &r.rejected}}) {
           if (!j.contains(key)) return Bad(absl::StrCat("missing field '", key, "'"));
           *dst = TextOf(j[key]);
-          if (dst->empty()) return Bad(absl::StrCat("field '", key, "' has no text"));
+          if (absl::StripAsciiWhitespace(*dst).empty()) return Bad(absl::StrCat("field '", key, "' has no text"));
         }
-        json image;
-        if (j.contains("images") && j["images"].is_array() && !j["images"].empty()) image = j["images"][0];
-        else if (j.contains("image")) image = j["image"];
+        if (j.contains("images") && j["images"].is_array() && !j["images"].empty()) image = &j["images"][0];
+        else if (j.contains("image")) image = &j["image"];
         else return Bad("missing field 'images'");
-        MFPO_ASSIGN_OR_RETURN(r.image, ResolveImage(image, r.id));
-        return std::vector<PreferenceRecord>{r};
+        break;
       }
     }
-    if (!j.contains("image")) return Bad("missing field 'image'");
-    MFPO_ASSIGN_OR_RETURN(r.image, ResolveImage(j["image"], r.id));
-    return std::vector<PreferenceRecord>{r};
+    if (image == nullptr) {
+      if (!j.contains("image")) return Bad("missing field 'image'");
+      image = &j["image"];
+    }
+    MFPO_RETURN_IF_ERROR(ResolveImage(*image, &out));
+    std::vector<Converted> v;
+    v.push_back(std::move(out));
+    return v;
   }
 
   int64_t dropped_ties = 0;
 
  private:
-  absl::StatusOr<std::vector<PreferenceRecord>> ConvertVlFeedback(const json& j, PreferenceRecord r) {
+  // False when the sample is dropped (all rated completions tie).
+  absl::StatusOr<bool> ConvertVlFeedback(const json& j, PreferenceRecord& r) {
     MFPO_ASSIGN_OR_RETURN(r.question, RequiredString(j, "prompt"));
     if (!j.contains("completions") || !j["completions"].is_array())
       return Bad("field 'completions' must be a list");
-    double best = -1e9, worst = 1e9;
+    double best = 0, worst = 0;
     std::string best_text, worst_text;
     int rated = 0;
     for (size_t i = 0; i < j["completions"].size(); ++i) {
@@ -150,33 +188,34 @@ class Importer {
           } else {
             continue;  // "N/A" and the like
           }
+          if (!std::isfinite(v)) return Bad(absl::StrCat("completion ", i, " has a non-finite rating"));
           sum += v;
           ++n;
         }
       }
       if (n == 0) continue;
-      ++rated;
+      const std::string text = c["response"].get<std::string>();
+      if (absl::StripAsciiWhitespace(text).empty()) return Bad(absl::StrCat("completion ", i, " has an empty response"));
       const double mean = sum / n;
-      if (mean > best) best = mean, best_text = c["response"].get<std::string>();
-      if (mean < worst) worst = mean, worst_text = c["response"].get<std::string>();
+      if (rated == 0 || mean > best) best = mean, best_text = text;
+      if (rated == 0 || mean < worst) worst = mean, worst_text = text;
+      ++rated;
     }
     if (rated < 2) return Bad("fewer than two rated completions");
     if (best == worst) {
       ++dropped_ties;
-      return std::vector<PreferenceRecord>{};
+      return false;
     }
     r.chosen = best_text;
     r.rejected = worst_text;
     r.extra["chosen_rating"] = best;
     r.extra["rejected_rating"] = worst;
-    if (!j.contains("image")) return Bad("missing field 'image'");
-    MFPO_ASSIGN_OR_RETURN(r.image, ResolveImage(j["image"], r.id));
-    return std::vector<PreferenceRecord>{r};
+    return true;
   }
 
-  // An image as a path (checked to exist), {"path"} or {"bytes": base64}, or a data: URI or
-  // bare base64 string; bytes are written under <out>_images/.
-  absl::StatusOr<std::string> ResolveImage(const json& v, const std::string& id) {
+  // An image as a path (relative to the input), {"path"} or {"bytes": base64}, a data: URI or
+  // bare base64 text. Either way it must decode; bytes are kept for the caller to write.
+  absl::Status ResolveImage(const json& v, Converted* out) {
     std::string path, b64;
     if (v.is_object()) {
       if (v.contains("bytes") && v["bytes"].is_string()) b64 = v["bytes"].get<std::string>();
@@ -186,7 +225,7 @@ class Importer {
       const std::string s = v.get<std::string>();
       const size_t comma = s.find(";base64,");
       if (absl::StartsWith(s, "data:") && comma != std::string::npos) b64 = s.substr(comma + 8);
-      else if (s.size() > 256 && s.find('/') == std::string::npos) b64 = s;
+      else if (LooksLikeBase64(s) && !fs::exists(in_dir_ / s, ec_)) b64 = s;
       else path = s;
     } else {
       return Bad("field 'image' must be a path, an object or base64 text");
@@ -194,30 +233,43 @@ class Importer {
     if (!b64.empty()) {
       std::string bytes;
       if (!absl::Base64Unescape(b64, &bytes) || bytes.empty()) return Bad("image bytes are not valid base64");
-      const char* ext = ExtensionFor(bytes);
-      if (ext == nullptr) return Bad("image bytes are not a PNG, JPEG or WebP file");
-      const fs::path dir = out_dir_ / (stem_ + "_images");
-      std::error_code ec;
-      fs::create_directories(dir, ec);
-      std::string safe = id;
-      for (char& c : safe)
-        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') c = '_';
-      const fs::path file = dir / (safe + ext);
-      std::ofstream out(file, std::ios::binary);
-      out << bytes;
-      if (!out) return absl::InternalError(absl::StrCat(file.string(), ": write failed"));
-      return fs::relative(file, out_dir_).string();
+      out->extension = ExtensionFor(bytes);
+      if (out->extension == nullptr) return Bad("image bytes are not a PNG, JPEG or WebP file");
+      MFPO_RETURN_IF_ERROR(DecodeImage(bytes, "image bytes", limits_).status());
+      out->image_bytes = std::move(bytes);
+      return absl::OkStatus();
     }
     if (path.empty()) return Bad("field 'image' is empty");
     const fs::path p = fs::path(path).is_absolute() ? fs::path(path) : in_dir_ / path;
-    if (!fs::is_regular_file(p)) return absl::NotFoundError(absl::StrCat("image file not found: ", p.string()));
-    return fs::absolute(p).lexically_normal().string();
+    // ReadImageFile refuses what is missing, not a file, too large or undecodable, by name.
+    MFPO_RETURN_IF_ERROR(ReadImageFile(p.string(), limits_).status());
+    out->record.image = fs::absolute(p, ec_).lexically_normal().string();
+    return absl::OkStatus();
   }
 
   ImportFormat format_;
   fs::path in_dir_;
-  std::string stem_;
-  fs::path out_dir_;
+  ImageLimits limits_;
+  std::error_code ec_;
+};
+
+// Removes what an import run wrote when it cannot finish: nothing half-done stays behind.
+class ImportOutputs {
+ public:
+  ~ImportOutputs() {
+    if (committed_) return;
+    std::error_code ec;
+    for (const auto& f : files_) fs::remove(f, ec);
+    if (made_dir_) fs::remove(dir_, ec);  // only if empty
+  }
+  void Add(const fs::path& f) { files_.push_back(f); }
+  void SetImageDir(const fs::path& dir, bool made) { dir_ = dir, made_dir_ = made; }
+  void Commit() { committed_ = true; }
+
+ private:
+  std::vector<fs::path> files_;
+  fs::path dir_;
+  bool made_dir_ = false, committed_ = false;
 };
 
 }  // namespace
@@ -245,8 +297,8 @@ absl::StatusOr<PreferenceRecord> ParsePreferenceRecord(const json& j) {
         if (!poly.is_array() || poly.size() < 3)
           return Bad(absl::StrCat("regions[", i, "].polygon must be a list of at least 3 [x, y] points"));
         for (size_t k = 0; k < poly.size(); ++k) {
-          if (!poly[k].is_array() || poly[k].size() != 2 || !poly[k][0].is_number() || !poly[k][1].is_number())
-            return Bad(absl::StrCat("regions[", i, "].polygon[", k, "] must be [x, y]"));
+          if (!poly[k].is_array() || poly[k].size() != 2 || !IsCoordinate(poly[k][0]) || !IsCoordinate(poly[k][1]))
+            return Bad(absl::StrCat("regions[", i, "].polygon[", k, "] must be [x, y] with |x|, |y| <= ", kMaxCoordinate));
           region.polygon.push_back({static_cast<int>(poly[k][0].get<double>()), static_cast<int>(poly[k][1].get<double>())});
         }
         region.box = {region.polygon[0][0], region.polygon[0][1], region.polygon[0][0], region.polygon[0][1]};
@@ -260,7 +312,8 @@ absl::StatusOr<PreferenceRecord> ParsePreferenceRecord(const json& j) {
         if (!g["box"].is_array() || g["box"].size() != 4)
           return Bad(absl::StrCat("regions[", i, "].box must be [x0, y0, x1, y1]"));
         for (int k = 0; k < 4; ++k) {
-          if (!g["box"][k].is_number()) return Bad(absl::StrCat("regions[", i, "].box must hold numbers"));
+          if (!IsCoordinate(g["box"][k]))
+            return Bad(absl::StrCat("regions[", i, "].box must hold numbers with absolute value <= ", kMaxCoordinate));
           region.box[k] = static_cast<int>(g["box"][k].get<double>());
         }
       }
@@ -305,45 +358,74 @@ absl::StatusOr<ImportFormat> ParseImportFormat(const std::string& name) {
   return Bad(absl::StrCat("--format: '", name, "' is not one of native, rlhf-v, rlaif-v, vlfeedback, hf"));
 }
 
+std::string RecordKey(const std::string& id) {
+  std::string safe;
+  for (char c : id) safe.push_back(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' ? c : '_');
+  if (safe.size() > 80) safe.resize(80);
+  return absl::StrFormat("%s-%08x", safe, static_cast<uint32_t>(SampleSeed(0, id)));
+}
+
 absl::StatusOr<ImportReport> ImportPreferences(ImportFormat format, const std::string& in_path,
-                                               const std::string& out_path) {
+                                               const std::string& out_path, const ImageLimits& limits) {
+  MFPO_RETURN_IF_ERROR(CheckRegularFile(in_path, "input"));
+  std::error_code ec;
+  if (fs::is_directory(out_path, ec))
+    return absl::InvalidArgumentError(absl::StrCat(out_path, ": is a directory; give the output JSONL file"));
   std::ifstream in(in_path);
   if (!in) return absl::NotFoundError(absl::StrCat(in_path, ": cannot open"));
+  const fs::path out_dir = fs::absolute(out_path, ec).parent_path();
+  const std::string stem = fs::path(out_path).stem().string();
+  const fs::path image_dir = out_dir / (stem + "_images");
+  ImportOutputs outputs;  // removed again unless the import completes
   const std::string tmp = out_path + ".tmp";
-  std::ofstream out(tmp);
-  if (!out) return absl::InternalError(absl::StrCat(tmp, ": cannot write"));
-  Importer importer(format, in_path, out_path);
+  outputs.Add(tmp);
+  std::string text;  // the output, written once at the end
+  Importer importer(format, fs::absolute(in_path, ec).parent_path(), limits);
   ImportReport report;
   std::set<std::string> ids;
   std::string line;
   for (int n = 1; std::getline(in, line); ++n) {
     if (absl::StripAsciiWhitespace(line).empty()) continue;
-    json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded() || !j.is_object()) {
-      report.errors.push_back({n, "malformed JSON (not an object on one line)"});
+    absl::StatusOr<json> j = ParseJson(line);
+    if (!j.ok() || !j->is_object()) {
+      report.errors.push_back({n, absl::StrCat("malformed JSON (", j.ok() ? "not an object on one line" : j.status().message(), ")")});
       continue;
     }
-    absl::StatusOr<std::vector<PreferenceRecord>> records = importer.Convert(j, n);
+    absl::StatusOr<std::vector<Converted>> records = CatchAll("line", [&] { return importer.Convert(*j, n, stem); });
     if (!records.ok()) {
-      if (absl::IsInternal(records.status())) return records.status();
       report.errors.push_back({n, std::string(records.status().message())});
       continue;
     }
-    for (const PreferenceRecord& r : *records) {
+    for (Converted& c : *records) {
+      PreferenceRecord& r = c.record;
       if (!ids.insert(r.id).second) {
         report.errors.push_back({n, absl::StrCat("duplicate id '", r.id, "'")});
         continue;
       }
-      out << PreferenceRecordToJson(r).dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
+      if (!c.image_bytes.empty()) {
+        if (!fs::is_directory(image_dir, ec)) {
+          fs::create_directories(image_dir, ec);
+          if (ec) return absl::InternalError(absl::StrCat(image_dir.string(), ": ", ec.message()));
+          outputs.SetImageDir(image_dir, true);
+        }
+        const fs::path file = image_dir / (RecordKey(r.id) + c.extension);
+        absl::Status written = WriteFileAtomically(file.string(), c.image_bytes);
+        if (!written.ok()) {
+          if (IsStorageWideError(written)) return written;
+          report.errors.push_back({n, std::string(written.message())});
+          continue;
+        }
+        outputs.Add(file);
+        r.image = fs::relative(file, out_dir, ec).string();
+      }
+      text += PreferenceRecordToJson(r).dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
       ++report.imported;
     }
   }
+  if (in.bad()) return absl::DataLossError(absl::StrCat(in_path, ": read failed"));
   report.dropped_ties = importer.dropped_ties;
-  out.close();
-  if (!out) return absl::InternalError(absl::StrCat(tmp, ": write failed"));
-  std::error_code ec;
-  fs::rename(tmp, out_path, ec);
-  if (ec) return absl::InternalError(absl::StrCat(out_path, ": ", ec.message()));
+  MFPO_RETURN_IF_ERROR(WriteFileAtomically(out_path, text));
+  outputs.Commit();
   return report;
 }
 

@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/image.h"
 
 namespace mfpo {
 
@@ -35,6 +36,11 @@ struct PreferenceRecord {
 absl::StatusOr<PreferenceRecord> ParsePreferenceRecord(const nlohmann::json& j);
 nlohmann::json PreferenceRecordToJson(const PreferenceRecord& r);
 
+// The file-safe key of a record id, used to name the files made for it: the id with characters
+// other than [A-Za-z0-9_-] replaced by '_', cut to 80 bytes, plus a hash of the whole id (ids
+// may differ only in characters the replacement maps together, or after byte 80).
+std::string RecordKey(const std::string& id);
+
 enum class ImportFormat { kNative, kRlhfV, kRlaifV, kVlFeedback, kHuggingFace };
 absl::StatusOr<ImportFormat> ParseImportFormat(const std::string& name);
 
@@ -48,14 +54,15 @@ struct ImportReport {
   std::vector<ImportError> errors;
 };
 
-// Reads `in_path` (JSONL) in `format`, writes native records to `out_path` (JSONL). Images given
-// as bytes (base64) are written to `<out_path without .jsonl>_images/`; image files are checked
-// to exist (relative paths resolve against the input's directory) and written as absolute
-// paths. A bad line (malformed JSON, missing field, missing or undecodable image, duplicate id)
-// is recorded in the report and skipped; the other lines still import. Only I/O failures of the
-// output are returned as errors.
+// Reads `in_path` (JSONL) in `format`, writes native records to `out_path` (JSONL). Every image
+// is decoded (within `limits`). Images given as bytes (base64) are written to
+// `<out_path without .jsonl>_images/<RecordKey(id)>.<ext>`; image files (relative paths resolve
+// against the input's directory) are written as absolute paths. A bad line (malformed JSON,
+// missing field, non-finite rating, missing or undecodable image, duplicate id) is recorded in
+// the report and skipped; the other lines still import. Only failures of the output (disk full,
+// not writable) are returned as errors, and then nothing of this run is left behind.
 absl::StatusOr<ImportReport> ImportPreferences(ImportFormat format, const std::string& in_path,
-                                               const std::string& out_path);
+                                               const std::string& out_path, const ImageLimits& limits = {});
 
 }  // namespace mfpo
 

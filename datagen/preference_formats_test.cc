@@ -159,3 +159,78 @@ TEST(ImportFormats, NamesAndMissingInput) {
 
 }  // namespace
 }  // namespace mfpo
+
+namespace mfpo {
+namespace {
+
+TEST_F(ImportTest, HostileLinesAreThatLinesErrorsAndLeaveNothingBehind) {
+  const std::string long_id(300, 'x');  // longer than a file name may be
+  const std::string in = Write({
+      // A documented image form: bare base64 in "image" (it contains '/', like most base64).
+      R"({"id": "bare", "image": ")" + png_b64_ + R"(", "question": "Q", "chosen": "c", "rejected": "r"})",
+      R"({"id": ")" + long_id + R"(", "image": {"bytes": ")" + png_b64_ + R"("}, "question": "Q", "chosen": "c", "rejected": "r"})",
+      // Rejected for a duplicate id: its image must not be written.
+      R"({"id": "bare", "image": {"bytes": ")" + png_b64_ + R"("}, "question": "Q2", "chosen": "c", "rejected": "r"})",
+      // A path that is not an image, one that is a directory, and deep nesting.
+      R"({"id": "text", "image": "in.jsonl", "question": "Q", "chosen": "c", "rejected": "r"})",
+      R"({"id": "dir", "image": ".", "question": "Q", "chosen": "c", "rejected": "r"})",
+      R"({"id": "deep", "image": "img.png", "question": "Q", "chosen": "c", "rejected": "r", "x": )" +
+          std::string(10000, '[') + std::string(10000, ']') + "}",
+      // PNG magic but not a PNG.
+      R"({"id": "fake", "image": {"bytes": ")" + absl::Base64Escape("\x89PNG\r\n\x1a\nnot really") +
+          R"("}, "question": "Q", "chosen": "c", "rejected": "r"})",
+  });
+  auto report = Import(ImportFormat::kRlaifV, in);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->imported, 2);
+  ASSERT_EQ(report->errors.size(), 5u);
+  EXPECT_TRUE(absl::StrContains(report->errors[0].reason, "duplicate id 'bare'"));
+  EXPECT_TRUE(absl::StrContains(report->errors[1].reason, "undecodable")) << report->errors[1].reason;
+  EXPECT_TRUE(absl::StrContains(report->errors[2].reason, "is a directory")) << report->errors[2].reason;
+  EXPECT_TRUE(absl::StrContains(report->errors[3].reason, "nested deeper")) << report->errors[3].reason;
+  EXPECT_TRUE(absl::StrContains(report->errors[4].reason, "undecodable")) << report->errors[4].reason;
+  auto out = Output();
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_TRUE(fs::is_regular_file(dir_ / out[0]["image"].get<std::string>())) << out[0];
+  EXPECT_TRUE(fs::is_regular_file(dir_ / out[1]["image"].get<std::string>())) << out[1];
+  EXPECT_EQ(out[1]["id"], long_id);
+  int images = 0, temporaries = 0;
+  for (const auto& e : fs::recursive_directory_iterator(dir_)) {
+    images += e.path().parent_path().filename() == "out_images";
+    temporaries += absl::StrContains(e.path().filename().string(), ".tmp");
+  }
+  EXPECT_EQ(images, 2) << "an image of a rejected line was written";
+  EXPECT_EQ(temporaries, 0);
+}
+
+TEST_F(ImportTest, VlFeedbackNonFiniteRatingsAreRejected) {
+  const std::string in = Write({
+      R"({"id": "n1", "image": "img.png", "prompt": "Describe.", "completions": [
+          {"response": "a", "annotations": {"Helpfulness": {"Rating": "nan"}}},
+          {"response": "b", "annotations": {"Helpfulness": {"Rating": "nan"}}}]})",
+      R"({"id": "n2", "image": "img.png", "prompt": "Describe.", "completions": [
+          {"response": "a", "annotations": {"Helpfulness": {"Rating": "inf"}}},
+          {"response": "b", "annotations": {"Helpfulness": {"Rating": 2}}}]})",
+      R"({"id": "n3", "image": "img.png", "prompt": "Describe.", "completions": [
+          {"response": "", "annotations": {"Helpfulness": {"Rating": 5}}},
+          {"response": "b", "annotations": {"Helpfulness": {"Rating": 2}}}]})",
+  });
+  auto report = Import(ImportFormat::kVlFeedback, in);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->imported, 0);
+  ASSERT_EQ(report->errors.size(), 3u);
+  EXPECT_TRUE(absl::StrContains(report->errors[0].reason, "non-finite rating")) << report->errors[0].reason;
+  EXPECT_TRUE(absl::StrContains(report->errors[1].reason, "non-finite rating")) << report->errors[1].reason;
+  EXPECT_TRUE(absl::StrContains(report->errors[2].reason, "empty response")) << report->errors[2].reason;
+}
+
+TEST_F(ImportTest, InputsThatAreNotFilesAreRefused) {
+  EXPECT_TRUE(absl::IsInvalidArgument(Import(ImportFormat::kNative, dir_.string()).status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(Import(ImportFormat::kNative, "/dev/null").status()));
+  const std::string in = Write({R"({"id": "a", "image": "img.png", "question": "Q", "chosen": "c", "rejected": "r"})"});
+  fs::create_directories(dir_ / "out_dir.jsonl");
+  EXPECT_FALSE(ImportPreferences(ImportFormat::kNative, in, (dir_ / "out_dir.jsonl").string()).ok());
+}
+
+}  // namespace
+}  // namespace mfpo

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <sys/stat.h>
+
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -16,34 +18,11 @@
 #include "common/image.h"
 #include "common/model_dir.h"
 #include "common/safetensors.h"
+#include "tests/cli_runner.h"
 
 namespace mfpo {
 namespace {
 namespace fs = std::filesystem;
-
-struct Result {
-  int code;
-  std::string out;  // stdout
-  std::string all;  // stdout + stderr
-};
-
-Result Mfpo(const std::string& args) {
-  const fs::path err = fs::temp_directory_path() / ("cli_err_" + std::to_string(::getpid()));
-  const std::string cmd = std::string(MFPO_BIN) + " " + args + " 2>" + err.string();
-  Result r;
-  std::FILE* p = ::popen(cmd.c_str(), "r");
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
-  const int status = ::pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::ifstream e(err);
-  std::stringstream ss;
-  ss << e.rdbuf();
-  r.all = r.out + ss.str();
-  fs::remove(err);
-  return r;
-}
 
 // The file's bytes, or "" when it cannot be read (the comparisons then fail visibly).
 std::string ReadAll(const fs::path& p) { return ReadFileToString(p.string()).value_or(""); }
@@ -308,6 +287,131 @@ TEST_F(CliTest, PerturbThenTrainThenEvaluate) {
   Result no_model = Mfpo("perturb --manifest " + world + "/train.jsonl --out " + (d / "x").string() + " --grounder model");
   EXPECT_EQ(no_model.code, 2);
   EXPECT_TRUE(absl::StrContains(no_model.all, "needs --model")) << no_model.all;
+}
+
+// ---- Hostile use: each case used to crash, hang or silently change data. ---------------------
+
+TEST_F(CliTest, EachCommandHasItsOwnHelpAndRefusesOtherCommandsFlags) {
+  Result help = Mfpo("train --help");
+  EXPECT_EQ(help.code, 0) << help.all;
+  EXPECT_TRUE(absl::StrContains(help.out, "mfpo train --spec job.yaml")) << help.out;
+  EXPECT_TRUE(absl::StrContains(help.out, "--stop-after-steps")) << help.out;
+  EXPECT_FALSE(absl::StrContains(help.out, "--max-new-tokens")) << help.out;
+  Result general = Mfpo("--help");
+  EXPECT_EQ(general.code, 0);
+  EXPECT_TRUE(absl::StrContains(general.out, "Commands:")) << general.out;
+  Result perturb = Mfpo("perturb --help");
+  EXPECT_TRUE(absl::StrContains(perturb.out, "--grounder")) << perturb.out;
+  Result datagen = RunShell(std::string(MFPO_DATAGEN_BIN) + " --help", 60);
+  EXPECT_EQ(datagen.code, 0) << datagen.all;
+  EXPECT_TRUE(absl::StrContains(datagen.out, "--metrics-address")) << datagen.out;
+  EXPECT_TRUE(absl::StrContains(datagen.out, "--manifest")) << datagen.out;
+
+  Result foreign = Mfpo("world --out " + (*dir_ / "w_foreign").string() + " --max-new-tokens 5");
+  EXPECT_EQ(foreign.code, 2);
+  EXPECT_TRUE(absl::StrContains(foreign.all, "--max_new_tokens is not a flag of this command")) << foreign.all;
+  EXPECT_FALSE(fs::exists(*dir_ / "w_foreign"));
+  Result negated = Mfpo("world --out " + (*dir_ / "w_foreign").string() + " --nojson");
+  EXPECT_EQ(negated.code, 2) << negated.all;
+}
+
+TEST_F(CliTest, InitModelRefusesToOverwriteAModel) {
+  const std::string weights = ReadAll(fs::path(Model()) / "model.safetensors");
+  Result again = Mfpo("init-model --preset tiny --seed 99 --out " + Model());
+  EXPECT_NE(again.code, 0);
+  EXPECT_TRUE(absl::StrContains(again.all, "pass --overwrite")) << again.all;
+  EXPECT_EQ(ReadAll(fs::path(Model()) / "model.safetensors"), weights);
+  const std::string copy = (*dir_ / "overwritten").string();
+  ASSERT_EQ(Mfpo("init-model --preset tiny --seed 1 --out " + copy).code, 0);
+  Result forced = Mfpo("init-model --preset tiny --seed 7 --overwrite --out " + copy);
+  EXPECT_EQ(forced.code, 0) << forced.all;
+  EXPECT_EQ(ReadAll(fs::path(copy) / "model.safetensors"), weights);  // seed 7 again
+}
+
+TEST_F(CliTest, InputsThatAreNotFilesAreRefusedAtOnce) {
+  const fs::path fifo = *dir_ / "spec.fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+  for (const std::string& spec : {std::string("/dev/null"), dir_->string(), fifo.string()}) {
+    Result r = Mfpo("train --spec " + spec, 60);
+    EXPECT_EQ(r.code, 2) << spec << ": " << r.all;
+    EXPECT_TRUE(absl::StrContains(r.all, spec + ": job spec is a")) << r.all;
+  }
+  Result image = Mfpo("generate --model " + Model() + " --image " + fifo.string() + " --prompt hi", 60);
+  EXPECT_EQ(image.code, 2) << image.all;
+  EXPECT_TRUE(absl::StrContains(image.all, "a FIFO")) << image.all;
+  Result manifest = Mfpo("perturb --manifest /dev/zero --out " + (*dir_ / "p_zero").string(), 60);
+  EXPECT_EQ(manifest.code, 2) << manifest.all;
+  EXPECT_TRUE(absl::StrContains(manifest.all, "/dev/zero: file is a character device")) << manifest.all;
+}
+
+TEST_F(CliTest, GenerationBeyondTheContextIsRefused) {
+  Result r = Mfpo("generate --model " + Model() + " --image " + Image() + " --prompt hi --max-new-tokens 5000");
+  EXPECT_EQ(r.code, 2) << r.all;
+  EXPECT_TRUE(absl::StrContains(r.all, "exceeds the model's context of 1024 tokens")) << r.all;
+}
+
+TEST_F(CliTest, ScoreRefusesInputsThatWouldReadAsPerfect) {
+  const fs::path d = *dir_ / "score_refusals";
+  fs::create_directories(d);
+  std::ofstream(d / "answers.jsonl") << R"({"id": "x", "answer": "A dog."})" "\n";
+  std::ofstream(d / "empty.jsonl") << "";
+  std::ofstream(d / "truth.jsonl") << R"({"id": "1", "objects": ["dog"]})" "\n";
+  std::ofstream(d / "dup_truth.jsonl") << R"({"id": "x", "objects": ["dog"]})" "\n" << R"({"id": "x", "objects": ["cat"]})" "\n";
+  auto score = [&](const std::string& suite, const char* answers, const char* truth) {
+    return Mfpo("score --suite " + suite + " --answers " + (d / answers).string() + " --truth " + (d / truth).string());
+  };
+  Result none = score("chair", "answers.jsonl", "truth.jsonl");
+  EXPECT_EQ(none.code, 2) << none.all;
+  EXPECT_TRUE(absl::StrContains(none.all, "nothing to score")) << none.all;
+  Result empty = score("chair", "empty.jsonl", "truth.jsonl");
+  EXPECT_EQ(empty.code, 2) << empty.all;
+  EXPECT_TRUE(absl::StrContains(empty.all, "no answers")) << empty.all;
+  Result dup = score("chair", "answers.jsonl", "dup_truth.jsonl");
+  EXPECT_EQ(dup.code, 2) << dup.all;
+  EXPECT_TRUE(absl::StrContains(dup.all, "duplicate truth id 'x'")) << dup.all;
+  std::ofstream(d / "pope_truth.jsonl") << R"({"id": "q", "label": "yes"})" "\n";
+  Result pope = score("pope", "answers.jsonl", "pope_truth.jsonl");
+  EXPECT_EQ(pope.code, 2) << pope.all;
+}
+
+// A spec whose evaluation data is missing fails before training, and a full disk while writing a
+// checkpoint ends the run with the OS's reason, keeps the previous checkpoint and resumes.
+TEST_F(CliTest, TrainChecksEvaluationDataFirstAndSurvivesAFullDisk) {
+  const fs::path d = *dir_ / "full_disk";
+  const std::string world = (d / "world").string();
+  ASSERT_EQ(Mfpo("world --out " + world + " --seed 2 --train 4 --val 0 --test 2 --size 32").code, 0);
+  auto spec = [&](const std::string& name, const std::string& eval_data) {
+    const std::string path = (d / (name + ".json")).string();
+    nlohmann::json j = {{"output_dir", (d / name).string()},
+                        {"model", {{"path", Model()}}},
+                        {"data", {{"train", world + "/train.jsonl"}, {"max_samples", 16}}},
+                        {"objective", {{"variant", "dpo"}}},
+                        {"optimizer", {{"lr", 1e-4}, {"micro_batch", 4}}},
+                        {"curriculum", {{"mode", "end_to_end"}}},
+                        {"checkpoint", {{"every_steps", 1}}}};
+    if (!eval_data.empty()) j["evaluation"] = {{"data", eval_data}, {"limit", 1}, {"max_new_tokens", 2}, {"suites", {"chair"}}};
+    std::ofstream(path) << j.dump();
+    return path;
+  };
+  Result no_eval = Mfpo("train --spec " + spec("noeval", (d / "missing_world").string()));
+  EXPECT_EQ(no_eval.code, 2) << no_eval.all;
+  EXPECT_TRUE(absl::StrContains(no_eval.all, "evaluation.data")) << no_eval.all;
+  EXPECT_FALSE(fs::exists(d / "noeval" / "checkpoints"));
+
+  const std::string job = spec("run", "");
+  Result first = Mfpo("train --spec " + job + " --stop-after-steps 2");
+  ASSERT_EQ(first.code, 0) << first.all;
+  ASSERT_TRUE(fs::exists(d / "run" / "checkpoints" / "step-000002"));
+  // 2 MiB per file: the tiny model's weights (16 MiB) cannot be written at step 3.
+  Result limited = RunShell("ulimit -f 2048; " + std::string(MFPO_BIN) + " train --spec " + job, 600);
+  EXPECT_EQ(limited.code, 1) << limited.all;
+  EXPECT_TRUE(absl::StrContains(limited.all, "File too large")) << limited.all;
+  EXPECT_TRUE(absl::StrContains(limited.all, "kept " + (d / "run" / "checkpoints" / "step-000002").string())) << limited.all;
+  for (const auto& e : fs::directory_iterator(d / "run" / "checkpoints"))
+    EXPECT_FALSE(absl::EndsWith(e.path().string(), ".tmp")) << e.path();
+  Result resumed = Mfpo("train --spec " + job);
+  EXPECT_EQ(resumed.code, 0) << resumed.all;
+  EXPECT_TRUE(absl::StrContains(resumed.out, "trained")) << resumed.out;
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
 // The single-process trainer end to end on a tiny model and world: the objective at lr 0,
-// bitwise-identical resume, and the reference-cache fingerprint check.
+// bitwise-identical resume, the run record and reference-cache checks, context limits.
 #include "worker/trainer.h"
 
 #include <gtest/gtest.h>
@@ -105,10 +105,11 @@ TEST_F(TrainerTest, ResumeIsBitwiseIdentical) {
   EXPECT_NE(a, ReadAll(*root_ / "model" / "model.safetensors"));  // it did train
 }
 
-TEST_F(TrainerTest, ReferenceCacheOfAnotherModelIsRefused) {
+// A rerun in the same output_dir with another starting model is another job: refused before
+// anything is reused, naming what differs.
+TEST_F(TrainerTest, RerunWithAnotherStartingModelIsRefused) {
   std::ostringstream progress;
   ASSERT_TRUE(RunTraining(Spec("cache", 0.0), {}, progress).ok());
-  // Same output directory, different starting weights: the cached reference no longer applies.
   InitModelOptions other;
   other.seed = 4;
   ASSERT_TRUE(InitModelDir((*root_ / "other_model").string(), other).ok());
@@ -117,7 +118,101 @@ TEST_F(TrainerTest, ReferenceCacheOfAnotherModelIsRefused) {
   absl::Status s = RunTraining(spec, {}, progress).status();
   ASSERT_FALSE(s.ok());
   EXPECT_TRUE(absl::IsFailedPrecondition(s));
+  EXPECT_TRUE(absl::StrContains(s.message(), "holds a run of a different job")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "model.path: ")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "the starting model's weights")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "choose a new output_dir")) << s;
+}
+
+// The reference model's weights changed in place (same path, same spec): the cached reference
+// log-probs no longer apply.
+TEST_F(TrainerTest, ReferenceCacheOfChangedReferenceWeightsIsRefused) {
+  InitModelOptions ref;
+  ref.seed = 5;
+  ASSERT_TRUE(InitModelDir((*root_ / "ref_model").string(), ref).ok());
+  v1::JobSpec spec = Spec("ref_cache", 0.0);
+  spec.mutable_model()->set_reference_path((*root_ / "ref_model").string());
+  std::ostringstream progress;
+  ASSERT_TRUE(RunTraining(spec, {}, progress).ok()) << progress.str();
+  ref.seed = 6;
+  ref.overwrite = true;
+  ASSERT_TRUE(InitModelDir((*root_ / "ref_model").string(), ref).ok());
+  absl::Status s = RunTraining(spec, {}, progress).status();
+  ASSERT_FALSE(s.ok());
+  EXPECT_TRUE(absl::IsFailedPrecondition(s));
   EXPECT_TRUE(absl::StrContains(s.message(), "reference cache fingerprint")) << s;
+}
+
+TEST_F(TrainerTest, RerunWithAnotherTrainingSpecIsRefusedButEvaluationMayChange) {
+  TrainControl stop;
+  stop.stop_after_steps = 2;
+  std::ostringstream progress;
+  ASSERT_TRUE(RunTraining(Spec("respec", 1e-3), stop, progress).ok()) << progress.str();
+  v1::JobSpec changed = Spec("respec", 2e-3);
+  changed.mutable_optimizer()->set_micro_batch(2);
+  absl::Status s = RunTraining(changed, {}, progress).status();
+  ASSERT_FALSE(s.ok());
+  EXPECT_TRUE(absl::IsFailedPrecondition(s)) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "optimizer.lr: 0.001 -> 0.002")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "optimizer.micro_batch: 4 -> 2")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "run.json")) << s;
+  // What does not shape training may change; the run continues where it stood.
+  v1::JobSpec same = Spec("respec", 1e-3);
+  same.mutable_evaluation()->set_limit(3);
+  same.mutable_checkpoint()->set_keep_last(1);
+  auto r = RunTraining(same, {}, progress);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->completed);
+}
+
+std::vector<nlohmann::json> Metrics(const fs::path& run);
+
+// A run killed between checkpoints repeats the steps after the last checkpoint: metrics.jsonl
+// keeps one line per step.
+TEST_F(TrainerTest, MetricsHaveOneLinePerStepAfterAResume) {
+  TrainControl stop;
+  stop.stop_after_steps = 3;
+  std::ostringstream progress;
+  ASSERT_TRUE(RunTraining(Spec("relog", 1e-3), stop, progress).ok()) << progress.str();
+  // Lines of steps 3 and 4 as a run killed before its next checkpoint would have left them.
+  std::ofstream(*root_ / "relog" / "metrics.jsonl", std::ios::app) << R"({"step": 3, "loss": 99})" "\n"
+                                                                  << R"({"step": 4, "loss": 99})" "\n";
+  ASSERT_TRUE(RunTraining(Spec("relog", 1e-3), {}, progress).ok()) << progress.str();
+  const auto m = Metrics(*root_ / "relog");
+  ASSERT_EQ(m.size(), 6u);
+  for (size_t i = 0; i < m.size(); ++i) {
+    EXPECT_EQ(m[i]["step"].get<int>(), static_cast<int>(i));
+    EXPECT_NE(m[i]["loss"].get<double>(), 99.0);
+  }
+}
+
+// Pairs longer than the model's context are rejected by id, or cut and counted when the spec
+// asks for it.
+TEST_F(TrainerTest, PairsLongerThanTheContextAreRejectedOrTruncated) {
+  const fs::path data = *root_ / "long_data";
+  fs::create_directories(data);
+  fs::copy_file(*root_ / "world" / "images" / "train-0.png", data / "img.png", fs::copy_options::overwrite_existing);
+  std::string essay;
+  for (int i = 0; i < 1500; ++i) essay += "red ball ";
+  std::ofstream(data / "in.jsonl")
+      << nlohmann::json{{"id", "long"}, {"image", "img.png"}, {"question", "Describe."}, {"chosen", essay}, {"rejected", "A car."}}.dump() << "\n"
+      << nlohmann::json{{"id", "short"}, {"image", "img.png"}, {"question", "Describe."}, {"chosen", "A ball."}, {"rejected", "A car."}}.dump() << "\n";
+  v1::JobSpec spec = Spec("long", 0.0);
+  spec.mutable_data()->set_train((data / "in.jsonl").string());
+  spec.mutable_curriculum()->set_mode("end_to_end");
+  std::ostringstream progress;
+  auto r = RunTraining(spec, {}, progress);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->steps, 1);  // only "short"
+  const std::string errors = ReadAll(*root_ / "long" / "data_errors.txt");
+  EXPECT_TRUE(absl::StrContains(errors, "long: chosen sequence is")) << errors;
+  EXPECT_TRUE(absl::StrContains(errors, "longer than the model's context of 1024")) << errors;
+  spec.set_output_dir((*root_ / "long_cut").string());
+  spec.mutable_data()->set_truncate(true);
+  r = RunTraining(spec, {}, progress);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(fs::exists(*root_ / "long_cut" / "data_errors.txt"));
+  EXPECT_EQ(Metrics(*root_ / "long_cut").size(), 1u);  // both pairs, one micro-batch of 4
 }
 
 std::vector<nlohmann::json> Metrics(const fs::path& run) {

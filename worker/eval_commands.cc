@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/file_util.h"
 #include "common/generation.h"
 #include "common/image.h"
 #include "common/jsonl.h"
@@ -47,6 +48,20 @@ std::vector<std::string> Strings(const json& j, const char* key) {
   return out;
 }
 
+// A truth id seen twice would count its answer twice.
+absl::Status CheckUniqueTruthId(std::set<std::string>* seen, const std::string& id) {
+  if (!seen->insert(id).second) return absl::InvalidArgumentError(absl::StrCat("duplicate truth id '", id, "'"));
+  return absl::OkStatus();
+}
+
+// Scores over no matched answer would read as perfect (CHAIR 0): refuse them.
+absl::Status CheckMatched(int64_t matched, size_t answers, size_t truth, const std::string& answers_path,
+                          const std::string& truth_path) {
+  if (matched > 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("no answer in ", answers_path, " (", answers, " answers) has an id of ",
+                                                 truth_path, " (", truth, " records): nothing to score"));
+}
+
 // answers: JSONL of {id, answer|response|text}, or a JSON array of the same (AMBER's format).
 absl::StatusOr<std::map<std::string, std::string>> ReadAnswers(const std::string& path) {
   std::map<std::string, std::string> answers;
@@ -61,6 +76,7 @@ absl::StatusOr<std::map<std::string, std::string>> ReadAnswers(const std::string
       }
     return absl::InvalidArgumentError(absl::StrCat("record '", id, "' has no 'answer' string"));
   };
+  MFPO_RETURN_IF_ERROR(CheckRegularFile(path, "answers file"));
   std::ifstream probe(path);
   if (!probe) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
   char first = 0;
@@ -75,6 +91,7 @@ absl::StatusOr<std::map<std::string, std::string>> ReadAnswers(const std::string
   } else {
     MFPO_RETURN_IF_ERROR(ReadJsonl(path, [&](int, const json& j) { return take(j); }));
   }
+  if (answers.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": no answers in the file"));
   return answers;
 }
 
@@ -112,7 +129,7 @@ absl::Status ScoreChairFile(const ScoreCommandOptions& o, const std::map<std::st
     if (id.empty()) return absl::InvalidArgumentError("missing 'id'");
     if (!j.contains("objects") || !j["objects"].is_array())
       return absl::InvalidArgumentError(absl::StrCat("record '", id, "': 'objects' must be a list of names"));
-    seen.insert(id);
+    MFPO_RETURN_IF_ERROR(CheckUniqueTruthId(&seen, id));
     auto it = answers.find(id);
     if (it == answers.end()) {
       ++missing;
@@ -121,6 +138,7 @@ absl::Status ScoreChairFile(const ScoreCommandOptions& o, const std::map<std::st
     m.Add(ScoreChair(vocab, it->second, {Strings(j, "objects"), Strings(j, "captions")}));
     return absl::OkStatus();
   }));
+  MFPO_RETURN_IF_ERROR(CheckMatched(m.responses, answers.size(), seen.size(), o.answers_path, o.truth_path));
   *result = ChairJson(m);
   (*result)["truth_without_answer"] = missing;
   int64_t extra = 0;
@@ -132,10 +150,12 @@ absl::Status ScoreChairFile(const ScoreCommandOptions& o, const std::map<std::st
 absl::Status ScorePopeFile(const ScoreCommandOptions& o, const std::map<std::string, std::string>& answers,
                            json* result) {
   std::map<std::string, PopeMetrics> by_setting;
-  int64_t missing = 0;
+  int64_t missing = 0, matched = 0;
+  std::set<std::string> seen;
   MFPO_RETURN_IF_ERROR(ReadJsonl(o.truth_path, [&](int, const json& j) -> absl::Status {
     const std::string id = IdOf(j);
     if (id.empty()) return absl::InvalidArgumentError("missing 'id'");
+    MFPO_RETURN_IF_ERROR(CheckUniqueTruthId(&seen, id));
     if (!j.contains("label") || !j["label"].is_string())
       return absl::InvalidArgumentError(absl::StrCat("record '", id, "': 'label' must be \"yes\" or \"no\""));
     const std::string label = absl::AsciiStrToLower(j["label"].get<std::string>());
@@ -148,8 +168,10 @@ absl::Status ScorePopeFile(const ScoreCommandOptions& o, const std::map<std::str
     }
     const std::string setting = j.contains("setting") && j["setting"].is_string() ? j["setting"].get<std::string>() : "all";
     by_setting[setting].Add(label == "yes", PopeAnswerIsYes(it->second));
+    ++matched;
     return absl::OkStatus();
   }));
+  MFPO_RETURN_IF_ERROR(CheckMatched(matched, answers.size(), seen.size(), o.answers_path, o.truth_path));
   *result = json::object();
   for (const auto& [setting, m] : by_setting) (*result)[setting] = PopeJson(m);
   (*result)["truth_without_answer"] = missing;
@@ -171,18 +193,21 @@ absl::Status ScoreAmberFile(const ScoreCommandOptions& o, const std::map<std::st
   }
   std::set<std::string> safe;
   if (!o.safe_words_path.empty()) {
+    MFPO_RETURN_IF_ERROR(CheckRegularFile(o.safe_words_path, "safe words file"));
     std::ifstream in(o.safe_words_path);
     if (!in) return absl::NotFoundError(absl::StrCat(o.safe_words_path, ": cannot open"));
     for (std::string l; std::getline(in, l);)
       if (!absl::StripAsciiWhitespace(l).empty()) safe.insert(std::string(absl::StripAsciiWhitespace(l)));
   }
   std::vector<std::pair<std::string, AmberTruth>> items;
+  std::set<std::string> seen;
   for (size_t i = 0; i < annotations.size(); ++i) {
     const json& a = annotations[i];
     if (!a.is_object()) return absl::InvalidArgumentError(absl::StrCat(o.truth_path, ": element ", i, " is not an object"));
     if (a.contains("type") && a["type"] != "generative") continue;  // discriminative items: not this metric
     const std::string id = IdOf(a);
     if (id.empty()) return absl::InvalidArgumentError(absl::StrCat(o.truth_path, ": element ", i, ": missing 'id'"));
+    if (absl::Status s = CheckUniqueTruthId(&seen, id); !s.ok()) return Annotate(s, o.truth_path);
     items.emplace_back(id, AmberTruth{Strings(a, "truth"), Strings(a, "hallu")});
   }
   std::vector<AmberTruth> all;
@@ -198,6 +223,7 @@ absl::Status ScoreAmberFile(const ScoreCommandOptions& o, const std::map<std::st
     }
     scorer.Add(it->second, t, &m);
   }
+  MFPO_RETURN_IF_ERROR(CheckMatched(m.responses, answers.size(), items.size(), o.answers_path, o.truth_path));
   *result = AmberJson(m);
   (*result)["truth_without_answer"] = missing;
   return absl::OkStatus();

@@ -5,15 +5,79 @@
 
 #include <google/protobuf/util/json_util.h>
 #include <nlohmann/json.hpp>
+#include <yaml-cpp/eventhandler.h>
+#include <yaml-cpp/parser.h>
 #include <yaml-cpp/yaml.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
+#include "common/jsonl.h"
 #include "common/status_macros.h"
 
 namespace mfpo {
 namespace {
+
+constexpr int kMaxYamlDepth = 32;
+constexpr int64_t kMaxYamlNodes = 100'000;
+
+// A first pass over the YAML events, before anything is built from them. A job spec needs no
+// anchors or aliases, and they are how a small file becomes a cycle (`&a [*a]`, infinite
+// recursion) or an exponential tree ("billion laughs"), so they are refused; so are nesting
+// deeper than kMaxYamlDepth and more than kMaxYamlNodes nodes.
+class YamlGuard : public YAML::EventHandler {
+ public:
+  struct Refused {
+    std::string why;
+  };
+  void OnDocumentStart(const YAML::Mark&) override {}
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark& mark, YAML::anchor_t anchor) override { Node(mark, anchor); }
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override {
+    throw Refused{absl::StrCat("line ", mark.line + 1, ": YAML aliases (*name) are not accepted in a job spec")};
+  }
+  void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor, const std::string&) override {
+    Node(mark, anchor);
+  }
+  void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor,
+                       YAML::EmitterStyle::value) override {
+    Open(mark, anchor);
+  }
+  void OnSequenceEnd() override { --depth_; }
+  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor, YAML::EmitterStyle::value) override {
+    Open(mark, anchor);
+  }
+  void OnMapEnd() override { --depth_; }
+
+ private:
+  void Node(const YAML::Mark& mark, YAML::anchor_t anchor) {
+    if (anchor != YAML::NullAnchor)
+      throw Refused{absl::StrCat("line ", mark.line + 1, ": YAML anchors (&name) are not accepted in a job spec")};
+    if (++nodes_ > kMaxYamlNodes) throw Refused{absl::StrCat("more than ", kMaxYamlNodes, " YAML nodes")};
+  }
+  void Open(const YAML::Mark& mark, YAML::anchor_t anchor) {
+    Node(mark, anchor);
+    if (++depth_ > kMaxYamlDepth)
+      throw Refused{absl::StrCat("line ", mark.line + 1, ": nested deeper than ", kMaxYamlDepth, " levels")};
+  }
+  int depth_ = 0;
+  int64_t nodes_ = 0;
+};
+
+absl::Status CheckYaml(const std::string& text) {
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  YamlGuard guard;
+  try {
+    while (parser.HandleNextDocument(guard)) {
+    }
+  } catch (const YamlGuard::Refused& r) {
+    return absl::InvalidArgumentError(r.why);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("not valid YAML: ", e.what()));
+  }
+  return absl::OkStatus();
+}
 
 // YAML -> JSON with YAML 1.2 core-schema scalars: plain scalars become null, booleans, integers
 // or floats when they read as such; quoted scalars stay strings.
@@ -33,8 +97,12 @@ absl::StatusOr<nlohmann::json> YamlToJson(const YAML::Node& node, const std::str
     case YAML::NodeType::Map: {
       nlohmann::json out = nlohmann::json::object();
       for (const auto& kv : node) {
-        const std::string key = kv.first.as<std::string>();
-        MFPO_ASSIGN_OR_RETURN(out[key], YamlToJson(kv.second, path.empty() ? key : absl::StrCat(path, ".", key)));
+        if (!kv.first.IsScalar())
+          return absl::InvalidArgumentError(absl::StrCat(path.empty() ? "the spec" : path, ": keys must be plain names"));
+        const std::string key = kv.first.Scalar();
+        const std::string field = path.empty() ? key : absl::StrCat(path, ".", key);
+        if (out.contains(key)) return absl::InvalidArgumentError(absl::StrCat(field, ": duplicate key"));
+        MFPO_ASSIGN_OR_RETURN(out[key], YamlToJson(kv.second, field));
       }
       return out;
     }
@@ -168,7 +236,14 @@ absl::Status ValidateJobSpec(const v1::JobSpec& s) {
 
 absl::StatusOr<v1::JobSpec> ParseJobSpec(const std::string& text, bool yaml, const std::string& source) {
   std::string json_text = text;
+  if (!yaml) {
+    // The same nesting bound as every other JSON input (protobuf's parser recurses too).
+    absl::StatusOr<nlohmann::json> j = ParseJson(text);
+    if (!j.ok()) return Annotate(j.status(), source);
+    if (!j->is_object()) return absl::InvalidArgumentError(absl::StrCat(source, ": the spec must be a JSON object"));
+  }
   if (yaml) {
+    if (absl::Status s = CheckYaml(text); !s.ok()) return Annotate(s, source);
     YAML::Node root;
     try {
       root = YAML::Load(text);

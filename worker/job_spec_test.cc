@@ -89,7 +89,20 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{"output_dir: [unclosed\n", true, "not valid YAML"},
         Bad{"- just\n- a list\n", true, "must be a mapping"},
         Bad{R"({"output_dir": "o", "unknown_top": 1})", false, "unknown_top"},
-        Bad{"{not json", false, "bad.spec"}));
+        Bad{"{not json", false, "bad.spec"},
+        // Hostile YAML: aliases (a cycle, exponential expansion), duplicate keys, deep nesting.
+        Bad{kBase + "name: &a [*a]\n", true, "anchors (&name) are not accepted"},
+        Bad{kBase + "x: &a [1, 2]\ny: *a\n", true, "not accepted"},
+        Bad{"a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+            "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+            "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]\n"
+            "g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]\nh: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]\n",
+            true, "not accepted"},
+        Bad{kBase + "output_dir: other\n", true, "output_dir: duplicate key"},
+        Bad{kBase + "optimizer: {lr: 1e-4, lr: 2e-4}\n", true, "optimizer.lr: duplicate key"},
+        Bad{kBase + "name: " + std::string(5000, '[') + std::string(5000, ']') + "\n", true, "nested deeper than 32"},
+        Bad{R"({"output_dir": "o", "name": )" + std::string(100000, '[') + "}", false, "nested deeper than 64"},
+        Bad{"[1, 2]", false, "must be a JSON object"}));
 
 TEST(JobSpec, MissingFileIsNotFound) {
   EXPECT_TRUE(absl::IsNotFound(LoadJobSpec("/nonexistent/job.yaml").status()));

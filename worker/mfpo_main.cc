@@ -2,6 +2,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <csignal>
 #include <iostream>
 #include <thread>
 #include <string>
@@ -14,7 +15,9 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/str_cat.h"
 #include "common/cli_util.h"
+#include "common/torch_seam.h"
 #include "datagen/perturb_flags.h"
 #include "worker/cli_commands.h"
 #include "worker/eval_commands.h"
@@ -28,7 +31,8 @@ ABSL_FLAG(std::string, prompt, "", "the user's question, placed in the LLaVA-1.5
 ABSL_FLAG(std::string, response, "", "logits: the answer to score (empty: prompt only)");
 ABSL_FLAG(std::string, out, "", "output path (directory for init-model, file for logits)");
 ABSL_FLAG(std::string, preset, "tiny", "init-model: model preset (tiny, medium)");
-ABSL_FLAG(uint64_t, seed, 0, "init-model, world: random seed");
+ABSL_FLAG(uint64_t, seed, 0, "random seed");
+ABSL_FLAG(bool, overwrite, false, "init-model: replace a model already in --out");
 ABSL_FLAG(double, init_std, 0.02, "init-model: standard deviation of the initial weights");
 ABSL_FLAG(int64_t, max_new_tokens, 64, "generate: token limit");
 ABSL_FLAG(bool, json, false, "generate: print one JSON object");
@@ -67,7 +71,7 @@ namespace {
 constexpr char kUsage[] = R"(mfpo <command> [flags]
 
 Commands:
-  init-model --preset tiny --out DIR [--seed N]
+  init-model --preset tiny --out DIR [--seed N] [--overwrite]
       write a randomly initialised LLaVA checkpoint directory (config.json, model.safetensors,
       tokenizer.model, preprocessor_config.json)
   logits --model DIR --image FILE --prompt TEXT [--response TEXT] --out FILE.safetensors
@@ -93,17 +97,64 @@ Commands:
   generate --model DIR --image FILE --prompt TEXT [--max-new-tokens N] [--json]
       [--dtype bfloat16]
       greedy answer to the prompt about the image
+
+mfpo <command> --help lists the command's flags.
 )";
 
 int Exit(const absl::Status& status) { return mfpo::ExitCode(status, "mfpo"); }
 
+// The flags each command reads (FLAGS_threads is common to all); any other flag is refused.
+const std::vector<mfpo::CommandFlags>& Commands() {
+  static const auto* commands = new std::vector<mfpo::CommandFlags>{
+      {"init-model", "--preset tiny --out DIR [--seed N] [--overwrite]", {"preset", "out", "seed", "init_std", "overwrite"}},
+      {"logits", "--model DIR --image FILE --prompt TEXT [--response TEXT] --out FILE.safetensors",
+       {"model", "image", "prompt", "response", "out", "dtype"}},
+      {"generate", "--model DIR --image FILE --prompt TEXT [--max-new-tokens N] [--json] [--dtype bfloat16]",
+       {"model", "image", "prompt", "max_new_tokens", "json", "dtype"}},
+      {"world", "--out DIR [--seed N] [--train N --val N --test N] [--size PX]",
+       {"out", "seed", "train", "val", "test", "size", "cooccur_prior", "colour_prior"}},
+      {"train", "--spec job.yaml [--stop-after-steps N]", {"spec", "stop_after_steps"}},
+      {"import", "--format native|rlhf-v|rlaif-v|vlfeedback|hf IN.jsonl OUT.jsonl", {"format"}},
+      {"score", "--suite chair|pope|amber --answers FILE.jsonl --truth FILE [--synonyms FILE] [--json]",
+       {"suite", "answers", "truth", "synonyms", "association", "safe_words", "json"}},
+      {"eval", "--model DIR --data DIR [--suite chair,pope,amber,reliance] --out DIR [--limit N]",
+       {"model", "data", "suite", "out", "split", "limit", "batch_size", "max_new_tokens", "noise_step", "seed", "dtype"}},
+      {"perturb", std::string("\n") + mfpo::PerturbFlagsHelp(), mfpo::PerturbFlagNames()},
+      {"pretrain-vision", "--model DIR --data WORLD_DIR|captions.jsonl --out DIR [--epochs N] [--lr X]",
+       {"model", "data", "out", "epochs", "images_per_step", "lr", "eval_split", "dense_weight", "seed"}},
+  };
+  return *commands;
+}
+
+const std::vector<std::string> kGlobalFlags = {"threads"};
+
+int Run(const std::vector<char*>& args);
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A write beyond the file-size limit (ulimit -f) fails with EFBIG and is reported like a full
+  // disk, instead of the default SIGXFSZ killing the process mid-write.
+  std::signal(SIGXFSZ, SIG_IGN);
   absl::SetProgramUsageMessage(kUsage);
   std::vector<std::string> normalised = mfpo::NormaliseFlagNames(argc, argv);
   std::vector<char*> raw;
   for (auto& a : normalised) raw.push_back(a.data());
+  // The command is the first argument that is not a flag (flags may come before it).
+  const mfpo::CommandFlags* command = nullptr;
+  for (size_t i = 1; i < normalised.size() && command == nullptr; ++i) {
+    if (normalised[i] == "--") break;
+    for (const auto& c : Commands())
+      if (c.name == normalised[i]) command = &c;
+  }
+  if (mfpo::WantsHelp(normalised)) {
+    std::cout << (command != nullptr ? mfpo::CommandHelp("mfpo", *command, kGlobalFlags) : std::string(kUsage));
+    return 0;
+  }
+  if (command != nullptr) {
+    absl::Status s = mfpo::CheckCommandFlags("mfpo", *command, kGlobalFlags, mfpo::GivenFlagNames(normalised));
+    if (!s.ok()) return Exit(s);
+  }
   std::vector<char*> args = absl::ParseCommandLine(static_cast<int>(raw.size()), raw.data());
   spdlog::set_default_logger(spdlog::stderr_color_mt("mfpo"));
   spdlog::set_pattern("[%H:%M:%S.%e] [%^%l%$] %v");
@@ -111,6 +162,15 @@ int main(int argc, char** argv) {
     std::cerr << kUsage;
     return 2;
   }
+  // The last seam: whatever a command throws (it should not) becomes an error, not an abort.
+  int code = 1;
+  absl::Status thrown = mfpo::CatchAll(absl::StrCat("mfpo ", args[1]), [&] { code = Run(args); });
+  return thrown.ok() ? code : Exit(thrown);
+}
+
+namespace {
+
+int Run(const std::vector<char*>& args) {
   const int threads = absl::GetFlag(FLAGS_threads);
   torch::set_num_threads(threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency()));
   const std::string command = args[1];
@@ -135,6 +195,7 @@ int main(int argc, char** argv) {
     o.init.preset = absl::GetFlag(FLAGS_preset);
     o.init.seed = absl::GetFlag(FLAGS_seed);
     o.init.init_std = absl::GetFlag(FLAGS_init_std);
+    o.init.overwrite = absl::GetFlag(FLAGS_overwrite);
     return Exit(mfpo::RunInitModel(o, std::cout));
   }
   if (command == "world") {
@@ -228,3 +289,5 @@ int main(int argc, char** argv) {
   std::cerr << "mfpo: unknown command '" << command << "'\n\n" << kUsage;
   return 2;
 }
+
+}  // namespace

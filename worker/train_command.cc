@@ -3,6 +3,8 @@
 #include <filesystem>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "common/file_util.h"
 #include "common/status_macros.h"
 #include "worker/eval_commands.h"
 #include "worker/job_spec.h"
@@ -13,6 +15,14 @@ namespace mfpo {
 absl::Status RunTrainCommand(const TrainCommandOptions& options, std::ostream& out) {
   if (options.spec_path.empty()) return absl::InvalidArgumentError("--spec is required");
   MFPO_ASSIGN_OR_RETURN(v1::JobSpec spec, LoadJobSpec(options.spec_path));
+  // The evaluation's data is checked now, not after hours of training.
+  if (!spec.evaluation().data().empty()) {
+    const std::string annotations = (std::filesystem::path(spec.evaluation().data()) / "annotations.jsonl").string();
+    absl::Status s = CheckRegularFile(annotations, "evaluation annotations");
+    if (!s.ok())
+      return absl::InvalidArgumentError(absl::StrCat(options.spec_path, ": evaluation.data: ", s.message(),
+                                                     " (a world directory written by `mfpo world` is expected)"));
+  }
   TrainControl control;
   control.stop_after_steps = options.stop_after_steps;
   MFPO_ASSIGN_OR_RETURN(TrainResult result, RunTraining(spec, control, out));

@@ -21,6 +21,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/device.h"
 #include "common/file_util.h"
 #include "common/image.h"
@@ -55,10 +56,9 @@ uint64_t Fnv(uint64_t h, absl::string_view bytes) {
   return h;
 }
 
-// Identifies what the reference log-probs depend on: the reference weights (config, every
-// safetensors header and size, and a strided sample of its bytes), the tokenizer, and how the
-// perturbed images are made. Cheap even for a 7B checkpoint.
-absl::StatusOr<std::string> ReferenceFingerprint(const std::string& dir, const std::string& perturbation) {
+// Identifies a model directory: its config, tokenizer, every safetensors file's size and a
+// strided sample of its bytes. Cheap even for a 7B checkpoint.
+absl::StatusOr<uint64_t> ModelHash(const std::string& dir) {
   uint64_t h = 1469598103934665603ull;
   for (const char* f : {"config.json", "tokenizer.model"}) {
     MFPO_ASSIGN_OR_RETURN(std::string bytes, ReadFileToString((fs::path(dir) / f).string()));
@@ -67,7 +67,8 @@ absl::StatusOr<std::string> ReferenceFingerprint(const std::string& dir, const s
   MFPO_ASSIGN_OR_RETURN(SafetensorsCheckpoint ckpt, SafetensorsCheckpoint::Open(dir));
   for (const std::string& path : ckpt.files()) {
     std::ifstream in(path, std::ios::binary);
-    const uint64_t size = fs::file_size(path);
+    std::error_code ec;
+    const uint64_t size = fs::file_size(path, ec);
     h = Fnv(h, std::to_string(size));
     std::string buf(1 << 16, '\0');
     for (uint64_t off = 0; off < size; off += 64ull << 20) {
@@ -77,14 +78,97 @@ absl::StatusOr<std::string> ReferenceFingerprint(const std::string& dir, const s
       in.clear();
     }
   }
-  h = Fnv(h, perturbation);
-  return absl::StrFormat("%016x", h);
+  return h;
+}
+
+// What the reference log-probs depend on: the reference weights and tokenizer, and how the
+// perturbed images are made.
+absl::StatusOr<std::string> ReferenceFingerprint(const std::string& dir, const std::string& perturbation) {
+  MFPO_ASSIGN_OR_RETURN(uint64_t h, ModelHash(dir));
+  return absl::StrFormat("%016x", Fnv(h, perturbation));
+}
+
+// Fields of the spec that a rerun in the same output_dir may change: they do not alter what is
+// trained (evaluation, checkpoint retention, thread count, the display name, where the directory is).
+bool MayChangeOnResume(const std::string& path) {
+  for (const char* prefix :
+       {"evaluation", "checkpoint.keep_last", "checkpoint.every_steps", "resources.threads", "name", "output_dir"})
+    if (path == prefix || absl::StartsWith(path, absl::StrCat(prefix, "."))) return true;
+  return false;
+}
+
+void Flatten(const json& j, const std::string& prefix, std::map<std::string, std::string>* out) {
+  if (j.is_object()) {
+    for (auto it = j.begin(); it != j.end(); ++it) Flatten(it.value(), prefix.empty() ? it.key() : prefix + "." + it.key(), out);
+  } else {
+    (*out)[prefix] = j.dump();
+  }
+}
+
+// output_dir/run.json records the spec and the starting model of the run that owns the
+// directory. A rerun continues it only when nothing that shapes training differs; otherwise it
+// would silently resume the old run (or reuse its caches) under the new job's name.
+absl::Status CheckRunRecord(const fs::path& out_dir, const v1::JobSpec& spec, const std::string& model_fingerprint) {
+  const fs::path record_path = out_dir / "run.json";
+  json current = {{"spec", json::parse(JobSpecToJson(spec))}, {"model_fingerprint", model_fingerprint}};
+  std::error_code ec;
+  // State that a rerun would reuse: checkpoints and the reference cache. Without any, the
+  // directory is free (e.g. an earlier attempt failed before training) and the record is rewritten.
+  bool has_state = fs::exists(out_dir / "reference_logps.safetensors", ec);
+  if (fs::is_directory(out_dir / "checkpoints", ec))
+    for (const auto& e : fs::directory_iterator(out_dir / "checkpoints", ec))
+      has_state = has_state || absl::StartsWith(e.path().filename().string(), "step-");
+  if (!has_state) return WriteFileAtomically(record_path.string(), current.dump(2) + "\n");
+  if (!fs::exists(record_path, ec))
+    return absl::FailedPreconditionError(absl::StrCat(
+        out_dir.string(), " holds checkpoints or a reference cache but no run.json saying which job made them; "
+        "use a new output_dir, or delete ", out_dir.string(), " to start over"));
+  json recorded;
+  MFPO_RETURN_IF_ERROR(ReadJsonFile(record_path.string(), &recorded));
+  if (!recorded.is_object() || !recorded.contains("spec"))
+    return absl::DataLossError(absl::StrCat(record_path.string(), ": not a run record (delete the output_dir to start over)"));
+  std::map<std::string, std::string> before, after;
+  Flatten(recorded["spec"], "", &before);
+  Flatten(current["spec"], "", &after);
+  std::vector<std::string> diffs;
+  for (const auto* side : {&before, &after})
+    for (const auto& [path, value] : *side) {
+      if (MayChangeOnResume(path)) continue;
+      const auto b = before.find(path), a = after.find(path);
+      const std::string old_v = b == before.end() ? "(default)" : b->second, new_v = a == after.end() ? "(default)" : a->second;
+      if (old_v != new_v && (side == &after || a == after.end()))
+        diffs.push_back(absl::StrCat(path, ": ", old_v, " -> ", new_v));
+    }
+  if (recorded.value("model_fingerprint", "") != model_fingerprint)
+    diffs.push_back(absl::StrCat("the starting model's weights (", spec.model().path(), "): fingerprint ",
+                                 recorded.value("model_fingerprint", "?"), " -> ", model_fingerprint));
+  if (diffs.empty()) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      out_dir.string(), " holds a run of a different job, so it cannot be resumed with this spec:\n  ",
+      absl::StrJoin(diffs, "\n  "), "\nTo continue that run, rerun it with its own spec (recorded in ", record_path.string(),
+      "); to train this job, choose a new output_dir or delete ", out_dir.string(), "."));
 }
 
 struct Dataset {
   std::vector<PreferenceExample> examples;
   std::vector<std::string> errors;  // "id: reason"
+  int64_t truncated = 0;            // pairs cut to the context (data.truncate)
 };
+
+// Fits one tokenised answer into the model's context: cut when `truncate` (returns true if it
+// was), otherwise an error that says the lengths.
+absl::StatusOr<bool> FitContext(TokenizedExample* ex, int64_t prompt_tokens, int64_t context, bool truncate,
+                                const char* which) {
+  const int64_t n = static_cast<int64_t>(ex->ids.size());
+  if (n <= context) return false;
+  if (!truncate || prompt_tokens >= context)
+    return absl::InvalidArgumentError(absl::StrCat(
+        which, " sequence is ", n, " tokens (image tokens included), longer than the model's context of ", context,
+        truncate ? " even without its answer" : "; set data.truncate: true to cut it"));
+  ex->ids.resize(context);
+  ex->labels.resize(context);
+  return true;
+}
 
 // mDPO's corrupted image: a random crop keeping 20-50% of each side, resized back (seeded).
 cv::Mat RandomCrop(const cv::Mat& rgb, uint64_t seed) {
@@ -135,6 +219,21 @@ absl::StatusOr<Dataset> LoadDataset(const v1::JobSpec& spec, const LoadedModel& 
     ex.rejected = *rejected;
     ExpandImageTokens(m.config.image_token_index, n_image, &ex.chosen.ids, &ex.chosen.labels);
     ExpandImageTokens(m.config.image_token_index, n_image, &ex.rejected.ids, &ex.rejected.labels);
+    {
+      // Prompt tokens: those before the first answer label.
+      auto prompt_tokens = [](const TokenizedExample& t) {
+        int64_t k = 0;
+        while (k < static_cast<int64_t>(t.labels.size()) && t.labels[k] == kIgnoreLabel) ++k;
+        return k;
+      };
+      const int64_t context = m.config.text.max_position_embeddings;
+      absl::StatusOr<bool> cut_c = FitContext(&ex.chosen, prompt_tokens(ex.chosen), context, spec.data().truncate(), "chosen");
+      if (!cut_c.ok()) return fail(r->id, cut_c.status().message());
+      absl::StatusOr<bool> cut_r =
+          FitContext(&ex.rejected, prompt_tokens(ex.rejected), context, spec.data().truncate(), "rejected");
+      if (!cut_r.ok()) return fail(r->id, cut_r.status().message());
+      if (*cut_c || *cut_r) ++d.truncated;
+    }
     auto image = pixels(r->image, identity, r->image);
     if (!image.ok()) return fail(r->id, image.status().message());
     ex.image = *image;
@@ -162,6 +261,9 @@ absl::StatusOr<Dataset> LoadDataset(const v1::JobSpec& spec, const LoadedModel& 
   std::set<std::string> ids;
   for (const auto& ex : d.examples)
     if (!ids.insert(ex.id).second) return absl::InvalidArgumentError(absl::StrCat(manifest.string(), ": duplicate id '", ex.id, "'"));
+  if (d.truncated > 0)
+    spdlog::warn("{} pairs cut to the model's context of {} tokens (data.truncate)", d.truncated,
+                 m.config.text.max_position_embeddings);
   return d;
 }
 
@@ -214,8 +316,9 @@ struct Checkpoint {
 
 std::vector<Checkpoint> ListCheckpoints(const fs::path& root) {
   std::vector<Checkpoint> out;
-  if (!fs::exists(root)) return out;
-  for (const auto& e : fs::directory_iterator(root)) {
+  std::error_code ec;
+  if (!fs::is_directory(root, ec)) return out;
+  for (const auto& e : fs::directory_iterator(root, ec)) {
     const std::string name = e.path().filename().string();
     if (!e.is_directory() || !absl::StartsWith(name, "step-") || absl::EndsWith(name, ".tmp")) continue;
     int64_t step = 0;
@@ -245,8 +348,12 @@ absl::StatusOr<TrainResult> RunTraining(const v1::JobSpec& spec, const TrainCont
   fs::create_directories(ckpt_root, ec);
   if (ec) return absl::InternalError(absl::StrCat(ckpt_root.string(), ": ", ec.message()));
   // Incomplete checkpoints (a crash while writing) are removed at start-up.
-  for (const auto& e : fs::directory_iterator(ckpt_root))
+  for (const auto& e : fs::directory_iterator(ckpt_root, ec))
     if (absl::EndsWith(e.path().filename().string(), ".tmp")) fs::remove_all(e.path(), ec);
+  {
+    MFPO_ASSIGN_OR_RETURN(uint64_t model_hash, ModelHash(spec.model().path()));
+    MFPO_RETURN_IF_ERROR(CheckRunRecord(out_dir, spec, absl::StrFormat("%016x", model_hash)));
+  }
 
   ObjectiveConfig objective;
   MFPO_ASSIGN_OR_RETURN(objective.variant, ParseObjectiveVariant(spec.objective().variant()));
@@ -266,8 +373,7 @@ absl::StatusOr<TrainResult> RunTraining(const v1::JobSpec& spec, const TrainCont
   policy.model->SetActivationCheckpointing(spec.optimizer().activation_checkpointing());
   MFPO_ASSIGN_OR_RETURN(Dataset data, LoadDataset(spec, policy, objective));
   if (!data.errors.empty()) {
-    std::ofstream errors(out_dir / "data_errors.txt");
-    for (const auto& e : data.errors) errors << e << "\n";
+    MFPO_RETURN_IF_ERROR(WriteFileAtomically((out_dir / "data_errors.txt").string(), absl::StrJoin(data.errors, "\n") + "\n"));
     spdlog::warn("{} records rejected (see {})", data.errors.size(), (out_dir / "data_errors.txt").string());
   }
   if (data.examples.empty()) return absl::InvalidArgumentError(absl::StrCat(spec.data().train(), ": no usable records"));
@@ -300,14 +406,14 @@ absl::StatusOr<TrainResult> RunTraining(const v1::JobSpec& spec, const TrainCont
     // Plain SFT: neither reference log-probs nor difficulty are needed.
     ref_logps = torch::zeros({n, 3});
     entropy = torch::zeros({n});
-  } else if (fs::exists(cache_path)) {
+  } else if (fs::exists(cache_path, ec)) {
     MFPO_ASSIGN_OR_RETURN(auto cache, SafetensorsFile::Open(cache_path.string()));
     auto it = cache->metadata().find("fingerprint");
     if (it == cache->metadata().end() || it->second != fingerprint)
       return absl::FailedPreconditionError(absl::StrCat(
           cache_path.string(), ": reference cache fingerprint ", it == cache->metadata().end() ? "(none)" : it->second,
           " does not match the reference model / tokenizer / data of this job (", fingerprint,
-          "); delete the file to recompute it"));
+          "); the output_dir belongs to another run: choose a new output_dir"));
     MFPO_ASSIGN_OR_RETURN(ref_logps, cache->Load("logps", torch::kFloat32));
     MFPO_ASSIGN_OR_RETURN(entropy, cache->Load("entropy", torch::kFloat32));
     if (ref_logps.size(0) != n) return absl::FailedPreconditionError(absl::StrCat(cache_path.string(), ": wrong sample count"));
@@ -381,32 +487,71 @@ absl::StatusOr<TrainResult> RunTraining(const v1::JobSpec& spec, const TrainCont
       const Checkpoint& c = ckpts.back();
       MFPO_ASSIGN_OR_RETURN(SafetensorsCheckpoint weights, SafetensorsCheckpoint::Open(c.dir.string()));
       MFPO_RETURN_IF_ERROR(LoadWeights(weights, *policy.model).status());
-      MFPO_RETURN_IF_ERROR(CatchAll("loading optimizer state", [&] { torch::load(optimizer, (c.dir / "optimizer.pt").string()); }));
+      const std::string optimizer_path = (c.dir / "optimizer.pt").string();
+      MFPO_ASSIGN_OR_RETURN(std::string optimizer_bytes, ReadFileToString(optimizer_path, "optimizer state"));
+      MFPO_RETURN_IF_ERROR(CatchAll(absl::StrCat(optimizer_path, ": loading optimizer state"), [&] {
+        std::istringstream in(optimizer_bytes);
+        torch::load(optimizer, in);
+      }));
       global_step = c.step;
       spdlog::info("resumed from {} (step {})", c.dir.string(), global_step);
     }
   }
 
+  // A checkpoint is written whole under step-N.tmp and renamed; every file goes through a path
+  // that reports the OS error (the optimizer state is serialised in memory first: LibTorch's
+  // file writer aborts from a destructor on a full disk). On failure the partial directory is
+  // removed and the earlier checkpoints stay.
   auto save_checkpoint = [&](int64_t step, int phase) -> absl::Status {
     const fs::path final_dir = CheckpointDir(ckpt_root, step);
-    if (fs::exists(final_dir)) return absl::OkStatus();
+    if (fs::exists(final_dir, ec)) return absl::OkStatus();
     const fs::path tmp = fs::path(final_dir.string() + ".tmp");
-    fs::remove_all(tmp);
-    MFPO_RETURN_IF_ERROR(SaveModelWeights(tmp.string(), policy.model));
-    MFPO_RETURN_IF_ERROR(CopyModelSideFiles(spec.model().path(), tmp.string()));
-    MFPO_RETURN_IF_ERROR(CatchAll("saving optimizer state", [&] { torch::save(optimizer, (tmp / "optimizer.pt").string()); }));
-    std::ofstream(tmp / "trainer_state.json") << json{{"global_step", step}, {"phase", phase_names[phase]},
-                                                      {"total_steps", total_steps}, {"fingerprint", fingerprint}}.dump(2) << "\n";
-    std::ofstream(tmp / "job_spec.json") << JobSpecToJson(spec);
-    fs::rename(tmp, final_dir, ec);
-    if (ec) return absl::InternalError(absl::StrCat(final_dir.string(), ": ", ec.message()));
+    fs::remove_all(tmp, ec);
+    absl::Status written = [&]() -> absl::Status {
+      MFPO_RETURN_IF_ERROR(SaveModelWeights(tmp.string(), policy.model));
+      MFPO_RETURN_IF_ERROR(CopyModelSideFiles(spec.model().path(), tmp.string()));
+      MFPO_ASSIGN_OR_RETURN(std::string optimizer_bytes, CatchAll("serialising the optimizer state", [&] {
+        std::ostringstream buf;
+        torch::save(optimizer, buf);
+        return buf.str();
+      }));
+      MFPO_RETURN_IF_ERROR(WriteFileAtomically((tmp / "optimizer.pt").string(), optimizer_bytes));
+      MFPO_RETURN_IF_ERROR(WriteFileAtomically((tmp / "trainer_state.json").string(),
+                                               json{{"global_step", step}, {"phase", phase_names[phase]},
+                                                    {"total_steps", total_steps}, {"fingerprint", fingerprint}}
+                                                       .dump(2) + "\n"));
+      MFPO_RETURN_IF_ERROR(WriteFileAtomically((tmp / "job_spec.json").string(), JobSpecToJson(spec)));
+      if (std::rename(tmp.c_str(), final_dir.c_str()) != 0) return ErrnoStatus(errno, final_dir.string(), "cannot rename");
+      return absl::OkStatus();
+    }();
+    if (!written.ok()) {
+      fs::remove_all(tmp, ec);
+      const auto kept = ListCheckpoints(ckpt_root);
+      return Annotate(written, absl::StrCat("writing the checkpoint of step ", step, " (",
+                                            kept.empty() ? std::string("no earlier checkpoint")
+                                                         : absl::StrCat("kept ", kept.back().dir.string()),
+                                            "; rerun the same command to resume once the cause is fixed)"));
+    }
     const int keep = spec.checkpoint().keep_last();
     auto all = ListCheckpoints(ckpt_root);
     for (size_t i = 0; keep > 0 && i + keep < all.size(); ++i) fs::remove_all(all[i].dir, ec);
     return absl::OkStatus();
   };
 
-  std::ofstream metrics_out(out_dir / "metrics.jsonl", std::ios::app);
+  // metrics.jsonl holds one line per step: lines of steps after the checkpoint resumed from (a
+  // run killed between checkpoints) are dropped before training repeats those steps.
+  const fs::path metrics_path = out_dir / "metrics.jsonl";
+  if (fs::exists(metrics_path, ec)) {
+    std::string kept;
+    MFPO_RETURN_IF_ERROR(ReadJsonl(metrics_path.string(), [&](int, const json& j) -> absl::Status {
+      if (j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() < global_step)
+        kept += j.dump() + "\n";
+      return absl::OkStatus();
+    }, [](int, const std::string&) {}));
+    MFPO_RETURN_IF_ERROR(WriteFileAtomically(metrics_path.string(), kept));
+  }
+  std::ofstream metrics_out(metrics_path, std::ios::app);
+  if (!metrics_out) return ErrnoStatus(errno, metrics_path.string(), "cannot open for appending");
   const auto t0 = Clock::now();
   int64_t step = 0, samples_done = 0;
   policy.model->train();
@@ -486,6 +631,7 @@ absl::StatusOr<TrainResult> RunTraining(const v1::JobSpec& spec, const TrainCont
       line["samples_per_second"] = rate;
       metrics_out << line.dump() << "\n";
       metrics_out.flush();
+      if (!metrics_out) return ErrnoStatus(errno, metrics_path.string(), "write failed");
       const double eta = (total_steps - step - 1) * per_step / std::max(rate, 1e-9);
       std::string rewards;
       if (line.contains("reward_acc_text"))

@@ -90,8 +90,9 @@ struct CaptionSplits {
 
 absl::StatusOr<CaptionSplits> ReadCaptions(const VisionPretrainOptions& o) {
   fs::path file(o.data);
-  if (fs::is_directory(file)) file /= "annotations.jsonl";
-  if (!fs::exists(file)) return absl::NotFoundError(absl::StrCat(file.string(), ": no such captions file"));
+  std::error_code ec;
+  if (fs::is_directory(file, ec)) file /= "annotations.jsonl";
+  if (!fs::exists(file, ec)) return absl::NotFoundError(absl::StrCat(file.string(), ": no such captions file"));
   const fs::path root = file.parent_path();
   CaptionSplits s;
   auto on_bad_line = [&](int line, const std::string& why) {
@@ -218,7 +219,7 @@ torch::Tensor PooledLogits(const torch::Tensor& scores) {  // [B, P, W] -> [B, W
 
 absl::StatusOr<VisionPretrainResult> RunVisionPretrain(const VisionPretrainOptions& o, std::ostream& progress) {
   if (o.out_dir.empty()) return absl::InvalidArgumentError("--out: the new model directory is required");
-  if (fs::exists(o.out_dir)) return absl::AlreadyExistsError(absl::StrCat(o.out_dir, ": already exists"));
+  if (std::error_code ec; fs::exists(o.out_dir, ec)) return absl::AlreadyExistsError(absl::StrCat(o.out_dir, ": already exists"));
   if (o.epochs < 1) return absl::InvalidArgumentError("--epochs must be >= 1");
   if (o.batch_size < 1) return absl::InvalidArgumentError("--batch_size must be >= 1");
   if (!(o.lr > 0)) return absl::InvalidArgumentError("--lr must be > 0");

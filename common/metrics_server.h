@@ -1,0 +1,52 @@
+// The /metrics endpoint of every process: a small HTTP/1.1 server that serves a prometheus-cpp
+// registry in the text exposition format.
+//
+// Why not prometheus::Exposer: it embeds civetweb, which Debian builds with a fixed 100 KiB
+// thread stack (USE_STACK_SIZE), and glibc places a thread's static TLS inside its stack. Next to
+// LibTorch and OpenBLAS (about 100 KiB of static TLS together) every civetweb thread fails to
+// start, and Exposer reports it as "null context when constructing CivetServer. Possible
+// problem binding to port." This server's one thread has the default stack, and its errors say
+// what failed (resolve, bind, listen) with the OS's reason.
+#ifndef MFPO_COMMON_METRICS_SERVER_H_
+#define MFPO_COMMON_METRICS_SERVER_H_
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include <prometheus/registry.h>
+
+#include "absl/status/statusor.h"
+
+namespace mfpo {
+
+class MetricsServer {
+ public:
+  // Listens on `address` ("HOST:PORT", ":PORT" for every interface, "[::1]:PORT"; port 0 picks
+  // a free one) and serves GET /metrics from `registry` until destroyed. Errors name the address.
+  static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(const std::string& address,
+                                                            std::shared_ptr<prometheus::Registry> registry);
+  ~MetricsServer();
+  MetricsServer(const MetricsServer&) = delete;
+  MetricsServer& operator=(const MetricsServer&) = delete;
+
+  int port() const { return port_; }
+  // "http://HOST:PORT/metrics" as a client would reach it.
+  std::string url() const;
+
+ private:
+  MetricsServer(int listen_fd, int wake_fd_read, int wake_fd_write, int port, std::string host,
+                std::shared_ptr<prometheus::Registry> registry);
+  void Serve();
+  void HandleConnection(int fd);
+
+  const int listen_fd_, wake_read_, wake_write_, port_;
+  const std::string host_;
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::thread thread_;  // owned: joined by the destructor
+};
+
+}  // namespace mfpo
+
+#endif  // MFPO_COMMON_METRICS_SERVER_H_
