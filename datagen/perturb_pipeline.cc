@@ -161,7 +161,10 @@ absl::StatusOr<ShardReport> RunPerturbShard(const ShardOptions& shard, const Per
     absl::StatusOr<cv::Mat> rgb = ReadImageFile(image_path.string(), options.limits);
     if (!rgb.ok()) return fail(rgb.status().message());
     const std::string text = options.keywords_from_question ? parsed->question + "\n" + parsed->chosen : parsed->chosen;
-    absl::StatusOr<PerturbedImage> p = PerturbImage(*rgb, text, parsed->regions, id, options, grounder, vectors);
+    // An exception here (OpenCV, LibTorch in a grounder) is this record's error, not the shard's.
+    absl::StatusOr<PerturbedImage> p = CatchAll(absl::StrCat(image_path.string(), ": perturbing"), [&] {
+      return PerturbImage(*rgb, text, parsed->regions, id, options, grounder, vectors);
+    });
     if (!p.ok()) return fail(p.status().message());
     absl::StatusOr<std::string> rejected_png = EncodePng(p->rejected);
     if (!rejected_png.ok()) return fail(rejected_png.status().message());

@@ -192,7 +192,7 @@ absl::StatusOr<Dataset> LoadDataset(const v1::JobSpec& spec, const LoadedModel& 
     if (it != image_cache.end()) return it->second;
     const fs::path p = fs::path(rel).is_absolute() ? fs::path(rel) : root / rel;
     MFPO_ASSIGN_OR_RETURN(cv::Mat rgb, ReadImageFile(p.string()));
-    MFPO_ASSIGN_OR_RETURN(rgb, transform(rgb));
+    MFPO_ASSIGN_OR_RETURN(rgb, CatchAll(p.string(), [&] { return transform(rgb); }));
     MFPO_ASSIGN_OR_RETURN(torch::Tensor t, PreprocessImage(rgb, m.image));
     image_cache.emplace(key, t);
     return t;
