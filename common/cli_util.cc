@@ -1,6 +1,7 @@
 #include "common/cli_util.h"
 
 #include <algorithm>
+#include <cctype>
 #include <iostream>
 
 #include "absl/flags/commandlineflag.h"
@@ -38,6 +39,7 @@ std::vector<std::string> GivenFlagNames(const std::vector<std::string>& args) {
     const std::string& a = args[i];
     if (a == "--") break;
     if (a.size() < 2 || a[0] != '-' || a == "-") continue;
+    if (std::isdigit(static_cast<unsigned char>(a[1])) || a[1] == '.') continue;  // a negative number: a value
     std::string name = a.substr(a[1] == '-' ? 2 : 1);
     name = name.substr(0, name.find('='));
     if (absl::FindCommandLineFlag(name) == nullptr && absl::StartsWith(name, "no")) {
@@ -57,11 +59,12 @@ absl::Status CheckCommandFlags(const std::string& program, const CommandFlags& c
     if (ok) continue;
     std::vector<std::string> all;
     for (const auto& f : command.flags) all.push_back("--" + f);
-    for (const auto& f : global) all.push_back("--" + f);
-    return absl::InvalidArgumentError(absl::StrCat(program, " ", command.name, ": --", name,
-                                                   " is not a flag of this command (its flags: ",
-                                                   absl::StrJoin(all, ", "), "; see ", program, " ", command.name,
-                                                   " --help)"));
+    for (const auto& f : global)
+      if (std::find(command.flags.begin(), command.flags.end(), f) == command.flags.end()) all.push_back("--" + f);
+    const std::string who = command.name.empty() ? program : absl::StrCat(program, " ", command.name);
+    return absl::InvalidArgumentError(absl::StrCat(who, ": --", name, " is not a flag of ",
+                                                   command.name.empty() ? "this program" : "this command", " (its flags: ",
+                                                   absl::StrJoin(all, ", "), "; see ", who, " --help)"));
   }
   return absl::OkStatus();
 }
@@ -78,7 +81,8 @@ std::string CommandHelp(const std::string& program, const CommandFlags& command,
                     "\n");
   };
   for (const auto& name : command.flags) describe(name);
-  for (const auto& name : global) describe(name);
+  for (const auto& name : global)
+    if (std::find(command.flags.begin(), command.flags.end(), name) == command.flags.end()) describe(name);
   return out;
 }
 

@@ -2,6 +2,8 @@
 #ifndef MFPO_COMMON_FILE_UTIL_H_
 #define MFPO_COMMON_FILE_UTIL_H_
 
+#include <cstdint>
+#include <functional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -28,14 +30,41 @@ bool IsStorageWideError(const absl::Status& status);
 absl::Status CheckRegularFile(const std::string& path, const std::string& what = "file");
 
 // The bytes of `path` (a regular file, see CheckRegularFile). NOT_FOUND "<path>: cannot open
-// <what>: ..." when it does not exist.
-absl::StatusOr<std::string> ReadFileToString(const std::string& path, const std::string& what = "file");
+// <what>: ..." when it does not exist; RESOURCE_EXHAUSTED, before anything is read, when it is
+// larger than `max_bytes`.
+absl::StatusOr<std::string> ReadFileToString(const std::string& path, const std::string& what = "file",
+                                             int64_t max_bytes = int64_t{1} << 30);
 
-// Writes `bytes` to `path` atomically: to a unique temporary name in the same directory, then
-// renamed over `path`. Readers, and a rerun after a crash, see the old file or the whole new one,
-// never a part; on failure the temporary file is removed and the status comes from ErrnoStatus.
-// (No fsync: atomic against process crashes, not durable against power loss.)
+// OK when `dir` does not exist or is an empty directory, or `overwrite` is set and it is a
+// directory. Otherwise FAILED_PRECONDITION naming it and the --overwrite flag: commands that
+// write a directory of outputs never mix them silently with what is already there.
+absl::Status CheckNewOutputDir(const std::string& dir, bool overwrite);
+
+// Where a write to `path` must land: `path` itself, or the file a symlink there points to (the
+// link is written through, not replaced). FAILED_PRECONDITION when that exists and is not a
+// regular file (a directory, FIFO or device is never replaced by a file: `--out /dev/null` must
+// not delete the device).
+absl::StatusOr<std::string> ResolveOutputFile(const std::string& path);
+
+// Writes `bytes` to `path` (see ResolveOutputFile) atomically: to a unique temporary name
+// `<path>.tmp.<host>-<pid>.<n>` in the same directory, then renamed over `path`. Readers, and a rerun
+// after a crash, see the old file or the whole new one, never a part; on failure the temporary
+// file is removed and the status comes from ErrnoStatus. (No fsync: atomic against process
+// crashes, not durable against power loss.)
 absl::Status WriteFileAtomically(const std::string& path, const std::string& bytes);
+
+// The same for content produced in pieces (too large to hold twice in memory, e.g. optimizer
+// state): `produce(write)` calls `write(data, n)` for each piece. `write` always reports success
+// to the producer, so that a library that throws on short writes (from a destructor, even) never
+// sees one; the first OS error is returned after `produce` finishes, and nothing is renamed.
+// The file is fsync'ed before the rename (these are checkpoints).
+using PieceWriter = std::function<size_t(const void*, size_t)>;
+absl::Status WriteFileStreamed(const std::string& path, const std::function<absl::Status(const PieceWriter&)>& produce);
+
+// Removes the temporary files of WriteFileAtomically that a killed process left in `dir`: this
+// machine's whose process is gone, and another machine's (a shared volume) older than
+// `min_age_seconds`. Returns how many were removed.
+int RemoveStaleTemporaryFiles(const std::string& dir, double min_age_seconds = 3600);
 
 }  // namespace mfpo
 

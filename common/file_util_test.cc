@@ -123,5 +123,75 @@ TEST_F(FileUtilTest, ADeepLineIsThatLinesErrorInJsonl) {
   EXPECT_EQ(errors[0], "2: JSON nested deeper than 64 levels");
 }
 
+// An output that exists and is not a regular file is never replaced (`--out /dev/null` must not
+// delete the device); a symlink is written through.
+TEST_F(FileUtilTest, OutputsThatAreDevicesOrFifosAreRefusedAndSymlinksWrittenThrough) {
+  const fs::path fifo = dir_ / "out.fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+  for (const fs::path& p : {fifo, fs::path("/dev/null")}) {
+    absl::Status s = WriteFileAtomically(p.string(), "x");
+    ASSERT_FALSE(s.ok()) << p;
+    EXPECT_TRUE(absl::StrContains(s.message(), "refusing to replace it")) << s;
+  }
+  EXPECT_TRUE(fs::is_fifo(fifo));
+  EXPECT_TRUE(fs::is_character_file("/dev/null"));
+  ASSERT_TRUE(WriteFileAtomically((dir_ / "target.txt").string(), "old").ok());
+  fs::create_symlink(dir_ / "target.txt", dir_ / "link.txt");
+  ASSERT_TRUE(WriteFileAtomically((dir_ / "link.txt").string(), "new").ok());
+  EXPECT_TRUE(fs::is_symlink(dir_ / "link.txt"));
+  EXPECT_EQ(ReadFileToString((dir_ / "target.txt").string()).value_or(""), "new");
+  absl::Status streamed = WriteFileStreamed((dir_ / "s.bin").string(), [](const PieceWriter& write) {
+    write("ab", 2);
+    write("cd", 2);
+    return absl::OkStatus();
+  });
+  ASSERT_TRUE(streamed.ok()) << streamed;
+  EXPECT_EQ(ReadFileToString((dir_ / "s.bin").string()).value_or(""), "abcd");
+}
+
+// A file larger than the caller's limit is refused from its size, before a byte is read (a 64 GB
+// "image" used to be read into memory first).
+TEST_F(FileUtilTest, OversizedFilesAreRefusedBeforeReading) {
+  const fs::path big = dir_ / "big.png";
+  { std::ofstream(big) << "x"; }
+  fs::resize_file(big, int64_t{64} << 30);  // sparse: no disk used
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = ReadFileToString(big.string(), "image", 256 << 20);
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(absl::IsResourceExhausted(r.status())) << r.status();
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "68719476736 bytes, above the limit of 268435456")) << r.status();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+}
+
+TEST_F(FileUtilTest, StaleTemporaryFilesOfDeadProcessesAreRemoved) {
+  char host[256] = {0};
+  ::gethostname(host, sizeof(host) - 1);
+  std::string tag = host;
+  for (char& c : tag)
+    if (c == '.' || c == '/') c = '_';
+  const std::string dead = "a.png.tmp." + tag + "-999999999.0";  // no such process
+  const std::string alive = "b.png.tmp." + tag + "-" + std::to_string(::getpid()) + ".0";
+  const std::string foreign = "c.png.tmp.other_machine-1.0";  // recent: its writer may be alive
+  for (const auto& name : {dead, alive, foreign}) std::ofstream(dir_ / name) << "partial";
+  EXPECT_EQ(RemoveStaleTemporaryFiles(dir_.string()), 1);
+  EXPECT_FALSE(fs::exists(dir_ / dead));
+  EXPECT_TRUE(fs::exists(dir_ / alive));
+  EXPECT_TRUE(fs::exists(dir_ / foreign));
+  EXPECT_EQ(RemoveStaleTemporaryFiles(dir_.string(), /*min_age_seconds=*/0), 1);
+  EXPECT_FALSE(fs::exists(dir_ / foreign));
+}
+
+TEST_F(FileUtilTest, NewOutputDirectoriesMustBeEmptyUnlessOverwriting) {
+  EXPECT_TRUE(CheckNewOutputDir((dir_ / "new").string(), false).ok());
+  fs::create_directories(dir_ / "empty");
+  EXPECT_TRUE(CheckNewOutputDir((dir_ / "empty").string(), false).ok());
+  std::ofstream(dir_ / "empty" / "f") << "x";
+  absl::Status s = CheckNewOutputDir((dir_ / "empty").string(), false);
+  EXPECT_TRUE(absl::IsFailedPrecondition(s)) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "--overwrite")) << s;
+  EXPECT_TRUE(CheckNewOutputDir((dir_ / "empty").string(), true).ok());
+  EXPECT_FALSE(CheckNewOutputDir((dir_ / "empty" / "f").string(), true).ok());
+}
+
 }  // namespace
 }  // namespace mfpo

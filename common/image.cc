@@ -130,7 +130,7 @@ absl::Status CheckPixels(int64_t w, int64_t h, const std::string& source,
                          const ImageLimits& limits) {
   if (w <= 0 || h <= 0)
     return absl::InvalidArgumentError(absl::StrCat(source, ": image has no pixels (", w, "x", h, ")"));
-  if (w * h > limits.max_pixels)
+  if (w > limits.max_pixels / h)  // w * h > max_pixels, without overflowing
     return absl::ResourceExhaustedError(absl::StrCat(source, ": image is ", w, "x", h, " = ",
                                                      w * h, " pixels, above the limit of ",
                                                      limits.max_pixels));
@@ -182,19 +182,21 @@ absl::StatusOr<cv::Mat> DecodeImage(const std::string& bytes, const std::string&
     return absl::ResourceExhaustedError(absl::StrCat(source, ": ", bytes.size(),
                                                      " bytes, above the limit of ",
                                                      limits.max_file_bytes));
+  // Only the formats whose header is checked against the pixel limit before decoding: OpenCV
+  // would also decode BMP, TIFF, PPM... with no such check (a decompression bomb).
   absl::StatusOr<ImageSize> probed = ProbeImageSize(bytes);
-  if (probed.ok()) {
-    MFPO_RETURN_IF_ERROR(CheckPixels(probed->width, probed->height, source, limits));
-  } else if (!absl::IsNotFound(probed.status())) {
-    return Annotate(probed.status(), absl::StrCat(source, ": undecodable image"));
-  }
+  if (absl::IsNotFound(probed.status()))
+    return absl::InvalidArgumentError(absl::StrCat(source, ": undecodable image (not a PNG, JPEG or WebP file)"));
+  if (!probed.ok()) return Annotate(probed.status(), absl::StrCat(source, ": undecodable image"));
+  MFPO_RETURN_IF_ERROR(CheckPixels(probed->width, probed->height, source, limits));
   MFPO_ASSIGN_OR_RETURN(cv::Mat decoded, CatchAll(source, [&] {
     cv::Mat buf(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<char*>(bytes.data()));
     return cv::imdecode(buf, cv::IMREAD_COLOR);
   }));
   if (decoded.empty())
     return absl::InvalidArgumentError(
-        absl::StrCat(source, ": undecodable image (not a valid JPEG, PNG or WebP file)"));
+        absl::StrCat(source, ": undecodable image (a corrupt or truncated file, or a PNG / JPEG / WebP variant "
+                             "OpenCV cannot read, such as an animated WebP)"));
   MFPO_RETURN_IF_ERROR(CheckPixels(decoded.cols, decoded.rows, source, limits));
   return CatchAll(source, [&] {
     cv::Mat rgb;
@@ -204,7 +206,8 @@ absl::StatusOr<cv::Mat> DecodeImage(const std::string& bytes, const std::string&
 }
 
 absl::StatusOr<cv::Mat> ReadImageFile(const std::string& path, const ImageLimits& limits) {
-  MFPO_ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(path, "image"));
+  // The size limit is checked from the file's size, before anything is read.
+  MFPO_ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(path, "image", limits.max_file_bytes));
   return DecodeImage(bytes, path, limits);
 }
 

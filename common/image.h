@@ -30,8 +30,9 @@ struct ImageSize {
 };
 absl::StatusOr<ImageSize> ProbeImageSize(const std::string& bytes);
 
-// Decodes to 8-bit RGB (HWC, CV_8UC3). Errors name `source`: empty input, oversized images
-// (checked from the header before decoding), undecodable data.
+// Decodes PNG, JPEG or WebP (other formats are refused) to 8-bit RGB (HWC, CV_8UC3). Errors name
+// `source`: empty input, oversized files and images (checked from the file size and the header
+// before reading / decoding), undecodable data.
 absl::StatusOr<cv::Mat> DecodeImage(const std::string& bytes, const std::string& source,
                                     const ImageLimits& limits = {});
 absl::StatusOr<cv::Mat> ReadImageFile(const std::string& path, const ImageLimits& limits = {});

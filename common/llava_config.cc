@@ -1,5 +1,7 @@
 #include "common/llava_config.h"
 
+#include <cmath>
+
 #include <fstream>
 #include <sstream>
 
@@ -108,8 +110,17 @@ absl::Status ValidateLlavaConfig(const LlavaConfig& c) {
                              {"text_config.num_hidden_layers", t.num_hidden_layers},
                              {"text_config.num_attention_heads", t.num_attention_heads},
                              {"text_config.num_key_value_heads", t.num_key_value_heads},
-                             {"text_config.head_dim", t.head_dim}}) {
+                             {"text_config.head_dim", t.head_dim},
+                             {"text_config.max_position_embeddings", t.max_position_embeddings},
+                             {"vision_config.intermediate_size", v.intermediate_size},
+                             {"text_config.intermediate_size", t.intermediate_size}}) {
     if (value <= 0) return bad(name, "must be positive");
+  }
+  // Non-positive values here turn every output into NaN without an error.
+  for (auto [name, value] : {std::pair<const char*, double>{"text_config.rope_theta", t.rope_theta},
+                             {"text_config.rms_norm_eps", t.rms_norm_eps},
+                             {"vision_config.layer_norm_eps", v.layer_norm_eps}}) {
+    if (!(value > 0) || !std::isfinite(value)) return bad(name, "must be a positive number");
   }
   if (v.hidden_size % v.num_attention_heads != 0)
     return bad("vision_config.hidden_size", "must be divisible by num_attention_heads");

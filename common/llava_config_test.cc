@@ -85,6 +85,10 @@ INSTANTIATE_TEST_SUITE_P(
     All, LlavaConfigErrors,
     ::testing::Values(
         BadCase{"not json", "not a JSON object"},
+        BadCase{R"({"model_type": "llava", "text_config": {"rope_theta": -1}})", "text_config.rope_theta: must be a positive"},
+        BadCase{R"({"model_type": "llava", "text_config": {"rms_norm_eps": 0}})", "text_config.rms_norm_eps"},
+        BadCase{R"({"model_type": "llava", "text_config": {"max_position_embeddings": 0}})",
+                "text_config.max_position_embeddings: must be positive"},
         BadCase{R"({"model_type": "blip-2"})", "model_type: 'blip-2' is not supported"},
         BadCase{R"({"model_type": "llava", "architectures": ["LlavaNextForConditionalGeneration"]})",
                 "architectures"},

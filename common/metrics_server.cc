@@ -90,13 +90,20 @@ MetricsServer::MetricsServer(int listen_fd, int wake_read, int wake_write, int p
                              std::shared_ptr<prometheus::Registry> registry)
     : listen_fd_(listen_fd), wake_read_(wake_read), wake_write_(wake_write), port_(port), host_(std::move(host)),
       registry_(std::move(registry)) {
-  thread_ = std::thread([this] { Serve(); });
+  acceptor_ = std::thread([this] { Accept(); });
+  for (int i = 0; i < kHandlers; ++i) handlers_.emplace_back([this] { Handle(); });
 }
 
 MetricsServer::~MetricsServer() {
   const char c = 'x';
   (void)!::write(wake_write_, &c, 1);
-  thread_.join();
+  acceptor_.join();
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  for (auto& t : handlers_) t.join();
+  for (int fd : queue_) ::close(fd);  // accepted but never served
   ::close(listen_fd_);
   ::close(wake_read_);
   ::close(wake_write_);
@@ -108,7 +115,7 @@ std::string MetricsServer::url() const {
   return absl::StrCat("http://", v6 && host == host_ ? absl::StrCat("[", host, "]") : host, ":", port_, "/metrics");
 }
 
-void MetricsServer::Serve() {
+void MetricsServer::Accept() {
   while (true) {
     pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {wake_read_, POLLIN, 0}};
     if (::poll(fds, 2, -1) < 0) {
@@ -119,6 +126,26 @@ void MetricsServer::Serve() {
     if ((fds[0].revents & POLLIN) == 0) continue;
     const int conn = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
     if (conn < 0) continue;
+    absl::MutexLock lock(&mu_);
+    if (queue_.size() >= kMaxQueued) {
+      ::close(conn);
+      continue;
+    }
+    queue_.push_back(conn);
+  }
+}
+
+void MetricsServer::Handle() {
+  while (true) {
+    int conn = -1;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](MetricsServer* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) { return s->stopping_ || !s->queue_.empty(); }, this));
+      if (stopping_) return;
+      conn = queue_.front();
+      queue_.pop_front();
+    }
     HandleConnection(conn);
     ::close(conn);
   }

@@ -10,14 +10,17 @@
 #ifndef MFPO_COMMON_METRICS_SERVER_H_
 #define MFPO_COMMON_METRICS_SERVER_H_
 
-#include <atomic>
+#include <deque>
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <prometheus/registry.h>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 
 namespace mfpo {
 
@@ -38,13 +41,21 @@ class MetricsServer {
  private:
   MetricsServer(int listen_fd, int wake_fd_read, int wake_fd_write, int port, std::string host,
                 std::shared_ptr<prometheus::Registry> registry);
-  void Serve();
+  void Accept();                 // the accepting thread: queues connections
+  void Handle();                 // each handler thread: serves queued connections
   void HandleConnection(int fd);
+
+  static constexpr int kHandlers = 4;     // a slow client holds one, not the endpoint
+  static constexpr size_t kMaxQueued = 64;  // beyond this, new connections are closed at once
 
   const int listen_fd_, wake_read_, wake_write_, port_;
   const std::string host_;
   std::shared_ptr<prometheus::Registry> registry_;
-  std::thread thread_;  // owned: joined by the destructor
+  absl::Mutex mu_;
+  std::deque<int> queue_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread acceptor_;                 // owned: joined by the destructor
+  std::vector<std::thread> handlers_;    // owned: joined by the destructor
 };
 
 }  // namespace mfpo

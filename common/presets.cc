@@ -1,5 +1,10 @@
 #include "common/presets.h"
 
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <filesystem>
@@ -95,16 +100,32 @@ int64_t CountParameters(LlavaModel& model) {
   return n;
 }
 
+namespace {
+absl::Status WriteModelFiles(const std::string& dir, const ModelPreset& preset, const InitModelOptions& options);
+}  // namespace
+
 absl::Status InitModelDir(const std::string& dir, const InitModelOptions& options) {
   MFPO_ASSIGN_OR_RETURN(ModelPreset preset, GetPreset(options.preset));
   std::error_code ec;
-  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec))
-    return absl::FailedPreconditionError(absl::StrCat(dir, ": exists and is not a directory"));
-  if (fs::is_directory(dir, ec) && !fs::is_empty(dir, ec) && !options.overwrite)
-    return absl::FailedPreconditionError(absl::StrCat(
-        dir, ": directory is not empty (it would overwrite ",
-        fs::exists(fs::path(dir) / "config.json", ec) ? "the model there" : "files there",
-        "); choose a new --out or pass --overwrite"));
+  MFPO_RETURN_IF_ERROR(CheckNewOutputDir(dir, options.overwrite));
+  // A new directory is written under a temporary name and renamed when complete, so that a
+  // failure (disk full) leaves nothing a rerun would have to --overwrite.
+  const bool fresh = !fs::exists(dir, ec) || fs::is_empty(dir, ec);
+  const fs::path target = fresh ? fs::path(absl::StrCat(dir, ".tmp-", ::getpid())) : fs::path(dir);
+  if (fresh) fs::remove_all(target, ec);
+  absl::Status written = WriteModelFiles(target.string(), preset, options);
+  if (written.ok() && fresh) {
+    fs::remove(dir, ec);  // empty, if it exists
+    if (std::rename(target.c_str(), dir.c_str()) != 0) written = ErrnoStatus(errno, dir, "cannot rename");
+  }
+  if (!written.ok() && fresh) fs::remove_all(target, ec);
+  return written;
+}
+
+namespace {
+
+absl::Status WriteModelFiles(const std::string& dir, const ModelPreset& preset, const InitModelOptions& options) {
+  std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) return absl::InternalError(absl::StrCat(dir, ": ", ec.message()));
   const std::string sp_model = TinyTokenizerModelBytes();
@@ -130,5 +151,7 @@ absl::Status InitModelDir(const std::string& dir, const InitModelOptions& option
   MFPO_RETURN_IF_ERROR(write("added_tokens.json", added.dump(2) + "\n"));
   return absl::OkStatus();
 }
+
+}  // namespace
 
 }  // namespace mfpo

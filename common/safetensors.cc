@@ -104,10 +104,6 @@ void AdviseHugePages(void* p, uint64_t n) {
   if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
 }
 
-absl::Status WriteAll(std::FILE* f, const void* p, size_t n, const std::string& path) {
-  if (n > 0 && std::fwrite(p, 1, n, f) != n) return ErrnoStatus(errno != 0 ? errno : EIO, path, "write failed");
-  return absl::OkStatus();
-}
 
 }  // namespace
 
@@ -379,30 +375,14 @@ absl::Status WriteSafetensors(const std::string& path, const NamedTensors& tenso
   }
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');
-  const std::string tmp = path + ".tmp";
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (f == nullptr) return ErrnoStatus(errno, tmp, "cannot create");
   uint8_t len[8];
   for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(text.size() >> (8 * i));
-  absl::Status st = WriteAll(f, len, 8, tmp);
-  if (st.ok()) st = WriteAll(f, text.data(), text.size(), tmp);
-  for (const auto& c : contiguous) {
-    if (!st.ok()) break;
-    st = WriteAll(f, c.data_ptr(), c.numel() * c.element_size(), tmp);
-  }
-  if (std::fflush(f) != 0 && st.ok()) st = ErrnoStatus(errno, tmp, "write failed");
-  if (st.ok() && ::fsync(::fileno(f)) != 0) st = ErrnoStatus(errno, tmp, "fsync failed");
-  if (std::fclose(f) != 0 && st.ok()) st = ErrnoStatus(errno, tmp, "write failed");
-  if (!st.ok()) {
-    std::remove(tmp.c_str());
-    return st;
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    std::remove(tmp.c_str());
-    return ErrnoStatus(err, path, "cannot replace");
-  }
-  return absl::OkStatus();
+  return WriteFileStreamed(path, [&](const PieceWriter& write) {
+    write(len, 8);
+    write(text.data(), text.size());
+    for (const auto& c : contiguous) write(c.data_ptr(), static_cast<size_t>(c.numel() * c.element_size()));
+    return absl::OkStatus();
+  });
 }
 
 absl::Status WriteCheckpoint(const std::string& dir, const NamedTensors& tensors,

@@ -26,7 +26,7 @@ class WireReader {
     for (int shift = 0; shift < 64; shift += 7) {
       if (p_ >= end_) return ok_ = false;
       const uint8_t b = *p_++;
-      *v |= uint64_t{b & 0x7F} << shift;
+      *v |= static_cast<uint64_t>(b & 0x7F) << shift;
       if ((b & 0x80) == 0) return true;
     }
     return ok_ = false;

@@ -49,6 +49,13 @@ int main(int argc, char** argv) {
     std::cout << mfpo::CommandHelp("mfpo-datagen", command, {});
     return 0;
   }
+  for (const std::string& a : normalised)
+    if (a == "--version") {
+      std::cout << "mfpo-datagen " << MFPO_VERSION << "\n";
+      return 0;
+    }
+  if (absl::Status s = mfpo::CheckCommandFlags("mfpo-datagen", command, {}, mfpo::GivenFlagNames(normalised)); !s.ok())
+    return mfpo::ExitCode(s, "mfpo-datagen");
   std::vector<char*> raw;
   for (auto& a : normalised) raw.push_back(a.data());
   std::vector<char*> args = absl::ParseCommandLine(static_cast<int>(raw.size()), raw.data());

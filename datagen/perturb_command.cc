@@ -15,9 +15,15 @@ absl::StatusOr<ShardReport> RunPerturbCommand(const PerturbCommandOptions& o, Pe
   if (o.shard.manifest.empty()) return absl::InvalidArgumentError("--manifest is required");
   if (o.shard.out_dir.empty()) return absl::InvalidArgumentError("--out is required");
   if (o.perturb.noise_step < 0 || o.perturb.noise_step > 1000)
-    return absl::InvalidArgumentError("--noise_step must be in [0, 1000]");
-  if (o.perturb.keywords.top_k < 1) return absl::InvalidArgumentError("--top_k must be >= 1");
-  if (o.perturb.feather < 0) return absl::InvalidArgumentError("--feather must be >= 0");
+    return absl::InvalidArgumentError("--noise-step must be in [0, 1000]");
+  const KeywordOptions& k = o.perturb.keywords;
+  if (k.top_k < 1 || k.top_k > 100) return absl::InvalidArgumentError("--top-k must be in [1, 100]");
+  if (!(k.alpha >= 0 && k.alpha <= 1)) return absl::InvalidArgumentError("--alpha must be in [0, 1]");
+  if (!(k.sigma > 0 && k.sigma <= 1e6)) return absl::InvalidArgumentError("--sigma must be a positive number of tokens");
+  if (o.perturb.feather < 0 || o.perturb.feather > 256)
+    return absl::InvalidArgumentError("--feather must be in [0, 256] pixels");
+  if (!(o.model_grounder.threshold >= 0 && o.model_grounder.threshold <= 1))
+    return absl::InvalidArgumentError("--heat-threshold must be in [0, 1]");
 
   std::unique_ptr<Grounder> grounder;
   if (o.grounder == "regions") {
@@ -31,11 +37,11 @@ absl::StatusOr<ShardReport> RunPerturbCommand(const PerturbCommandOptions& o, Pe
     MFPO_ASSIGN_OR_RETURN(grounder, MakeModelGrounder(o.model_dir, o.model_grounder));
   } else if (o.grounder == "torchscript") {
     if (o.torchscript_path.empty())
-      return absl::InvalidArgumentError("--grounder torchscript needs --grounder_model (a TorchScript file)");
+      return absl::InvalidArgumentError("--grounder torchscript needs --grounder-model (a TorchScript file)");
     MFPO_ASSIGN_OR_RETURN(grounder, MakeTorchScriptGrounder(o.torchscript_path));
   } else if (o.grounder == "random") {
     if (!(o.random_fraction > 0 && o.random_fraction <= 1))
-      return absl::InvalidArgumentError("--random_fraction must be in (0, 1]");
+      return absl::InvalidArgumentError("--random-fraction must be in (0, 1]");
     grounder = MakeRandomGrounder(o.random_fraction, o.perturb.seed);
   } else if (o.grounder == "global") {
     grounder = MakeGlobalGrounder();
@@ -57,7 +63,14 @@ absl::StatusOr<ShardReport> RunPerturbCommand(const PerturbCommandOptions& o, Pe
                !o.word_vectors_path.empty() ? o.word_vectors_path
                : vectors                    ? "the model's input embeddings"
                                             : "none (positional edges only)");
-  return RunPerturbShard(o.shard, o.perturb, *grounder, vectors.get(), counters);
+  ShardOptions shard = o.shard;
+  shard.configuration = {{"vocab", o.vocabulary_path},
+                         {"model", o.model_dir},
+                         {"grounder_model", o.torchscript_path},
+                         {"word_vectors", o.word_vectors_path},
+                         {"random_fraction", o.grounder == "random" ? o.random_fraction : 0.0},
+                         {"heat_threshold", o.grounder == "model" ? o.model_grounder.threshold : 0.0}};
+  return RunPerturbShard(shard, o.perturb, *grounder, vectors.get(), counters);
 }
 
 }  // namespace mfpo

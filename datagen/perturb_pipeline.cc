@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/file_util.h"
 #include "common/jsonl.h"
 #include "common/status_macros.h"
@@ -55,6 +56,47 @@ Job MakeJob(int line, json record) {
   return job;
 }
 
+// The settings that decide a record's output. A rerun into the same --out continues only with
+// the same settings and input (finished records are skipped, so different settings would mix two
+// configurations in one manifest without a word).
+json ShardSettings(const ShardOptions& shard, const PerturbOptions& o, const Grounder& grounder) {
+  std::error_code ec;
+  return {{"manifest", fs::absolute(shard.manifest, ec).lexically_normal().string()},
+          {"grounder", grounder.name()},
+          {"configuration", shard.configuration},
+          {"top_k", o.keywords.top_k},
+          {"alpha", o.keywords.alpha},
+          {"sigma", o.keywords.sigma},
+          {"gamma", o.keywords.gamma},
+          {"keywords_from_question", o.keywords_from_question},
+          {"noise_step", o.noise_step},
+          {"feather", o.feather},
+          {"seed", o.seed},
+          {"max_pixels", o.limits.max_pixels}};
+}
+
+absl::Status CheckShardRecord(const ShardOptions& shard, const PerturbOptions& options, const Grounder& grounder) {
+  const fs::path path = fs::path(shard.out_dir) / "perturb.json";
+  const json current = ShardSettings(shard, options, grounder);
+  std::error_code ec;
+  if (!fs::exists(path, ec)) {
+    fs::create_directories(shard.out_dir, ec);
+    if (ec) return absl::InternalError(absl::StrCat(shard.out_dir, ": ", ec.message()));
+    return WriteFileAtomically(path.string(), current.dump(2) + "\n");
+  }
+  json recorded;
+  MFPO_RETURN_IF_ERROR(ReadJsonFile(path.string(), &recorded));
+  std::vector<std::string> diffs;
+  for (auto it = current.begin(); it != current.end(); ++it) {
+    const std::string before = recorded.is_object() && recorded.contains(it.key()) ? recorded[it.key()].dump() : "(none)";
+    if (before != it.value().dump()) diffs.push_back(absl::StrCat(it.key(), ": ", before, " -> ", it.value().dump()));
+  }
+  if (diffs.empty()) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      shard.out_dir, " holds outputs made with other settings or input (", path.string(), "):\n  ",
+      absl::StrJoin(diffs, "\n  "), "\nUse a new --out, or delete ", shard.out_dir, " to start over."));
+}
+
 }  // namespace
 
 std::string ShardReportText(const ShardReport& r) {
@@ -89,10 +131,10 @@ absl::StatusOr<ShardReport> RunPerturbShard(const ShardOptions& shard, const Per
   const fs::path out(shard.out_dir);
   const fs::path input_root = fs::path(shard.manifest).parent_path();
   std::error_code ec;
-  for (const char* sub : {"rejected", "masks", "records"}) {
-    fs::create_directories(out / sub, ec);
-    if (ec) return absl::InternalError(absl::StrCat((out / sub).string(), ": ", ec.message()));
-  }
+  if (shard.begin < 0) return absl::InvalidArgumentError(absl::StrCat("--begin ", shard.begin, ": must be >= 0"));
+  if (shard.end != -1 && shard.end <= shard.begin)
+    return absl::InvalidArgumentError(
+        absl::StrCat("--end ", shard.end, ": must be greater than --begin ", shard.begin, " (or -1: to the end)"));
 
   // Read the shard's records; lines that are not JSON objects are record errors too.
   // Record ids name the output files: two records with one id would write one file twice and
@@ -118,6 +160,16 @@ absl::StatusOr<ShardReport> RunPerturbShard(const ShardOptions& shard, const Per
         if (i >= shard.begin && (shard.end < 0 || i < shard.end))
           early_errors.push_back({{"id", absl::StrCat("line-", line)}, {"line", line}, {"reason", why}});
       }));
+  if (shard.begin > 0 && shard.begin >= index)
+    return absl::InvalidArgumentError(absl::StrCat("--begin ", shard.begin, ": past the end of ", shard.manifest, " (",
+                                                   index, " records)"));
+  MFPO_RETURN_IF_ERROR(CheckShardRecord(shard, options, grounder));
+  for (const char* sub : {"rejected", "masks", "records"}) {
+    fs::create_directories(out / sub, ec);
+    if (ec) return absl::InternalError(absl::StrCat((out / sub).string(), ": ", ec.message()));
+    // What a killed run was writing when it died.
+    RemoveStaleTemporaryFiles((out / sub).string());
+  }
   const std::string name = !shard.manifest_name.empty() ? shard.manifest_name
                            : shard.begin == 0 && shard.end < 0
                                ? "manifest"
@@ -135,7 +187,8 @@ absl::StatusOr<ShardReport> RunPerturbShard(const ShardOptions& shard, const Per
     const fs::path done_file = out / "records" / (key + ".json");
     const fs::path error_file = out / "records" / (key + ".error.json");
     std::error_code ec;
-    if (fs::is_regular_file(done_file, ec) || fs::is_regular_file(error_file, ec)) {
+    // Finished records are skipped; failed ones are tried again (their input may have been fixed).
+    if (fs::is_regular_file(done_file, ec)) {
       ++c.skipped;
       return absl::OkStatus();
     }
@@ -188,6 +241,7 @@ absl::StatusOr<ShardReport> RunPerturbShard(const ShardOptions& shard, const Per
                             {"seed", p->seed},         {"feather", options.feather}, {"mask", mask_rel}};
     if (p->fallback) ++c.fallbacks;
     MFPO_RETURN_IF_ERROR(write(done_file, line.dump(-1, ' ', false, json::error_handler_t::replace) + "\n"));
+    fs::remove(error_file, ec);  // an earlier attempt's error
     ++c.done;
     return absl::OkStatus();
   };

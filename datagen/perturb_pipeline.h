@@ -9,7 +9,9 @@
 //                        "perturbation" object (keywords with scores, grounder, found keywords,
 //                        coverage, fallback, t, seed, mask). Written last: its presence marks the
 //                        record done.
-//   records/<key>.error.json   {id, line, reason} of a record that failed (also final)
+//   records/<key>.error.json   {id, line, reason} of a record that failed (tried again by a rerun)
+//   perturb.json         the settings and input of the directory's outputs; a rerun with others
+//                        is refused
 //   <manifest name>.jsonl       the shard's finished records in input order (trainable by
 //                               `mfpo train`: native records with rejected_image)
 //   <manifest name>.errors.jsonl  the shard's failed records
@@ -23,6 +25,8 @@
 #include <functional>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "absl/status/statusor.h"
 #include "common/image.h"
@@ -54,6 +58,9 @@ struct ShardOptions {
   int64_t begin = 0, end = -1;  // record range [begin, end) by line order; end -1 = to the end
   int threads = 0;             // 0: one per core
   std::string manifest_name;   // default "manifest" (whole file) or "manifest-<begin>-<end>"
+  // The grounder's and word vectors' settings as the caller describes them; recorded with the
+  // pipeline options in <out>/perturb.json, which a rerun into the same directory must match.
+  nlohmann::json configuration = nlohmann::json::object();
 };
 
 struct ShardReport {

@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
+#include <functional>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -26,6 +28,7 @@
 #include "common/metrics_test_util.h"
 #include "datagen/datagen_metrics.h"
 #include "datagen/diffusion_noise.h"
+#include "datagen/perturb_command.h"
 #include "datagen/scene_world.h"
 #include "tests/cli_runner.h"
 
@@ -332,7 +335,8 @@ TEST_F(PerturbPipelineTest, ARecordThatCannotBeWrittenOrReadFailsAloneWithoutAHa
   auto errors = Lines((dir / "out" / "manifest.errors.jsonl").string());
   ASSERT_EQ(errors.size(), 2u);
   EXPECT_EQ(errors[0]["id"], "r2");
-  EXPECT_TRUE(absl::StrContains(errors[0]["reason"].get<std::string>(), "Is a directory")) << errors[0];
+  EXPECT_TRUE(absl::StrContains(errors[0]["reason"].get<std::string>(), "is a directory; refusing to replace it"))
+      << errors[0];
   EXPECT_EQ(errors[1]["id"], "r4");
   EXPECT_TRUE(absl::StrContains(errors[1]["reason"].get<std::string>(), "is a directory")) << errors[1];
 }
@@ -379,6 +383,79 @@ TEST_F(PerturbPipelineTest, MetricsEndpointServesNextToLibTorch) {
   ASSERT_TRUE(server.ok()) << server.status();
   const std::string body = HttpGet((*server)->port(), "/metrics");
   EXPECT_TRUE(absl::StrContains(body, "mfpo_datagen_records_total{result=\"ok\"} 3")) << body;
+}
+
+// Finished records are skipped by a rerun, so a rerun with other settings (or another input)
+// into the same --out would mix two configurations in one manifest: refused, saying what differs.
+TEST_F(PerturbPipelineTest, ARerunWithOtherSettingsIsRefusedAndFailedRecordsAreRetried) {
+  const fs::path dir = *root_ / "settings";
+  fs::create_directories(dir);
+  fs::copy_file(*root_ / "world" / "images" / "train-0.png", dir / "img.png");
+  std::ofstream(dir / "in.jsonl")
+      << json{{"id", "a"}, {"image", "img.png"}, {"question", "Q"}, {"chosen", "A red ball."}, {"rejected", "r"}}.dump() << "\n"
+      << json{{"id", "b"}, {"image", "later.png"}, {"question", "Q"}, {"chosen", "A red ball."}, {"rejected", "r"}}.dump() << "\n";
+  auto first = RunOnDir(dir);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->done, 1);
+  EXPECT_EQ(first->errors, 1);
+  // The missing image appears: a rerun tries record b again and keeps a.
+  fs::copy_file(dir / "img.png", dir / "later.png");
+  auto second = RunOnDir(dir);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->done, 2);
+  EXPECT_EQ(second->skipped, 1);
+  EXPECT_EQ(second->errors, 0);
+  EXPECT_TRUE(Lines(second->errors_path).empty());
+  // Other settings.
+  ShardOptions shard;
+  shard.manifest = (dir / "in.jsonl").string();
+  shard.out_dir = (dir / "out").string();
+  PerturbOptions other;
+  other.noise_step = 999;
+  other.seed = 5;
+  auto grounder = Regions();
+  auto refused = RunPerturbShard(shard, other, *grounder, nullptr);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_TRUE(absl::IsFailedPrecondition(refused.status())) << refused.status();
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), "noise_step: 500 -> 999")) << refused.status();
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), "seed: 0 -> 5")) << refused.status();
+  // Another input into the same directory.
+  std::ofstream(dir / "other.jsonl") << json{{"id", "c"}, {"image", "img.png"}, {"question", "Q"}, {"chosen", "A ball."},
+                                             {"rejected", "r"}}.dump() << "\n";
+  shard.manifest = (dir / "other.jsonl").string();
+  auto other_input = RunPerturbShard(shard, PerturbOptions{}, *grounder, nullptr);
+  ASSERT_FALSE(other_input.ok());
+  EXPECT_TRUE(absl::StrContains(other_input.status().message(), "manifest: ")) << other_input.status();
+}
+
+TEST_F(PerturbPipelineTest, ShardRangesAndOptionsAreChecked) {
+  auto run = [&](int64_t begin, int64_t end) {
+    ShardOptions shard;
+    shard.manifest = (*root_ / "world" / "train.jsonl").string();
+    shard.out_dir = (*root_ / "ranges").string();
+    shard.begin = begin;
+    shard.end = end;
+    auto grounder = Regions();
+    return RunPerturbShard(shard, PerturbOptions{}, *grounder, nullptr).status();
+  };
+  EXPECT_TRUE(absl::StrContains(run(-3, 2).message(), "--begin -3: must be >= 0"));
+  EXPECT_TRUE(absl::StrContains(run(5, 2).message(), "must be greater than --begin 5"));
+  EXPECT_TRUE(absl::StrContains(run(100000, -1).message(), "past the end")) << run(100000, -1);
+  EXPECT_FALSE(fs::exists(*root_ / "ranges")) << "a refused shard made directories";
+  PerturbCommandOptions o;
+  o.shard.manifest = (*root_ / "world" / "train.jsonl").string();
+  o.shard.out_dir = (*root_ / "bad_options").string();
+  for (auto [field, set] : std::vector<std::pair<std::string, std::function<void(PerturbCommandOptions&)>>>{
+           {"--feather", [](PerturbCommandOptions& x) { x.perturb.feather = 1000000000; }},
+           {"--sigma", [](PerturbCommandOptions& x) { x.perturb.keywords.sigma = std::nan(""); }},
+           {"--alpha", [](PerturbCommandOptions& x) { x.perturb.keywords.alpha = 2; }},
+           {"--heat-threshold", [](PerturbCommandOptions& x) { x.model_grounder.threshold = -1; }}}) {
+    PerturbCommandOptions bad = o;
+    set(bad);
+    auto r = RunPerturbCommand(bad);
+    ASSERT_FALSE(r.ok()) << field;
+    EXPECT_TRUE(absl::StrContains(r.status().message(), field)) << r.status();
+  }
 }
 
 }  // namespace

@@ -72,6 +72,26 @@ std::string TextOf(const json& v) {
   return "";
 }
 
+// The text of the messages with `role` in a chat list (all of it when no message has that role,
+// or when `v` is not a list): a conversational `chosen` repeats the user's turn before the
+// assistant's answer, and only the answer is the response.
+std::string TextOfRole(const json& v, const char* role) {
+  if (v.is_array()) {
+    json picked = json::array();
+    for (const auto& m : v)
+      if (m.is_object() && m.contains("role") && m["role"] == role) picked.push_back(m);
+    if (!picked.empty()) return TextOf(picked);
+  }
+  return TextOf(v);
+}
+
+// LLaVA-style prompts carry an "<image>" placeholder; the native record's question must not
+// (the tokenizer places the image itself).
+std::string WithoutImagePlaceholder(std::string s) {
+  for (size_t at; (at = s.find("<image>")) != std::string::npos;) s.erase(at, 7);
+  return std::string(absl::StripAsciiWhitespace(s));
+}
+
 const char* ExtensionFor(const std::string& bytes) {
   if (bytes.size() > 4 && bytes.compare(1, 3, "PNG") == 0) return ".png";
   if (bytes.size() > 2 && static_cast<unsigned char>(bytes[0]) == 0xFF && static_cast<unsigned char>(bytes[1]) == 0xD8) return ".jpg";
@@ -139,18 +159,28 @@ class Importer {
       }
       case ImportFormat::kHuggingFace: {
         if (!j.contains("prompt")) return Bad("missing field 'prompt'");
-        r.question = TextOf(j["prompt"]);
-        if (absl::StripAsciiWhitespace(r.question).empty()) return Bad("field 'prompt' has no text");
+        r.question = WithoutImagePlaceholder(TextOfRole(j["prompt"], "user"));
+        if (r.question.empty()) return Bad("field 'prompt' has no text");
         for (auto [key, dst] : {std::pair<const char*, std::string*>{"chosen", &r.chosen}, {"rejected", &r.rejected}}) {
           if (!j.contains(key)) return Bad(absl::StrCat("missing field '", key, "'"));
-          *dst = TextOf(j[key]);
+          *dst = TextOfRole(j[key], "assistant");
           if (absl::StripAsciiWhitespace(*dst).empty()) return Bad(absl::StrCat("field '", key, "' has no text"));
         }
-        if (j.contains("images") && j["images"].is_array() && !j["images"].empty()) image = &j["images"][0];
-        else if (j.contains("image")) image = &j["image"];
-        else return Bad("missing field 'images'");
+        if (j.contains("images")) {
+          if (!j["images"].is_array()) return Bad("field 'images' must be a list of images");
+          if (j["images"].empty()) return Bad("field 'images' is an empty list");
+          image = &j["images"][0];
+        } else if (j.contains("image")) {
+          image = &j["image"];
+        } else {
+          return Bad("missing field 'images' (or 'image')");
+        }
         break;
       }
+    }
+    if (format_ != ImportFormat::kNative) {
+      r.question = WithoutImagePlaceholder(r.question);
+      if (r.question.empty()) return Bad("the question has no text besides the <image> placeholder");
     }
     if (image == nullptr) {
       if (!j.contains("image")) return Bad("missing field 'image'");
@@ -371,6 +401,10 @@ absl::StatusOr<ImportReport> ImportPreferences(ImportFormat format, const std::s
   std::error_code ec;
   if (fs::is_directory(out_path, ec))
     return absl::InvalidArgumentError(absl::StrCat(out_path, ": is a directory; give the output JSONL file"));
+  if (fs::equivalent(in_path, out_path, ec))
+    return absl::InvalidArgumentError(absl::StrCat(out_path, ": is the input file; write the output elsewhere"));
+  MFPO_ASSIGN_OR_RETURN(std::string resolved_out, ResolveOutputFile(out_path));
+  (void)resolved_out;
   std::ifstream in(in_path);
   if (!in) return absl::NotFoundError(absl::StrCat(in_path, ": cannot open"));
   const fs::path out_dir = fs::absolute(out_path, ec).parent_path();

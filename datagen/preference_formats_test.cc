@@ -9,6 +9,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
+#include "common/file_util.h"
 #include "common/jsonl.h"
 
 namespace mfpo {
@@ -230,6 +231,38 @@ TEST_F(ImportTest, InputsThatAreNotFilesAreRefused) {
   const std::string in = Write({R"({"id": "a", "image": "img.png", "question": "Q", "chosen": "c", "rejected": "r"})"});
   fs::create_directories(dir_ / "out_dir.jsonl");
   EXPECT_FALSE(ImportPreferences(ImportFormat::kNative, in, (dir_ / "out_dir.jsonl").string()).ok());
+}
+
+// Conversational pairs repeat the user's turn in chosen and rejected: only the assistant's turn
+// is the response. LLaVA-style prompts carry an <image> placeholder: dropped.
+TEST_F(ImportTest, HuggingFaceConversationalPairsKeepOnlyTheAnswer) {
+  const std::string in = Write({
+      R"({"id": "c1", "images": ["img.png"], "prompt": [{"role": "user", "content": "<image>\nWhat is it?"}],
+          "chosen": [{"role": "user", "content": "What is it?"}, {"role": "assistant", "content": "A ball."}],
+          "rejected": [{"role": "user", "content": "What is it?"}, {"role": "assistant", "content": "A cat."}]})",
+      R"({"id": "c2", "images": [], "prompt": "p", "chosen": "a", "rejected": "b"})",
+      R"({"id": "c3", "images": "img.png", "prompt": "p", "chosen": "a", "rejected": "b"})",
+  });
+  auto report = Import(ImportFormat::kHuggingFace, in);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->imported, 1);
+  auto out = Output();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0]["question"], "What is it?");
+  EXPECT_EQ(out[0]["chosen"], "A ball.");
+  EXPECT_EQ(out[0]["rejected"], "A cat.");
+  ASSERT_EQ(report->errors.size(), 2u);
+  EXPECT_TRUE(absl::StrContains(report->errors[0].reason, "'images' is an empty list")) << report->errors[0].reason;
+  EXPECT_TRUE(absl::StrContains(report->errors[1].reason, "'images' must be a list")) << report->errors[1].reason;
+}
+
+TEST_F(ImportTest, TheOutputCannotBeTheInput) {
+  const std::string in = Write({R"({"id": "a", "image": "img.png", "question": "Q", "chosen": "c", "rejected": "r"})"});
+  const std::string before = ReadFileToString(in).value_or("");
+  auto r = ImportPreferences(ImportFormat::kNative, in, in);
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "is the input file")) << r.status();
+  EXPECT_EQ(ReadFileToString(in).value_or(""), before);
 }
 
 }  // namespace

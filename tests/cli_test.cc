@@ -414,5 +414,43 @@ TEST_F(CliTest, TrainChecksEvaluationDataFirstAndSurvivesAFullDisk) {
   EXPECT_TRUE(absl::StrContains(resumed.out, "trained")) << resumed.out;
 }
 
+TEST_F(CliTest, OutputsAreNeverReplacedSilently) {
+  // A world over an existing output directory (here: the model) is refused.
+  const std::string config = ReadAll(fs::path(Model()) / "config.json");
+  Result world = Mfpo("world --out " + Model() + " --train 2 --val 1 --test 1");
+  EXPECT_NE(world.code, 0);
+  EXPECT_TRUE(absl::StrContains(world.all, "not empty; choose a new --out or pass --overwrite")) << world.all;
+  EXPECT_EQ(ReadAll(fs::path(Model()) / "config.json"), config);
+  // logits into a device or a FIFO: refused, the device untouched.
+  const fs::path fifo = *dir_ / "logits.fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+  for (const std::string& out : {std::string("/dev/null"), fifo.string()}) {
+    Result r = Mfpo("logits --model " + Model() + " --image " + Image() + " --prompt hi --out " + out, 120);
+    EXPECT_NE(r.code, 0) << out;
+    EXPECT_TRUE(absl::StrContains(r.all, "refusing to replace it")) << r.all;
+  }
+  EXPECT_TRUE(fs::is_fifo(fifo));
+  EXPECT_TRUE(fs::is_character_file("/dev/null"));
+  // logits beyond the context.
+  std::string essay;
+  for (int i = 0; i < 1200; ++i) essay += "red ";
+  Result long_logits = Mfpo("logits --model " + Model() + " --image " + Image() + " --prompt hi --response '" + essay +
+                            "' --out " + (*dir_ / "long.safetensors").string());
+  EXPECT_EQ(long_logits.code, 2) << long_logits.all;
+  EXPECT_TRUE(absl::StrContains(long_logits.all, "more than the model's context of 1024")) << long_logits.all;
+}
+
+TEST_F(CliTest, UnknownFlagsAndVersion) {
+  Result datagen = RunShell(std::string(MFPO_DATAGEN_BIN) + " --manifest x --feathr 3", 60);
+  EXPECT_EQ(datagen.code, 2) << datagen.all;
+  EXPECT_TRUE(absl::StrContains(datagen.all, "--feathr is not a flag of this program")) << datagen.all;
+  Result version = Mfpo("--version");
+  EXPECT_EQ(version.code, 0);
+  EXPECT_TRUE(absl::StartsWith(version.out, "mfpo ")) << version.out;
+  Result negative = Mfpo("world --out " + (*dir_ / "neg").string() + " --train -5");
+  EXPECT_EQ(negative.code, 2) << negative.all;
+  EXPECT_TRUE(absl::StrContains(negative.all, "split sizes must be >= 0")) << negative.all;
+}
+
 }  // namespace
 }  // namespace mfpo

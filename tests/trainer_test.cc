@@ -173,6 +173,44 @@ TEST_F(TrainerTest, RerunWithAnotherTrainingSpecIsRefusedButEvaluationMayChange)
   EXPECT_TRUE(r->completed);
 }
 
+// The data file edited in place (same path, same spec): the run record's data fingerprint
+// differs, so the old run is not continued on other data (nor its reference cache reused).
+TEST_F(TrainerTest, RerunWithEditedDataIsRefused) {
+  const fs::path data = *root_ / "edited_data";
+  fs::create_directories(data);
+  std::string lines;
+  {
+    std::ifstream in(*root_ / "world" / "train.jsonl");
+    for (std::string l; std::getline(in, l);) {
+      auto j = nlohmann::json::parse(l);
+      j["image"] = (*root_ / "world" / j["image"].get<std::string>()).string();
+      lines += j.dump() + "\n";
+    }
+  }
+  std::ofstream(data / "train.jsonl") << lines;
+  v1::JobSpec spec = Small("edited", 0.0);
+  spec.mutable_data()->set_train((data / "train.jsonl").string());
+  TrainControl stop;
+  stop.stop_after_steps = 1;
+  std::ostringstream progress;
+  ASSERT_TRUE(RunTraining(spec, stop, progress).ok()) << progress.str();
+  // Swap chosen and rejected of every record.
+  std::string swapped;
+  {
+    std::ifstream in(data / "train.jsonl");
+    for (std::string l; std::getline(in, l);) {
+      auto j = nlohmann::json::parse(l);
+      std::swap(j["chosen"], j["rejected"]);
+      swapped += j.dump() + "\n";
+    }
+  }
+  std::ofstream(data / "train.jsonl") << swapped;
+  absl::Status s = RunTraining(spec, {}, progress).status();
+  ASSERT_FALSE(s.ok());
+  EXPECT_TRUE(absl::IsFailedPrecondition(s)) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "the training data's content")) << s;
+}
+
 std::vector<nlohmann::json> Metrics(const fs::path& run);
 
 // A run killed between checkpoints repeats the steps after the last checkpoint: metrics.jsonl

@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/file_util.h"
 #include "common/generation.h"
 #include "common/image.h"
 #include "common/model_dir.h"
@@ -48,8 +49,9 @@ absl::StatusOr<LoadedModel> LoadForInference(const std::string& dir, const std::
 
 absl::StatusOr<torch::Tensor> LoadPixels(const std::string& path, LoadedModel& m) {
   MFPO_ASSIGN_OR_RETURN(cv::Mat rgb, ReadImageFile(path));
-  MFPO_ASSIGN_OR_RETURN(torch::Tensor pixels, PreprocessImage(rgb, m.image));
-  return pixels.unsqueeze(0).to(m.model->language_model()->parameters()[0].scalar_type());
+  absl::StatusOr<torch::Tensor> pixels = PreprocessImage(rgb, m.image);
+  if (!pixels.ok()) return Annotate(pixels.status(), path);
+  return pixels->unsqueeze(0).to(m.model->language_model()->parameters()[0].scalar_type());
 }
 
 }  // namespace
@@ -81,6 +83,10 @@ absl::Status RunLogits(const LogitsCommandOptions& o, std::ostream& out) {
     ex.labels.assign(ex.ids.size(), kIgnoreLabel);
   }
   ExpandImageTokens(m.config.image_token_index, m.config.image_tokens(), &ex.ids, &ex.labels);
+  if (static_cast<int64_t>(ex.ids.size()) > m.config.text.max_position_embeddings)
+    return absl::InvalidArgumentError(absl::StrCat("the prompt", has_response ? " and response" : "", " are ", ex.ids.size(),
+                                                   " tokens with the image's, more than the model's context of ",
+                                                   m.config.text.max_position_embeddings, " (max_position_embeddings)"));
   NamedTensors tensors;
   float logp = 0;
   MFPO_RETURN_IF_ERROR(CatchAll("mfpo logits", [&]() -> absl::Status {
@@ -132,6 +138,7 @@ absl::Status RunGenerate(const GenerateCommandOptions& o, std::ostream& out) {
 
 absl::Status RunWorld(const WorldCommandOptions& o, std::ostream& out) {
   MFPO_RETURN_IF_ERROR(RequireFlag(o.out_dir, "out"));
+  MFPO_RETURN_IF_ERROR(CheckNewOutputDir(o.out_dir, o.overwrite));
   const auto t0 = std::chrono::steady_clock::now();
   MFPO_RETURN_IF_ERROR(WriteWorld(o.out_dir, o.world));
   out << "wrote " << o.out_dir << ": " << o.world.train << " train, " << o.world.val << " val, "

@@ -42,6 +42,7 @@ absl::Status RunGenerate(const GenerateCommandOptions& options, std::ostream& ou
 struct WorldCommandOptions {
   std::string out_dir;
   WorldOptions world;
+  bool overwrite = false;  // write into an out_dir that is not empty (refused otherwise)
 };
 absl::Status RunWorld(const WorldCommandOptions& options, std::ostream& out);
 

@@ -287,8 +287,9 @@ class Answerer {
     if (q.noised) {
       MFPO_ASSIGN_OR_RETURN(rgb, AddDiffusionNoise(rgb, cv::Mat(), o_.noise_step, SampleSeed(o_.seed, q.image_id)));
     }
-    MFPO_ASSIGN_OR_RETURN(torch::Tensor px, PreprocessImage(rgb, m_.image));
-    px = px.to(m_.model->language_model()->parameters()[0].scalar_type());
+    absl::StatusOr<torch::Tensor> pre = PreprocessImage(rgb, m_.image);
+    if (!pre.ok()) return Annotate(pre.status(), q.image_path);
+    torch::Tensor px = pre->to(m_.model->language_model()->parameters()[0].scalar_type());
     cache_.emplace(key, px);
     return px;
   }
@@ -353,7 +354,8 @@ absl::Status RunEval(const EvalCommandOptions& o, std::ostream& out) {
   for (const auto& s : o.suites)
     if (s != "chair" && s != "pope" && s != "amber" && s != "reliance")
       return absl::InvalidArgumentError(absl::StrCat("--suite: unknown suite '", s, "'"));
-  if (o.batch_size <= 0) return absl::InvalidArgumentError("--batch_size must be positive");
+  if (o.batch_size <= 0) return absl::InvalidArgumentError("--batch-size must be positive");
+  MFPO_RETURN_IF_ERROR(CheckNewOutputDir(o.out_dir, o.overwrite));
   auto wants = [&](const char* s) { return std::find(o.suites.begin(), o.suites.end(), s) != o.suites.end(); };
   const fs::path data(o.data_dir);
   MFPO_ASSIGN_OR_RETURN(ObjectVocabulary vocab, ObjectVocabulary::FromFile((data / "vocab.txt").string()));
@@ -378,7 +380,7 @@ absl::Status RunEval(const EvalCommandOptions& o, std::ostream& out) {
   std::error_code ec;
   fs::create_directories(o.out_dir, ec);
   if (ec) return absl::InternalError(absl::StrCat(o.out_dir, ": ", ec.message()));
-  std::ofstream answers_out(fs::path(o.out_dir) / "answers.jsonl");
+  std::ostringstream answers_out;  // written with the report at the end: a failed run leaves none
   json report = {{"model", o.model_dir}, {"data", o.data_dir}, {"split", o.split}, {"images", images.size()}};
   std::vector<std::pair<std::string, std::string>> table;
   auto pct = [](double v) { return absl::StrFormat("%.1f", 100 * v); };
@@ -487,11 +489,13 @@ absl::Status RunEval(const EvalCommandOptions& o, std::ostream& out) {
     table.emplace_back(absl::StrCat("Reliance acc clean / noised t=", o.noise_step, " / gap (%)"),
                        absl::StrCat(pct(clean_ok / n), " / ", pct(noised_ok / n), " / ", pct((clean_ok - noised_ok) / n)));
   }
-  std::ofstream(fs::path(o.out_dir) / "report.json") << report.dump(2) << "\n";
-  std::ofstream md(fs::path(o.out_dir) / "report.md");
+  std::ostringstream md;
   md << "# Hallucination evaluation\n\nModel `" << o.model_dir << "`, data `" << o.data_dir << "` (" << o.split
      << " split, " << images.size() << " images)\n\n| Metric | Value |\n|---|---|\n";
   for (const auto& [k, v] : table) md << "| " << k << " | " << v << " |\n";
+  MFPO_RETURN_IF_ERROR(WriteFileAtomically((fs::path(o.out_dir) / "answers.jsonl").string(), answers_out.str()));
+  MFPO_RETURN_IF_ERROR(WriteFileAtomically((fs::path(o.out_dir) / "report.json").string(), report.dump(2) + "\n"));
+  MFPO_RETURN_IF_ERROR(WriteFileAtomically((fs::path(o.out_dir) / "report.md").string(), md.str()));
   out << "evaluation of " << o.model_dir << " on " << images.size() << " " << o.split << " images\n";
   PrintTable(out, table);
   out << "wrote " << (fs::path(o.out_dir) / "report.md").string() << ", report.json, answers.jsonl\n";

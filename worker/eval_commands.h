@@ -35,6 +35,7 @@ struct EvalCommandOptions {
   int noise_step = 500;  // reliance: DDPM step of the global noise
   uint64_t seed = 0;
   std::string dtype = "float32";
+  bool overwrite = false;  // write into an out_dir that is not empty (refused otherwise)
 };
 absl::Status RunEval(const EvalCommandOptions& options, std::ostream& out);
 

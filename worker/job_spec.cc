@@ -1,7 +1,9 @@
 #include "worker/job_spec.h"
 
 #include <fstream>
+#include <set>
 #include <sstream>
+#include <vector>
 
 #include <google/protobuf/util/json_util.h>
 #include <nlohmann/json.hpp>
@@ -30,7 +32,10 @@ class YamlGuard : public YAML::EventHandler {
   struct Refused {
     std::string why;
   };
-  void OnDocumentStart(const YAML::Mark&) override {}
+  void OnDocumentStart(const YAML::Mark& mark) override {
+    if (++documents_ > 1)
+      throw Refused{absl::StrCat("line ", mark.line + 1, ": a second YAML document ('---'); a spec is one document")};
+  }
   void OnDocumentEnd() override {}
   void OnNull(const YAML::Mark& mark, YAML::anchor_t anchor) override { Node(mark, anchor); }
   void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override {
@@ -60,9 +65,51 @@ class YamlGuard : public YAML::EventHandler {
     if (++depth_ > kMaxYamlDepth)
       throw Refused{absl::StrCat("line ", mark.line + 1, ": nested deeper than ", kMaxYamlDepth, " levels")};
   }
-  int depth_ = 0;
+  int depth_ = 0, documents_ = 0;
   int64_t nodes_ = 0;
 };
+
+// The byte offset of the first invalid UTF-8 sequence in `s`, or -1. Strict (RFC 3629, as
+// nlohmann checks when writing JSON): no overlong forms, no surrogates, nothing above U+10FFFF.
+int64_t InvalidUtf8At(absl::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    const auto at = [&](size_t k) { return static_cast<unsigned char>(s[i + k]); };
+    const unsigned char c = at(0);
+    int n = 0;
+    unsigned char lo = 0x80, hi = 0xBF;  // bounds of the second byte
+    if (c < 0x80) n = 1;
+    else if (c >= 0xC2 && c <= 0xDF) n = 2;
+    else if (c == 0xE0) n = 3, lo = 0xA0;
+    else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) n = 3;
+    else if (c == 0xED) n = 3, hi = 0x9F;
+    else if (c == 0xF0) n = 4, lo = 0x90;
+    else if (c >= 0xF1 && c <= 0xF3) n = 4;
+    else if (c == 0xF4) n = 4, hi = 0x8F;
+    if (n == 0 || i + n > s.size()) return static_cast<int64_t>(i);
+    if (n > 1 && (at(1) < lo || at(1) > hi)) return static_cast<int64_t>(i);
+    for (int k = 2; k < n; ++k)
+      if (at(k) < 0x80 || at(k) > 0xBF) return static_cast<int64_t>(i);
+    i += n;
+  }
+  return -1;
+}
+
+// A JSON spec's duplicate keys (nlohmann keeps the last, protobuf reports them obscurely).
+absl::Status CheckJsonDuplicateKeys(const std::string& text) {
+  std::vector<std::set<std::string>> keys;
+  std::string duplicate;
+  nlohmann::json::parser_callback_t callback = [&](int, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+    if (event == nlohmann::json::parse_event_t::object_start) keys.emplace_back();
+    if (event == nlohmann::json::parse_event_t::object_end && !keys.empty()) keys.pop_back();
+    if (event == nlohmann::json::parse_event_t::key && !keys.empty() && parsed.is_string() &&
+        !keys.back().insert(parsed.get<std::string>()).second && duplicate.empty())
+      duplicate = parsed.get<std::string>();
+    return true;
+  };
+  (void)nlohmann::json::parse(text, callback, /*allow_exceptions=*/false);
+  if (duplicate.empty()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("duplicate key '", duplicate, "'"));
+}
 
 absl::Status CheckYaml(const std::string& text) {
   std::istringstream in(text);
@@ -235,12 +282,15 @@ absl::Status ValidateJobSpec(const v1::JobSpec& s) {
 }
 
 absl::StatusOr<v1::JobSpec> ParseJobSpec(const std::string& text, bool yaml, const std::string& source) {
+  if (const int64_t at = InvalidUtf8At(text); at >= 0)
+    return absl::InvalidArgumentError(absl::StrCat(source, ": not valid UTF-8 text (byte ", at, ")"));
   std::string json_text = text;
   if (!yaml) {
     // The same nesting bound as every other JSON input (protobuf's parser recurses too).
     absl::StatusOr<nlohmann::json> j = ParseJson(text);
     if (!j.ok()) return Annotate(j.status(), source);
     if (!j->is_object()) return absl::InvalidArgumentError(absl::StrCat(source, ": the spec must be a JSON object"));
+    if (absl::Status s = CheckJsonDuplicateKeys(text); !s.ok()) return Annotate(s, source);
   }
   if (yaml) {
     if (absl::Status s = CheckYaml(text); !s.ok()) return Annotate(s, source);
@@ -253,7 +303,7 @@ absl::StatusOr<v1::JobSpec> ParseJobSpec(const std::string& text, bool yaml, con
     if (!root.IsMap()) return absl::InvalidArgumentError(absl::StrCat(source, ": the spec must be a mapping"));
     absl::StatusOr<nlohmann::json> j = YamlToJson(root, "");
     if (!j.ok()) return Annotate(j.status(), source);
-    json_text = j->dump();
+    json_text = j->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   }
   v1::JobSpec user;
   google::protobuf::util::JsonParseOptions options;

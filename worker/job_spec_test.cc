@@ -102,7 +102,11 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{kBase + "optimizer: {lr: 1e-4, lr: 2e-4}\n", true, "optimizer.lr: duplicate key"},
         Bad{kBase + "name: " + std::string(5000, '[') + std::string(5000, ']') + "\n", true, "nested deeper than 32"},
         Bad{R"({"output_dir": "o", "name": )" + std::string(100000, '[') + "}", false, "nested deeper than 64"},
-        Bad{"[1, 2]", false, "must be a JSON object"}));
+        Bad{"[1, 2]", false, "must be a JSON object"},
+        Bad{kBase + "---\nname: second\n", true, "a second YAML document"},
+        Bad{kBase + "name: \"\xff\xfe\"\n", true, "not valid UTF-8 text (byte"},
+        Bad{R"({"output_dir": "o", "model": {"path": "m"}, "data": {"train": "t"}, "output_dir": "p"})", false,
+            "duplicate key 'output_dir'"}));
 
 TEST(JobSpec, MissingFileIsNotFound) {
   EXPECT_TRUE(absl::IsNotFound(LoadJobSpec("/nonexistent/job.yaml").status()));

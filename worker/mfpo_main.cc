@@ -29,13 +29,13 @@ ABSL_FLAG(std::string, model, "", "model directory (Hugging Face LLaVA layout)")
 ABSL_FLAG(std::string, image, "", "image file (JPEG, PNG or WebP)");
 ABSL_FLAG(std::string, prompt, "", "the user's question, placed in the LLaVA-1.5 template");
 ABSL_FLAG(std::string, response, "", "logits: the answer to score (empty: prompt only)");
-ABSL_FLAG(std::string, out, "", "output path (directory for init-model, file for logits)");
+ABSL_FLAG(std::string, out, "", "output: a directory (a file for logits)");
 ABSL_FLAG(std::string, preset, "tiny", "init-model: model preset (tiny, medium)");
 ABSL_FLAG(uint64_t, seed, 0, "random seed");
-ABSL_FLAG(bool, overwrite, false, "init-model: replace a model already in --out");
+ABSL_FLAG(bool, overwrite, false, "write into an --out directory that is not empty (init-model, world, eval)");
 ABSL_FLAG(double, init_std, 0.02, "init-model: standard deviation of the initial weights");
-ABSL_FLAG(int64_t, max_new_tokens, 64, "generate: token limit");
-ABSL_FLAG(bool, json, false, "generate: print one JSON object");
+ABSL_FLAG(int64_t, max_new_tokens, 64, "generate, eval: most tokens generated per answer");
+ABSL_FLAG(bool, json, false, "print the result as one JSON object");
 ABSL_FLAG(int32_t, train, 2000, "world: training images");
 ABSL_FLAG(int32_t, val, 200, "world: validation images");
 ABSL_FLAG(int32_t, test, 500, "world: test images");
@@ -51,17 +51,17 @@ ABSL_FLAG(std::string, truth, "", "score: ground truth file");
 ABSL_FLAG(std::string, synonyms, "", "score chair: synonym table (default: the COCO table)");
 ABSL_FLAG(std::string, association, "", "score amber: relation.json");
 ABSL_FLAG(std::string, safe_words, "", "score amber: safe words file");
-ABSL_FLAG(std::string, data, "", "eval: embedded-world directory");
+ABSL_FLAG(std::string, data, "", "eval: embedded-world directory; pretrain-vision: world directory or captions JSONL");
 ABSL_FLAG(std::string, split, "test", "eval: split to evaluate");
 ABSL_FLAG(int64_t, limit, 0, "eval: images per suite (0: all)");
 ABSL_FLAG(int64_t, batch_size, 16, "eval: generation batch size");
-ABSL_FLAG(int32_t, noise_step, 500, "eval reliance: DDPM step of the global noise");
+ABSL_FLAG(int32_t, noise_step, 500, "DDPM step t of the noise (eval: the reliance suite; perturb: inside the regions)");
 ABSL_FLAG(int64_t, epochs, 8, "pretrain-vision: passes over the train images");
 ABSL_FLAG(int64_t, images_per_step, 128, "pretrain-vision: images per optimiser step");
 ABSL_FLAG(double, lr, 1e-3, "pretrain-vision: peak learning rate (warm-up, cosine decay)");
 ABSL_FLAG(std::string, eval_split, "val", "pretrain-vision: split scored after training");
 ABSL_FLAG(double, dense_weight, 1.0, "pretrain-vision: weight of the per-patch box-label loss (0: captions only)");
-ABSL_FLAG(int32_t, threads, 0, "CPU threads for LibTorch (0: one per core)");
+ABSL_FLAG(int32_t, threads, 0, "CPU threads (0: one per core; perturb: worker threads)");
 ABSL_FLAG(std::string, dtype, "float32",
           "logits/generate: compute dtype (float32, bfloat16, float16); bfloat16 halves the "
           "memory of a 7B model");
@@ -112,13 +112,14 @@ const std::vector<mfpo::CommandFlags>& Commands() {
       {"generate", "--model DIR --image FILE --prompt TEXT [--max-new-tokens N] [--json] [--dtype bfloat16]",
        {"model", "image", "prompt", "max_new_tokens", "json", "dtype"}},
       {"world", "--out DIR [--seed N] [--train N --val N --test N] [--size PX]",
-       {"out", "seed", "train", "val", "test", "size", "cooccur_prior", "colour_prior"}},
+       {"out", "seed", "train", "val", "test", "size", "cooccur_prior", "colour_prior", "overwrite"}},
       {"train", "--spec job.yaml [--stop-after-steps N]", {"spec", "stop_after_steps"}},
       {"import", "--format native|rlhf-v|rlaif-v|vlfeedback|hf IN.jsonl OUT.jsonl", {"format"}},
       {"score", "--suite chair|pope|amber --answers FILE.jsonl --truth FILE [--synonyms FILE] [--json]",
        {"suite", "answers", "truth", "synonyms", "association", "safe_words", "json"}},
       {"eval", "--model DIR --data DIR [--suite chair,pope,amber,reliance] --out DIR [--limit N]",
-       {"model", "data", "suite", "out", "split", "limit", "batch_size", "max_new_tokens", "noise_step", "seed", "dtype"}},
+       {"model", "data", "suite", "out", "split", "limit", "batch_size", "max_new_tokens", "noise_step", "seed", "dtype",
+        "overwrite"}},
       {"perturb", std::string("\n") + mfpo::PerturbFlagsHelp(), mfpo::PerturbFlagNames()},
       {"pretrain-vision", "--model DIR --data WORLD_DIR|captions.jsonl --out DIR [--epochs N] [--lr X]",
        {"model", "data", "out", "epochs", "images_per_step", "lr", "eval_split", "dense_weight", "seed"}},
@@ -155,6 +156,11 @@ int main(int argc, char** argv) {
     absl::Status s = mfpo::CheckCommandFlags("mfpo", *command, kGlobalFlags, mfpo::GivenFlagNames(normalised));
     if (!s.ok()) return Exit(s);
   }
+  for (const std::string& a : normalised)
+    if (a == "--version") {
+      std::cout << "mfpo " << MFPO_VERSION << "\n";
+      return 0;
+    }
   std::vector<char*> args = absl::ParseCommandLine(static_cast<int>(raw.size()), raw.data());
   spdlog::set_default_logger(spdlog::stderr_color_mt("mfpo"));
   spdlog::set_pattern("[%H:%M:%S.%e] [%^%l%$] %v");
@@ -208,6 +214,7 @@ int Run(const std::vector<char*>& args) {
     o.world.size = absl::GetFlag(FLAGS_size);
     o.world.cooccur_prior = absl::GetFlag(FLAGS_cooccur_prior);
     o.world.colour_prior = absl::GetFlag(FLAGS_colour_prior);
+    o.overwrite = absl::GetFlag(FLAGS_overwrite);
     return Exit(mfpo::RunWorld(o, std::cout));
   }
   if (command == "train") {
@@ -249,6 +256,7 @@ int Run(const std::vector<char*>& args) {
     o.noise_step = absl::GetFlag(FLAGS_noise_step);
     o.seed = absl::GetFlag(FLAGS_seed);
     o.dtype = absl::GetFlag(FLAGS_dtype);
+    o.overwrite = absl::GetFlag(FLAGS_overwrite);
     return Exit(mfpo::RunEval(o, std::cout));
   }
   if (command == "pretrain-vision") {

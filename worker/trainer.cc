@@ -88,6 +88,36 @@ absl::StatusOr<std::string> ReferenceFingerprint(const std::string& dir, const s
   return absl::StrFormat("%016x", Fnv(h, perturbation));
 }
 
+// Identifies what training sees of the data: each example's id, token ids, labels and a strided
+// sample of its image tensors (the preprocessed pixels, so an image file edited in place counts).
+std::string DataFingerprint(const std::vector<PreferenceExample>& examples) {
+  uint64_t h = 1469598103934665603ull;
+  auto bytes = [&](const void* p, size_t n) { h = Fnv(h, absl::string_view(static_cast<const char*>(p), n)); };
+  auto ints = [&](const std::vector<int64_t>& v) {
+    const uint64_t n = v.size();
+    bytes(&n, sizeof(n));
+    bytes(v.data(), v.size() * sizeof(int64_t));
+  };
+  auto pixels = [&](const torch::Tensor& t) {
+    if (!t.defined()) return bytes("-", 1);
+    const torch::Tensor f = t.to(torch::kFloat32).contiguous();
+    const float* p = f.data_ptr<float>();
+    const int64_t n = f.numel();
+    bytes(&n, sizeof(n));
+    for (int64_t i = 0; i < n; i += 61) bytes(p + i, sizeof(float));
+  };
+  for (const auto& ex : examples) {
+    bytes(ex.id.data(), ex.id.size() + 1);
+    ints(ex.chosen.ids);
+    ints(ex.chosen.labels);
+    ints(ex.rejected.ids);
+    ints(ex.rejected.labels);
+    pixels(ex.image);
+    pixels(ex.perturbed_image);
+  }
+  return absl::StrFormat("%016x", h);
+}
+
 // Fields of the spec that a rerun in the same output_dir may change: they do not alter what is
 // trained (evaluation, checkpoint retention, thread count, the display name, where the directory is).
 bool MayChangeOnResume(const std::string& path) {
@@ -108,9 +138,12 @@ void Flatten(const json& j, const std::string& prefix, std::map<std::string, std
 // output_dir/run.json records the spec and the starting model of the run that owns the
 // directory. A rerun continues it only when nothing that shapes training differs; otherwise it
 // would silently resume the old run (or reuse its caches) under the new job's name.
-absl::Status CheckRunRecord(const fs::path& out_dir, const v1::JobSpec& spec, const std::string& model_fingerprint) {
+absl::Status CheckRunRecord(const fs::path& out_dir, const v1::JobSpec& spec, const std::string& model_fingerprint,
+                            const std::string& data_fingerprint) {
   const fs::path record_path = out_dir / "run.json";
-  json current = {{"spec", json::parse(JobSpecToJson(spec))}, {"model_fingerprint", model_fingerprint}};
+  json current = {{"spec", json::parse(JobSpecToJson(spec))},
+                  {"model_fingerprint", model_fingerprint},
+                  {"data_fingerprint", data_fingerprint}};
   std::error_code ec;
   // State that a rerun would reuse: checkpoints and the reference cache. Without any, the
   // directory is free (e.g. an earlier attempt failed before training) and the record is rewritten.
@@ -142,6 +175,10 @@ absl::Status CheckRunRecord(const fs::path& out_dir, const v1::JobSpec& spec, co
   if (recorded.value("model_fingerprint", "") != model_fingerprint)
     diffs.push_back(absl::StrCat("the starting model's weights (", spec.model().path(), "): fingerprint ",
                                  recorded.value("model_fingerprint", "?"), " -> ", model_fingerprint));
+  if (recorded.value("data_fingerprint", "") != data_fingerprint)
+    diffs.push_back(absl::StrCat("the training data's content (", spec.data().train(),
+                                 ": records, their text or images): fingerprint ", recorded.value("data_fingerprint", "?"),
+                                 " -> ", data_fingerprint));
   if (diffs.empty()) return absl::OkStatus();
   return absl::FailedPreconditionError(absl::StrCat(
       out_dir.string(), " holds a run of a different job, so it cannot be resumed with this spec:\n  ",
@@ -193,9 +230,10 @@ absl::StatusOr<Dataset> LoadDataset(const v1::JobSpec& spec, const LoadedModel& 
     const fs::path p = fs::path(rel).is_absolute() ? fs::path(rel) : root / rel;
     MFPO_ASSIGN_OR_RETURN(cv::Mat rgb, ReadImageFile(p.string()));
     MFPO_ASSIGN_OR_RETURN(rgb, CatchAll(p.string(), [&] { return transform(rgb); }));
-    MFPO_ASSIGN_OR_RETURN(torch::Tensor t, PreprocessImage(rgb, m.image));
-    image_cache.emplace(key, t);
-    return t;
+    absl::StatusOr<torch::Tensor> t = PreprocessImage(rgb, m.image);
+    if (!t.ok()) return Annotate(t.status(), p.string());
+    image_cache.emplace(key, *t);
+    return *t;
   };
   const auto identity = [](cv::Mat x) -> absl::StatusOr<cv::Mat> { return x; };
   const int64_t n_image = m.config.image_tokens();
@@ -345,15 +383,6 @@ absl::StatusOr<TrainResult> RunTraining(const v1::JobSpec& spec, const TrainCont
   const fs::path out_dir(spec.output_dir());
   const fs::path ckpt_root = out_dir / "checkpoints";
   std::error_code ec;
-  fs::create_directories(ckpt_root, ec);
-  if (ec) return absl::InternalError(absl::StrCat(ckpt_root.string(), ": ", ec.message()));
-  // Incomplete checkpoints (a crash while writing) are removed at start-up.
-  for (const auto& e : fs::directory_iterator(ckpt_root, ec))
-    if (absl::EndsWith(e.path().filename().string(), ".tmp")) fs::remove_all(e.path(), ec);
-  {
-    MFPO_ASSIGN_OR_RETURN(uint64_t model_hash, ModelHash(spec.model().path()));
-    MFPO_RETURN_IF_ERROR(CheckRunRecord(out_dir, spec, absl::StrFormat("%016x", model_hash)));
-  }
 
   ObjectiveConfig objective;
   MFPO_ASSIGN_OR_RETURN(objective.variant, ParseObjectiveVariant(spec.objective().variant()));
@@ -372,18 +401,36 @@ absl::StatusOr<TrainResult> RunTraining(const v1::JobSpec& spec, const TrainCont
   MFPO_ASSIGN_OR_RETURN(LoadedModel policy, LoadModelDir(spec.model().path(), load));
   policy.model->SetActivationCheckpointing(spec.optimizer().activation_checkpointing());
   MFPO_ASSIGN_OR_RETURN(Dataset data, LoadDataset(spec, policy, objective));
+  if (data.examples.empty()) {
+    std::string reasons;
+    for (size_t i = 0; i < data.errors.size() && i < 5; ++i) absl::StrAppend(&reasons, "\n  ", data.errors[i]);
+    return absl::InvalidArgumentError(absl::StrCat(spec.data().train(), ": no usable records", reasons.empty() ? "" : ":",
+                                                   reasons, data.errors.size() > 5 ? "\n  ..." : ""));
+  }
+  // Only now, with everything read, is output_dir touched: the run record first.
+  const std::string data_fingerprint = DataFingerprint(data.examples);
+  fs::create_directories(out_dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat(out_dir.string(), ": ", ec.message()));
+  {
+    MFPO_ASSIGN_OR_RETURN(uint64_t model_hash, ModelHash(spec.model().path()));
+    MFPO_RETURN_IF_ERROR(CheckRunRecord(out_dir, spec, absl::StrFormat("%016x", model_hash), data_fingerprint));
+  }
+  fs::create_directories(ckpt_root, ec);
+  if (ec) return absl::InternalError(absl::StrCat(ckpt_root.string(), ": ", ec.message()));
+  // Incomplete checkpoints (a crash while writing) are removed at start-up.
+  for (const auto& e : fs::directory_iterator(ckpt_root, ec))
+    if (absl::EndsWith(e.path().filename().string(), ".tmp")) fs::remove_all(e.path(), ec);
   if (!data.errors.empty()) {
     MFPO_RETURN_IF_ERROR(WriteFileAtomically((out_dir / "data_errors.txt").string(), absl::StrJoin(data.errors, "\n") + "\n"));
     spdlog::warn("{} records rejected (see {})", data.errors.size(), (out_dir / "data_errors.txt").string());
   }
-  if (data.examples.empty()) return absl::InvalidArgumentError(absl::StrCat(spec.data().train(), ": no usable records"));
   const int64_t n = static_cast<int64_t>(data.examples.size());
   const int64_t micro = spec.optimizer().micro_batch();
 
   // Reference log-probs (cached) and difficulty.
   const std::string reference_dir = spec.model().reference_path().empty() ? spec.model().path() : spec.model().reference_path();
   const std::string perturbation = absl::StrCat(ObjectiveVariantName(objective.variant), "/t=", spec.objective().noise_step(),
-                                                "/seed=", spec.seed(), "/n=", n);
+                                                "/seed=", spec.seed(), "/n=", n, "/data=", data_fingerprint);
   MFPO_ASSIGN_OR_RETURN(std::string fingerprint, ReferenceFingerprint(reference_dir, perturbation));
   const fs::path cache_path = out_dir / "reference_logps.safetensors";
   torch::Tensor ref_logps, entropy;
@@ -488,18 +535,16 @@ absl::StatusOr<TrainResult> RunTraining(const v1::JobSpec& spec, const TrainCont
       MFPO_ASSIGN_OR_RETURN(SafetensorsCheckpoint weights, SafetensorsCheckpoint::Open(c.dir.string()));
       MFPO_RETURN_IF_ERROR(LoadWeights(weights, *policy.model).status());
       const std::string optimizer_path = (c.dir / "optimizer.pt").string();
-      MFPO_ASSIGN_OR_RETURN(std::string optimizer_bytes, ReadFileToString(optimizer_path, "optimizer state"));
-      MFPO_RETURN_IF_ERROR(CatchAll(absl::StrCat(optimizer_path, ": loading optimizer state"), [&] {
-        std::istringstream in(optimizer_bytes);
-        torch::load(optimizer, in);
-      }));
+      MFPO_RETURN_IF_ERROR(CheckRegularFile(optimizer_path, "optimizer state"));
+      MFPO_RETURN_IF_ERROR(CatchAll(absl::StrCat(optimizer_path, ": loading optimizer state"),
+                                    [&] { torch::load(optimizer, optimizer_path); }));
       global_step = c.step;
       spdlog::info("resumed from {} (step {})", c.dir.string(), global_step);
     }
   }
 
   // A checkpoint is written whole under step-N.tmp and renamed; every file goes through a path
-  // that reports the OS error (the optimizer state is serialised in memory first: LibTorch's
+  // that reports the OS error (the optimizer state through WriteFileStreamed: LibTorch's own
   // file writer aborts from a destructor on a full disk). On failure the partial directory is
   // removed and the earlier checkpoints stay.
   auto save_checkpoint = [&](int64_t step, int phase) -> absl::Status {
@@ -510,12 +555,9 @@ absl::StatusOr<TrainResult> RunTraining(const v1::JobSpec& spec, const TrainCont
     absl::Status written = [&]() -> absl::Status {
       MFPO_RETURN_IF_ERROR(SaveModelWeights(tmp.string(), policy.model));
       MFPO_RETURN_IF_ERROR(CopyModelSideFiles(spec.model().path(), tmp.string()));
-      MFPO_ASSIGN_OR_RETURN(std::string optimizer_bytes, CatchAll("serialising the optimizer state", [&] {
-        std::ostringstream buf;
-        torch::save(optimizer, buf);
-        return buf.str();
+      MFPO_RETURN_IF_ERROR(WriteFileStreamed((tmp / "optimizer.pt").string(), [&](const PieceWriter& write) {
+        return CatchAll("serialising the optimizer state", [&] { torch::save(optimizer, write); });
       }));
-      MFPO_RETURN_IF_ERROR(WriteFileAtomically((tmp / "optimizer.pt").string(), optimizer_bytes));
       MFPO_RETURN_IF_ERROR(WriteFileAtomically((tmp / "trainer_state.json").string(),
                                                json{{"global_step", step}, {"phase", phase_names[phase]},
                                                     {"total_steps", total_steps}, {"fingerprint", fingerprint}}

@@ -131,9 +131,12 @@ absl::StatusOr<CaptionSplits> ReadCaptions(const VisionPretrainOptions& o) {
         return absl::OkStatus();
       },
       on_bad_line));
-  if (s.train.empty())
-    return absl::InvalidArgumentError(
-        absl::StrCat(file.string(), ": no usable records in split '", o.train_split, "'"));
+  if (s.train.empty()) {
+    std::string reasons;
+    for (size_t i = 0; i < s.errors.size() && i < 5; ++i) absl::StrAppend(&reasons, "\n  ", s.errors[i]);
+    return absl::InvalidArgumentError(absl::StrCat(file.string(), ": no usable records in split '", o.train_split, "'",
+                                                   reasons.empty() ? "" : "; the first errors:", reasons));
+  }
   return s;
 }
 
@@ -221,7 +224,7 @@ absl::StatusOr<VisionPretrainResult> RunVisionPretrain(const VisionPretrainOptio
   if (o.out_dir.empty()) return absl::InvalidArgumentError("--out: the new model directory is required");
   if (std::error_code ec; fs::exists(o.out_dir, ec)) return absl::AlreadyExistsError(absl::StrCat(o.out_dir, ": already exists"));
   if (o.epochs < 1) return absl::InvalidArgumentError("--epochs must be >= 1");
-  if (o.batch_size < 1) return absl::InvalidArgumentError("--batch_size must be >= 1");
+  if (o.batch_size < 1) return absl::InvalidArgumentError("--images-per-step must be >= 1");
   if (!(o.lr > 0)) return absl::InvalidArgumentError("--lr must be > 0");
   MFPO_ASSIGN_OR_RETURN(CaptionSplits splits, ReadCaptions(o));
   MFPO_ASSIGN_OR_RETURN(LoadedModel m, LoadModelDir(o.model_dir));
@@ -236,8 +239,8 @@ absl::StatusOr<VisionPretrainResult> RunVisionPretrain(const VisionPretrainOptio
   for (const auto& [w, n] : df)
     if (n >= o.min_word_count) vocab.emplace(w, static_cast<int64_t>(vocab.size()));
   if (vocab.empty())
-    return absl::InvalidArgumentError(absl::StrCat("no caption word occurs in ", o.min_word_count,
-                                                   " train images (--min_word_count)"));
+    return absl::InvalidArgumentError(absl::StrCat("no caption word occurs in at least ", o.min_word_count,
+                                                   " train images: too few images or captions to learn from"));
 
   progress << "loading " << splits.train.size() << " train and " << splits.eval.size() << " eval images\n";
   // Box labels (when the captions file has boxes): 1..K, 0 = background.
