@@ -16,6 +16,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/file_util.h"
+#include "common/status_macros.h"
 #include "common/torch_seam.h"
 #include "datagen/diffusion_noise.h"
 
@@ -269,12 +271,13 @@ absl::Status WriteWorld(const std::string& dir, const WorldOptions& o) {
   std::error_code ec;
   fs::create_directories(fs::path(dir) / "images", ec);
   if (ec) return absl::InternalError(absl::StrCat(dir, ": ", ec.message()));
-  std::ofstream annotations(fs::path(dir) / "annotations.jsonl");
+  // Text files are written whole at the end (errors then say what the OS said); world.json last.
+  std::string annotations;
   const auto t0 = std::chrono::steady_clock::now();
   const int total = o.train + o.val + o.test;
   int done = 0;
   for (auto [split, n] : std::vector<std::pair<std::string, int>>{{"train", o.train}, {"val", o.val}, {"test", o.test}}) {
-    std::ofstream manifest(fs::path(dir) / (split + ".jsonl"));
+    std::string manifest;
     for (int i = 0; i < n; ++i, ++done) {
       cv::Mat rgb;
       WorldSample s = GenerateWorldSample(o, split, i, &rgb);
@@ -290,14 +293,14 @@ absl::Status WriteWorld(const std::string& dir, const WorldOptions& o) {
         boxes.push_back({{"label", obj.kind}, {"colour", obj.colour}, {"box", {obj.x0, obj.y0, obj.x1, obj.y1}}});
         regions.push_back({{"label", obj.kind}, {"box", {obj.x0, obj.y0, obj.x1, obj.y1}}});
       }
-      annotations << json{{"id", s.id}, {"split", split}, {"image", rel}, {"objects", objects},
-                          {"boxes", boxes}, {"captions", {s.caption}}}.dump() << "\n";
+      annotations += json{{"id", s.id}, {"split", split}, {"image", rel}, {"objects", objects},
+                          {"boxes", boxes}, {"captions", {s.caption}}}.dump() + "\n";
       for (const auto& q : s.questions) {
         json rec = {{"id", absl::StrCat(s.id, "-", q.type)}, {"image", rel}, {"image_id", s.id},
                     {"question", q.question}, {"chosen", q.chosen}, {"rejected", q.rejected},
                     {"type", q.type}, {"regions", regions}};
         if (!q.answer.empty()) rec["answer"] = q.answer;
-        manifest << rec.dump() << "\n";
+        manifest += rec.dump() + "\n";
       }
       if ((done + 1) % 1000 == 0 || done + 1 == total) {
         const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -306,16 +309,16 @@ absl::Status WriteWorld(const std::string& dir, const WorldOptions& o) {
                      (total - done - 1) / rate);
       }
     }
-    if (!manifest) return absl::InternalError(absl::StrCat(dir, "/", split, ".jsonl: write failed"));
+    MFPO_RETURN_IF_ERROR(WriteFileAtomically((fs::path(dir) / (split + ".jsonl")).string(), manifest));
   }
-  std::ofstream vocab(fs::path(dir) / "vocab.txt");
-  for (const auto& k : WorldKinds()) vocab << absl::StrJoin(k.synonyms, ", ") << "\n";
-  std::ofstream(fs::path(dir) / "world.json")
-      << json{{"seed", o.seed}, {"train", o.train}, {"val", o.val}, {"test", o.test}, {"size", o.size},
-              {"cooccur_prior", o.cooccur_prior}, {"colour_prior", o.colour_prior},
-              {"max_objects", o.max_objects}}.dump(2) << "\n";
-  if (!annotations || !vocab) return absl::InternalError(absl::StrCat(dir, ": write failed"));
-  return absl::OkStatus();
+  MFPO_RETURN_IF_ERROR(WriteFileAtomically((fs::path(dir) / "annotations.jsonl").string(), annotations));
+  std::string vocab;
+  for (const auto& k : WorldKinds()) vocab += absl::StrJoin(k.synonyms, ", ") + "\n";
+  MFPO_RETURN_IF_ERROR(WriteFileAtomically((fs::path(dir) / "vocab.txt").string(), vocab));
+  return WriteFileAtomically((fs::path(dir) / "world.json").string(),
+                             json{{"seed", o.seed}, {"train", o.train}, {"val", o.val}, {"test", o.test}, {"size", o.size},
+                                  {"cooccur_prior", o.cooccur_prior}, {"colour_prior", o.colour_prior},
+                                  {"max_objects", o.max_objects}}.dump(2) + "\n");
 }
 
 }  // namespace mfpo
