@@ -132,7 +132,8 @@ absl::Status CheckPixels(int64_t w, int64_t h, const std::string& source,
     return absl::InvalidArgumentError(absl::StrCat(source, ": image has no pixels (", w, "x", h, ")"));
   if (w > limits.max_pixels / h)  // w * h > max_pixels, without overflowing
     return absl::ResourceExhaustedError(absl::StrCat(source, ": image is ", w, "x", h, " = ",
-                                                     w * h, " pixels, above the limit of ",
+                                                     static_cast<uint64_t>(w) * static_cast<uint64_t>(h),
+                                                     " pixels, above the limit of ",
                                                      limits.max_pixels));
   return absl::OkStatus();
 }
