@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -101,6 +102,23 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path, const std:
   ::close(fd);
   return out;
 }
+
+absl::StatusOr<std::unique_ptr<DirectoryLock>> DirectoryLock::Acquire(const std::string& dir) {
+  const std::string path = dir + "/.lock";
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return ErrnoStatus(errno, path, "cannot create the lock file");
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    ::close(fd);
+    if (err == EWOULDBLOCK)
+      return absl::FailedPreconditionError(
+          absl::StrCat(dir, ": another process is writing this directory (", path, " is locked); wait for it or use another"));
+    return ErrnoStatus(err, path, "cannot lock");
+  }
+  return std::unique_ptr<DirectoryLock>(new DirectoryLock(fd));
+}
+
+DirectoryLock::~DirectoryLock() { ::close(fd_); }  // closing releases the lock
 
 absl::Status CheckNewOutputDir(const std::string& dir, bool overwrite) {
   struct stat st;

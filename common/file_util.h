@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "absl/status/status.h"
@@ -34,6 +35,21 @@ absl::Status CheckRegularFile(const std::string& path, const std::string& what =
 // larger than `max_bytes`.
 absl::StatusOr<std::string> ReadFileToString(const std::string& path, const std::string& what = "file",
                                              int64_t max_bytes = int64_t{1} << 30);
+
+// An exclusive lock on `<dir>/.lock` (flock), held until destroyed: two processes writing one
+// output directory would interleave their files. FAILED_PRECONDITION when another process holds
+// it. The lock file stays; the lock dies with the process, even on kill -9.
+class DirectoryLock {
+ public:
+  static absl::StatusOr<std::unique_ptr<DirectoryLock>> Acquire(const std::string& dir);
+  ~DirectoryLock();
+  DirectoryLock(const DirectoryLock&) = delete;
+  DirectoryLock& operator=(const DirectoryLock&) = delete;
+
+ private:
+  explicit DirectoryLock(int fd) : fd_(fd) {}
+  int fd_;
+};
 
 // OK when `dir` does not exist or is an empty directory, or `overwrite` is set and it is a
 // directory. Otherwise FAILED_PRECONDITION naming it and the --overwrite flag: commands that

@@ -193,5 +193,15 @@ TEST_F(FileUtilTest, NewOutputDirectoriesMustBeEmptyUnlessOverwriting) {
   EXPECT_FALSE(CheckNewOutputDir((dir_ / "empty" / "f").string(), true).ok());
 }
 
+TEST_F(FileUtilTest, ADirectoryLockExcludesASecondWriter) {
+  auto first = DirectoryLock::Acquire(dir_.string());
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto second = DirectoryLock::Acquire(dir_.string());
+  ASSERT_FALSE(second.ok());
+  EXPECT_TRUE(absl::StrContains(second.status().message(), "another process is writing this directory")) << second.status();
+  first->reset();
+  EXPECT_TRUE(DirectoryLock::Acquire(dir_.string()).ok());
+}
+
 }  // namespace
 }  // namespace mfpo

@@ -152,8 +152,8 @@ void MetricsServer::Handle() {
 }
 
 void MetricsServer::HandleConnection(int fd) {
-  // A slow or silent client cannot hold the server: 5 s to send the request line and headers.
-  timeval timeout{5, 0};
+  // A slow or silent client cannot hold a handler long: 2 s to send the request line and headers.
+  timeval timeout{2, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
   std::string request;

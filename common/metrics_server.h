@@ -45,7 +45,7 @@ class MetricsServer {
   void Handle();                 // each handler thread: serves queued connections
   void HandleConnection(int fd);
 
-  static constexpr int kHandlers = 4;     // a slow client holds one, not the endpoint
+  static constexpr int kHandlers = 8;     // a slow client holds one, not the endpoint
   static constexpr size_t kMaxQueued = 64;  // beyond this, new connections are closed at once
 
   const int listen_fd_, wake_read_, wake_write_, port_;

@@ -67,6 +67,8 @@ int main(int argc, char** argv) {
   }
   mfpo::PerturbCommandOptions o;
   mfpo::PerturbOptionsFromFlags(&o);
+  if (o.shard.threads < 0 || o.shard.threads > 1024)
+    return mfpo::ExitCode(absl::InvalidArgumentError("--threads must be in [0, 1024] (0: one per core)"), "mfpo-datagen");
   // Record-level parallelism: each worker thread runs its own LibTorch ops single-threaded.
   torch::set_num_threads(1);
 
@@ -94,8 +96,7 @@ int main(int argc, char** argv) {
   absl::StatusOr<mfpo::ShardReport> report = mfpo::CatchAll("mfpo-datagen", [&] { return mfpo::RunPerturbCommand(o, &counters); });
   running = false;
   mirror.join();
-  if (report.ok()) {
-    std::cout << mfpo::ShardReportText(*report);
-  }
-  return mfpo::ExitCode(report.status(), "mfpo-datagen");
+  if (!report.ok()) return mfpo::ExitCode(report.status(), "mfpo-datagen");
+  std::cout << mfpo::ShardReportText(*report);
+  return mfpo::ExitCode(mfpo::CheckShardProducedRecords(*report), "mfpo-datagen");
 }

@@ -5,7 +5,12 @@
 
 #include <spdlog/spdlog.h>
 
+#include <filesystem>
+
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/file_util.h"
+#include "datagen/diffusion_noise.h"
 #include "common/model_dir.h"
 #include "common/status_macros.h"
 
@@ -64,10 +69,19 @@ absl::StatusOr<ShardReport> RunPerturbCommand(const PerturbCommandOptions& o, Pe
                : vectors                    ? "the model's input embeddings"
                                             : "none (positional edges only)");
   ShardOptions shard = o.shard;
-  shard.configuration = {{"vocab", o.vocabulary_path},
-                         {"model", o.model_dir},
-                         {"grounder_model", o.torchscript_path},
-                         {"word_vectors", o.word_vectors_path},
+  // Files by absolute path and content (a vocabulary edited in place changes the regions).
+  auto file = [](const std::string& path) -> nlohmann::json {
+    if (path.empty()) return "";
+    std::error_code ec;
+    const std::string abs = std::filesystem::absolute(path, ec).lexically_normal().string();
+    absl::StatusOr<std::string> bytes = ReadFileToString(path, "file", 64 << 20);
+    if (!bytes.ok()) return abs;  // a directory (--model) or a large file (word vectors): by path
+    return absl::StrCat(abs, "#", absl::StrFormat("%016x", SampleSeed(0, *bytes)));
+  };
+  shard.configuration = {{"vocab", file(o.vocabulary_path)},
+                         {"model", file(o.model_dir)},
+                         {"grounder_model", file(o.torchscript_path)},
+                         {"word_vectors", file(o.word_vectors_path)},
                          {"random_fraction", o.grounder == "random" ? o.random_fraction : 0.0},
                          {"heat_threshold", o.grounder == "model" ? o.model_grounder.threshold : 0.0}};
   return RunPerturbShard(shard, o.perturb, *grounder, vectors.get(), counters);

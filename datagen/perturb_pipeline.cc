@@ -99,6 +99,13 @@ absl::Status CheckShardRecord(const ShardOptions& shard, const PerturbOptions& o
 
 }  // namespace
 
+absl::Status CheckShardProducedRecords(const ShardReport& r) {
+  if (r.done > 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(r.records == 0 ? "the shard has no records"
+                                                   : absl::StrCat("no record could be processed (", r.errors,
+                                                                  " errors, see ", r.errors_path, ")"));
+}
+
 std::string ShardReportText(const ShardReport& r) {
   return absl::StrCat("records ", r.records, ", written ", r.done, ", skipped ", r.skipped, ", errors ", r.errors,
                       ", global fallbacks ", r.fallbacks, "\nmanifest ", r.manifest_path, "\nerrors ", r.errors_path,
@@ -187,10 +194,17 @@ absl::StatusOr<ShardReport> RunPerturbShard(const ShardOptions& shard, const Per
     const fs::path done_file = out / "records" / (key + ".json");
     const fs::path error_file = out / "records" / (key + ".error.json");
     std::error_code ec;
-    // Finished records are skipped; failed ones are tried again (their input may have been fixed).
+    // Finished records are skipped when their input line is unchanged (a record edited in the
+    // manifest is made again); failed ones are tried again (their input may have been fixed).
+    const std::string input_hash = absl::StrFormat("%016x", SampleSeed(0, job.record.dump()));
     if (fs::is_regular_file(done_file, ec)) {
-      ++c.skipped;
-      return absl::OkStatus();
+      absl::StatusOr<std::string> done_text = ReadFileToString(done_file.string());
+      absl::StatusOr<json> done = done_text.ok() ? ParseJson(*done_text) : absl::StatusOr<json>(done_text.status());
+      if (done.ok() && done->is_object() && done->contains("perturbation") && (*done)["perturbation"].is_object() &&
+          (*done)["perturbation"].value("input_hash", "") == input_hash) {
+        ++c.skipped;
+        return absl::OkStatus();
+      }
     }
     auto fail = [&](absl::string_view reason) {
       ++c.errors;
@@ -238,7 +252,8 @@ absl::StatusOr<ShardReport> RunPerturbShard(const ShardOptions& shard, const Per
     for (const auto& k : p->keywords) keywords.push_back({{"word", k.word}, {"score", k.score}});
     line["perturbation"] = {{"keywords", keywords}, {"found", p->found},  {"grounder", grounder.name()},
                             {"coverage", p->coverage}, {"fallback", p->fallback}, {"t", options.noise_step},
-                            {"seed", p->seed},         {"feather", options.feather}, {"mask", mask_rel}};
+                            {"seed", p->seed},         {"feather", options.feather}, {"mask", mask_rel},
+                            {"input_hash", input_hash}};
     if (p->fallback) ++c.fallbacks;
     MFPO_RETURN_IF_ERROR(write(done_file, line.dump(-1, ' ', false, json::error_handler_t::replace) + "\n"));
     fs::remove(error_file, ec);  // an earlier attempt's error

@@ -78,6 +78,10 @@ absl::StatusOr<ShardReport> RunPerturbShard(const ShardOptions& shard, const Per
 // "records N, written N, skipped N, errors N, global fallbacks N" and the output paths.
 std::string ShardReportText(const ShardReport& report);
 
+// INVALID_ARGUMENT when the shard has no usable record at all (an empty range, or every record
+// failed): the commands then exit non-zero although the run itself worked.
+absl::Status CheckShardProducedRecords(const ShardReport& report);
+
 // One record's perturbation without writing anything: the keywords, the mask and m'.
 struct PerturbedImage {
   std::vector<Keyword> keywords;

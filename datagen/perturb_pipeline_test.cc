@@ -458,5 +458,26 @@ TEST_F(PerturbPipelineTest, ShardRangesAndOptionsAreChecked) {
   }
 }
 
+// A record edited in the manifest (same id) is made again by a rerun, not skipped.
+TEST_F(PerturbPipelineTest, ARecordEditedInTheManifestIsMadeAgain) {
+  const fs::path dir = *root_ / "edited";
+  fs::create_directories(dir);
+  fs::copy_file(*root_ / "world" / "images" / "train-0.png", dir / "img.png");
+  auto write = [&](const std::string& chosen) {
+    std::ofstream(dir / "in.jsonl") << json{{"id", "a"}, {"image", "img.png"}, {"question", "Q"}, {"chosen", chosen},
+                                            {"rejected", "r"}}.dump() << "\n";
+  };
+  write("A red ball.");
+  ASSERT_TRUE(RunOnDir(dir).ok());
+  write("A blue car.");
+  auto again = RunOnDir(dir);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->skipped, 0);
+  EXPECT_EQ(again->done, 1);
+  auto lines = Lines(again->manifest_path);
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0]["chosen"], "A blue car.");
+}
+
 }  // namespace
 }  // namespace mfpo

@@ -75,11 +75,17 @@ std::string TextOf(const json& v) {
 // The text of the messages with `role` in a chat list (all of it when no message has that role,
 // or when `v` is not a list): a conversational `chosen` repeats the user's turn before the
 // assistant's answer, and only the answer is the response.
-std::string TextOfRole(const json& v, const char* role) {
+absl::StatusOr<std::string> TextOfRole(const json& v, const char* role) {
   if (v.is_array()) {
     json picked = json::array();
-    for (const auto& m : v)
+    bool has_roles = false;
+    for (const auto& m : v) {
+      has_roles = has_roles || (m.is_object() && m.contains("role"));
       if (m.is_object() && m.contains("role") && m["role"] == role) picked.push_back(m);
+    }
+    if (has_roles && picked.empty()) return Bad(absl::StrCat("the conversation has no '", role, "' turn"));
+    if (picked.size() > 1) return Bad(absl::StrCat("the conversation has ", picked.size(), " '", role,
+                                                   "' turns; only single-turn pairs are supported"));
     if (!picked.empty()) return TextOf(picked);
   }
   return TextOf(v);
@@ -159,11 +165,15 @@ class Importer {
       }
       case ImportFormat::kHuggingFace: {
         if (!j.contains("prompt")) return Bad("missing field 'prompt'");
-        r.question = WithoutImagePlaceholder(TextOfRole(j["prompt"], "user"));
+        absl::StatusOr<std::string> prompt = TextOfRole(j["prompt"], "user");
+        if (!prompt.ok()) return Annotate(prompt.status(), "field 'prompt'");
+        r.question = WithoutImagePlaceholder(*prompt);
         if (r.question.empty()) return Bad("field 'prompt' has no text");
         for (auto [key, dst] : {std::pair<const char*, std::string*>{"chosen", &r.chosen}, {"rejected", &r.rejected}}) {
           if (!j.contains(key)) return Bad(absl::StrCat("missing field '", key, "'"));
-          *dst = TextOfRole(j[key], "assistant");
+          absl::StatusOr<std::string> text = TextOfRole(j[key], "assistant");
+          if (!text.ok()) return Annotate(text.status(), absl::StrCat("field '", key, "'"));
+          *dst = *text;
           if (absl::StripAsciiWhitespace(*dst).empty()) return Bad(absl::StrCat("field '", key, "' has no text"));
         }
         if (j.contains("images")) {
@@ -182,6 +192,7 @@ class Importer {
       r.question = WithoutImagePlaceholder(r.question);
       if (r.question.empty()) return Bad("the question has no text besides the <image> placeholder");
     }
+    if (r.chosen == r.rejected) return Bad("chosen and rejected are the same text: not a preference");
     if (image == nullptr) {
       if (!j.contains("image")) return Bad("missing field 'image'");
       image = &j["image"];

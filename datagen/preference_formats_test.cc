@@ -265,5 +265,21 @@ TEST_F(ImportTest, TheOutputCannotBeTheInput) {
   EXPECT_EQ(ReadFileToString(in).value_or(""), before);
 }
 
+TEST_F(ImportTest, PairsThatAreNotPreferencesAreRejected) {
+  const std::string in = Write({
+      R"({"id": "u", "images": ["img.png"], "prompt": "Q", "chosen": [{"role": "user", "content": "only user"}], "rejected": "r"})",
+      R"({"id": "m", "images": ["img.png"], "prompt": "Q", "chosen": [{"role": "assistant", "content": "A."}],
+          "rejected": [{"role": "assistant", "content": "B."}, {"role": "user", "content": "sure?"}, {"role": "assistant", "content": "C."}]})",
+      R"({"id": "same", "images": ["img.png"], "prompt": "Q", "chosen": "A ball.", "rejected": "A ball."})",
+  });
+  auto report = Import(ImportFormat::kHuggingFace, in);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->imported, 0);
+  ASSERT_EQ(report->errors.size(), 3u);
+  EXPECT_TRUE(absl::StrContains(report->errors[0].reason, "no 'assistant' turn")) << report->errors[0].reason;
+  EXPECT_TRUE(absl::StrContains(report->errors[1].reason, "2 'assistant' turns")) << report->errors[1].reason;
+  EXPECT_TRUE(absl::StrContains(report->errors[2].reason, "the same text")) << report->errors[2].reason;
+}
+
 }  // namespace
 }  // namespace mfpo

@@ -452,5 +452,34 @@ TEST_F(CliTest, UnknownFlagsAndVersion) {
   EXPECT_TRUE(absl::StrContains(negative.all, "split sizes must be >= 0")) << negative.all;
 }
 
+TEST_F(CliTest, ImportRefusesToReplaceAnOutputAndFailsWhenNothingImports) {
+  const fs::path d = *dir_ / "import2";
+  fs::create_directories(d);
+  fs::copy_file(Image(), d / "img.png", fs::copy_options::overwrite_existing);
+  std::ofstream(d / "in.jsonl") << R"({"id": "a", "image": "img.png", "question": "Q", "chosen": "c", "rejected": "r"})" "\n";
+  std::ofstream(d / "bad.jsonl") << R"({"id": "a", "image": "missing.png", "question": "Q", "chosen": "c", "rejected": "r"})" "\n";
+  std::ofstream(d / "keep.jsonl") << "precious\n";
+  Result keep = Mfpo("import --format native " + (d / "in.jsonl").string() + " " + (d / "keep.jsonl").string());
+  EXPECT_NE(keep.code, 0);
+  EXPECT_TRUE(absl::StrContains(keep.all, "pass --overwrite")) << keep.all;
+  EXPECT_EQ(ReadAll(d / "keep.jsonl"), "precious\n");
+  EXPECT_EQ(Mfpo("import --overwrite --format native " + (d / "in.jsonl").string() + " " + (d / "keep.jsonl").string()).code, 0);
+  Result none = Mfpo("import --format native " + (d / "bad.jsonl").string() + " " + (d / "none.jsonl").string());
+  EXPECT_EQ(none.code, 2) << none.all;
+  EXPECT_TRUE(absl::StrContains(none.all, "no record could be imported")) << none.all;
+  Result threads = Mfpo("world --out " + (d / "w").string() + " --threads 100000");
+  EXPECT_EQ(threads.code, 2) << threads.all;
+}
+
+TEST_F(CliTest, TrainRefusesToWriteIntoItsModel) {
+  const std::string spec = (*dir_ / "into_model.json").string();
+  std::ofstream(spec) << nlohmann::json{{"output_dir", Model()}, {"model", {{"path", Model()}}},
+                                        {"data", {{"train", (*dir_ / "x" / "train.jsonl").string()}}}}.dump();
+  Result r = Mfpo("train --spec " + spec);
+  EXPECT_EQ(r.code, 2) << r.all;
+  EXPECT_TRUE(absl::StrContains(r.all, "is model.path; use a directory of its own")) << r.all;
+  EXPECT_FALSE(fs::exists(fs::path(Model()) / "run.json"));
+}
+
 }  // namespace
 }  // namespace mfpo

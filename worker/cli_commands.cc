@@ -1,6 +1,12 @@
 #include "worker/cli_commands.h"
 
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+
 #include <chrono>
+#include <filesystem>
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -84,7 +90,7 @@ absl::Status RunLogits(const LogitsCommandOptions& o, std::ostream& out) {
   }
   ExpandImageTokens(m.config.image_token_index, m.config.image_tokens(), &ex.ids, &ex.labels);
   if (static_cast<int64_t>(ex.ids.size()) > m.config.text.max_position_embeddings)
-    return absl::InvalidArgumentError(absl::StrCat("the prompt", has_response ? " and response" : "", " are ", ex.ids.size(),
+    return absl::InvalidArgumentError(absl::StrCat("the prompt", has_response ? " and response" : "", " take ", ex.ids.size(),
                                                    " tokens with the image's, more than the model's context of ",
                                                    m.config.text.max_position_embeddings, " (max_position_embeddings)"));
   NamedTensors tensors;
@@ -139,8 +145,23 @@ absl::Status RunGenerate(const GenerateCommandOptions& o, std::ostream& out) {
 absl::Status RunWorld(const WorldCommandOptions& o, std::ostream& out) {
   MFPO_RETURN_IF_ERROR(RequireFlag(o.out_dir, "out"));
   MFPO_RETURN_IF_ERROR(CheckNewOutputDir(o.out_dir, o.overwrite));
+  if (static_cast<int64_t>(o.world.train) + o.world.val + o.world.test <= 0)
+    return absl::InvalidArgumentError("--train, --val and --test are all 0: nothing to write");
   const auto t0 = std::chrono::steady_clock::now();
-  MFPO_RETURN_IF_ERROR(WriteWorld(o.out_dir, o.world));
+  // A new world is written under a temporary name and renamed when complete: a failed or killed
+  // run leaves nothing that the same command could not simply rerun over.
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const bool fresh = !fs::exists(o.out_dir, ec) || fs::is_empty(o.out_dir, ec);
+  const std::string target = fresh ? absl::StrCat(o.out_dir, ".tmp-", ::getpid()) : o.out_dir;
+  if (fresh) fs::remove_all(target, ec);
+  absl::Status written = WriteWorld(target, o.world);
+  if (written.ok() && fresh) {
+    fs::remove(o.out_dir, ec);  // empty, if it exists
+    if (std::rename(target.c_str(), o.out_dir.c_str()) != 0) written = ErrnoStatus(errno, o.out_dir, "cannot rename");
+  }
+  if (!written.ok() && fresh) fs::remove_all(target, ec);
+  MFPO_RETURN_IF_ERROR(written);
   out << "wrote " << o.out_dir << ": " << o.world.train << " train, " << o.world.val << " val, "
       << o.world.test << " test images of " << o.world.size << " px (seed " << o.world.seed << ", "
       << SecondsSince(t0) << " s)\n";
@@ -151,12 +172,16 @@ absl::Status RunImport(const ImportCommandOptions& o, std::ostream& out, std::os
   MFPO_ASSIGN_OR_RETURN(ImportFormat format, ParseImportFormat(o.format));
   if (o.in_path.empty() || o.out_path.empty())
     return absl::InvalidArgumentError("usage: mfpo import --format F IN.jsonl OUT.jsonl");
+  if (std::error_code ec; std::filesystem::exists(o.out_path, ec) && !o.overwrite)
+    return absl::FailedPreconditionError(absl::StrCat(o.out_path, ": exists; choose another OUT or pass --overwrite"));
   MFPO_ASSIGN_OR_RETURN(ImportReport report, ImportPreferences(format, o.in_path, o.out_path));
   for (const auto& e : report.errors) err << o.in_path << ":" << e.line << ": " << e.reason << "\n";
   out << "imported " << report.imported << " records to " << o.out_path << "; " << report.errors.size()
       << " lines rejected";
   if (report.dropped_ties > 0) out << "; " << report.dropped_ties << " samples dropped (tied ratings)";
   out << "\n";
+  if (report.imported == 0)
+    return absl::InvalidArgumentError(absl::StrCat(o.in_path, ": no record could be imported"));
   return absl::OkStatus();
 }
 

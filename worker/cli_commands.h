@@ -49,6 +49,7 @@ absl::Status RunWorld(const WorldCommandOptions& options, std::ostream& out);
 struct ImportCommandOptions {
   std::string format;  // native, rlhf-v, rlaif-v, vlfeedback, hf
   std::string in_path, out_path;
+  bool overwrite = false;  // replace an existing OUT (refused otherwise)
 };
 // Prints each bad line (file:line: reason) to `err` and a summary to `out`.
 absl::Status RunImport(const ImportCommandOptions& options, std::ostream& out, std::ostream& err);

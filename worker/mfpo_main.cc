@@ -32,7 +32,7 @@ ABSL_FLAG(std::string, response, "", "logits: the answer to score (empty: prompt
 ABSL_FLAG(std::string, out, "", "output: a directory (a file for logits)");
 ABSL_FLAG(std::string, preset, "tiny", "init-model: model preset (tiny, medium)");
 ABSL_FLAG(uint64_t, seed, 0, "random seed");
-ABSL_FLAG(bool, overwrite, false, "write into an --out directory that is not empty (init-model, world, eval)");
+ABSL_FLAG(bool, overwrite, false, "write into an --out that is not empty (init-model, world, eval) or replace OUT (import)");
 ABSL_FLAG(double, init_std, 0.02, "init-model: standard deviation of the initial weights");
 ABSL_FLAG(int64_t, max_new_tokens, 64, "generate, eval: most tokens generated per answer");
 ABSL_FLAG(bool, json, false, "print the result as one JSON object");
@@ -114,7 +114,7 @@ const std::vector<mfpo::CommandFlags>& Commands() {
       {"world", "--out DIR [--seed N] [--train N --val N --test N] [--size PX]",
        {"out", "seed", "train", "val", "test", "size", "cooccur_prior", "colour_prior", "overwrite"}},
       {"train", "--spec job.yaml [--stop-after-steps N]", {"spec", "stop_after_steps"}},
-      {"import", "--format native|rlhf-v|rlaif-v|vlfeedback|hf IN.jsonl OUT.jsonl", {"format"}},
+      {"import", "--format native|rlhf-v|rlaif-v|vlfeedback|hf IN.jsonl OUT.jsonl [--overwrite]", {"format", "overwrite"}},
       {"score", "--suite chair|pope|amber --answers FILE.jsonl --truth FILE [--synonyms FILE] [--json]",
        {"suite", "answers", "truth", "synonyms", "association", "safe_words", "json"}},
       {"eval", "--model DIR --data DIR [--suite chair,pope,amber,reliance] --out DIR [--limit N]",
@@ -178,6 +178,7 @@ namespace {
 
 int Run(const std::vector<char*>& args) {
   const int threads = absl::GetFlag(FLAGS_threads);
+  if (threads < 0 || threads > 1024) return Exit(absl::InvalidArgumentError("--threads must be in [0, 1024] (0: one per core)"));
   torch::set_num_threads(threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency()));
   const std::string command = args[1];
   if (command == "import") {
@@ -189,6 +190,7 @@ int Run(const std::vector<char*>& args) {
     o.format = absl::GetFlag(FLAGS_format);
     o.in_path = args[2];
     o.out_path = args[3];
+    o.overwrite = absl::GetFlag(FLAGS_overwrite);
     return Exit(mfpo::RunImport(o, std::cout, std::cerr));
   }
   if (args.size() != 2) {
@@ -240,8 +242,9 @@ int Run(const std::vector<char*>& args) {
     // Record-level parallelism: each worker thread runs its own LibTorch ops single-threaded.
     torch::set_num_threads(1);
     auto report = mfpo::RunPerturbCommand(o);
-    if (report.ok()) std::cout << mfpo::ShardReportText(*report);
-    return Exit(report.status());
+    if (!report.ok()) return Exit(report.status());
+    std::cout << mfpo::ShardReportText(*report);
+    return Exit(mfpo::CheckShardProducedRecords(*report));
   }
   if (command == "eval") {
     mfpo::EvalCommandOptions o;

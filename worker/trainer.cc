@@ -383,6 +383,13 @@ absl::StatusOr<TrainResult> RunTraining(const v1::JobSpec& spec, const TrainCont
   const fs::path out_dir(spec.output_dir());
   const fs::path ckpt_root = out_dir / "checkpoints";
   std::error_code ec;
+  // The run's files must not land among its inputs.
+  for (const auto& [what, dir] : std::vector<std::pair<std::string, std::string>>{
+           {"model.path", spec.model().path()},
+           {"model.reference_path", spec.model().reference_path()},
+           {"the directory of data.train", fs::path(spec.data().train()).parent_path().string()}})
+    if (!dir.empty() && fs::equivalent(out_dir, dir.empty() ? "." : dir, ec))
+      return absl::InvalidArgumentError(absl::StrCat("output_dir: ", out_dir.string(), " is ", what, "; use a directory of its own"));
 
   ObjectiveConfig objective;
   MFPO_ASSIGN_OR_RETURN(objective.variant, ParseObjectiveVariant(spec.objective().variant()));
@@ -411,6 +418,7 @@ absl::StatusOr<TrainResult> RunTraining(const v1::JobSpec& spec, const TrainCont
   const std::string data_fingerprint = DataFingerprint(data.examples);
   fs::create_directories(out_dir, ec);
   if (ec) return absl::InternalError(absl::StrCat(out_dir.string(), ": ", ec.message()));
+  MFPO_ASSIGN_OR_RETURN(std::unique_ptr<DirectoryLock> lock, DirectoryLock::Acquire(out_dir.string()));
   {
     MFPO_ASSIGN_OR_RETURN(uint64_t model_hash, ModelHash(spec.model().path()));
     MFPO_RETURN_IF_ERROR(CheckRunRecord(out_dir, spec, absl::StrFormat("%016x", model_hash), data_fingerprint));
