@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <filesystem>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -136,6 +137,22 @@ absl::Status CheckNewOutputDir(const std::string& dir, bool overwrite) {
   if (empty) return absl::OkStatus();
   return absl::FailedPreconditionError(
       absl::StrCat(dir, ": directory is not empty; choose a new --out or pass --overwrite"));
+}
+
+absl::Status WriteDirectoryWhole(const std::string& dir, const std::function<absl::Status(const std::string&)>& write) {
+  struct stat st;
+  const bool fresh = ::stat(dir.c_str(), &st) != 0 || CheckNewOutputDir(dir, /*overwrite=*/false).ok();
+  if (!fresh) return write(dir);
+  const std::string tmp = absl::StrCat(dir, ".tmp-", ::getpid());
+  std::error_code ec;
+  std::filesystem::remove_all(tmp, ec);
+  absl::Status written = write(tmp);
+  if (written.ok()) {
+    ::rmdir(dir.c_str());  // empty, if it exists
+    if (std::rename(tmp.c_str(), dir.c_str()) != 0) written = ErrnoStatus(errno, dir, "cannot rename");
+  }
+  if (!written.ok()) std::filesystem::remove_all(tmp, ec);
+  return written;
 }
 
 absl::StatusOr<std::string> ResolveOutputFile(const std::string& path) {

@@ -56,6 +56,12 @@ class DirectoryLock {
 // write a directory of outputs never mix them silently with what is already there.
 absl::Status CheckNewOutputDir(const std::string& dir, bool overwrite);
 
+// Fills the output directory `dir` with `write(target)`. A new (missing or empty) `dir` is
+// written under `<dir>.tmp-<pid>` and renamed when `write` succeeds, so that a failed or killed
+// run leaves nothing that would block the same command's rerun; an existing non-empty `dir`
+// (the caller allowed --overwrite) is written in place.
+absl::Status WriteDirectoryWhole(const std::string& dir, const std::function<absl::Status(const std::string&)>& write);
+
 // Where a write to `path` must land: `path` itself, or the file a symlink there points to (the
 // link is written through, not replaced). FAILED_PRECONDITION when that exists and is not a
 // regular file (a directory, FIFO or device is never replaced by a file: `--out /dev/null` must

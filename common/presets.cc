@@ -1,10 +1,5 @@
 #include "common/presets.h"
 
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstdio>
-
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <filesystem>
@@ -106,20 +101,8 @@ absl::Status WriteModelFiles(const std::string& dir, const ModelPreset& preset, 
 
 absl::Status InitModelDir(const std::string& dir, const InitModelOptions& options) {
   MFPO_ASSIGN_OR_RETURN(ModelPreset preset, GetPreset(options.preset));
-  std::error_code ec;
   MFPO_RETURN_IF_ERROR(CheckNewOutputDir(dir, options.overwrite));
-  // A new directory is written under a temporary name and renamed when complete, so that a
-  // failure (disk full) leaves nothing a rerun would have to --overwrite.
-  const bool fresh = !fs::exists(dir, ec) || fs::is_empty(dir, ec);
-  const fs::path target = fresh ? fs::path(absl::StrCat(dir, ".tmp-", ::getpid())) : fs::path(dir);
-  if (fresh) fs::remove_all(target, ec);
-  absl::Status written = WriteModelFiles(target.string(), preset, options);
-  if (written.ok() && fresh) {
-    fs::remove(dir, ec);  // empty, if it exists
-    if (std::rename(target.c_str(), dir.c_str()) != 0) written = ErrnoStatus(errno, dir, "cannot rename");
-  }
-  if (!written.ok() && fresh) fs::remove_all(target, ec);
-  return written;
+  return WriteDirectoryWhole(dir, [&](const std::string& target) { return WriteModelFiles(target, preset, options); });
 }
 
 namespace {

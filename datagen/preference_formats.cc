@@ -414,8 +414,7 @@ absl::StatusOr<ImportReport> ImportPreferences(ImportFormat format, const std::s
     return absl::InvalidArgumentError(absl::StrCat(out_path, ": is a directory; give the output JSONL file"));
   if (fs::equivalent(in_path, out_path, ec))
     return absl::InvalidArgumentError(absl::StrCat(out_path, ": is the input file; write the output elsewhere"));
-  MFPO_ASSIGN_OR_RETURN(std::string resolved_out, ResolveOutputFile(out_path));
-  (void)resolved_out;
+  MFPO_RETURN_IF_ERROR(ResolveOutputFile(out_path).status());  // not a device / FIFO / directory
   std::ifstream in(in_path);
   if (!in) return absl::NotFoundError(absl::StrCat(in_path, ": cannot open"));
   const fs::path out_dir = fs::absolute(out_path, ec).parent_path();

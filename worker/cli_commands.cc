@@ -1,10 +1,5 @@
 #include "worker/cli_commands.h"
 
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstdio>
-
 #include <chrono>
 #include <filesystem>
 
@@ -148,20 +143,8 @@ absl::Status RunWorld(const WorldCommandOptions& o, std::ostream& out) {
   if (static_cast<int64_t>(o.world.train) + o.world.val + o.world.test <= 0)
     return absl::InvalidArgumentError("--train, --val and --test are all 0: nothing to write");
   const auto t0 = std::chrono::steady_clock::now();
-  // A new world is written under a temporary name and renamed when complete: a failed or killed
-  // run leaves nothing that the same command could not simply rerun over.
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  const bool fresh = !fs::exists(o.out_dir, ec) || fs::is_empty(o.out_dir, ec);
-  const std::string target = fresh ? absl::StrCat(o.out_dir, ".tmp-", ::getpid()) : o.out_dir;
-  if (fresh) fs::remove_all(target, ec);
-  absl::Status written = WriteWorld(target, o.world);
-  if (written.ok() && fresh) {
-    fs::remove(o.out_dir, ec);  // empty, if it exists
-    if (std::rename(target.c_str(), o.out_dir.c_str()) != 0) written = ErrnoStatus(errno, o.out_dir, "cannot rename");
-  }
-  if (!written.ok() && fresh) fs::remove_all(target, ec);
-  MFPO_RETURN_IF_ERROR(written);
+  MFPO_RETURN_IF_ERROR(
+      WriteDirectoryWhole(o.out_dir, [&](const std::string& target) { return WriteWorld(target, o.world); }));
   out << "wrote " << o.out_dir << ": " << o.world.train << " train, " << o.world.val << " val, "
       << o.world.test << " test images of " << o.world.size << " px (seed " << o.world.seed << ", "
       << SecondsSince(t0) << " s)\n";

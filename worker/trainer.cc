@@ -388,7 +388,7 @@ absl::StatusOr<TrainResult> RunTraining(const v1::JobSpec& spec, const TrainCont
            {"model.path", spec.model().path()},
            {"model.reference_path", spec.model().reference_path()},
            {"the directory of data.train", fs::path(spec.data().train()).parent_path().string()}})
-    if (!dir.empty() && fs::equivalent(out_dir, dir.empty() ? "." : dir, ec))
+    if (!dir.empty() && fs::equivalent(out_dir, dir, ec))
       return absl::InvalidArgumentError(absl::StrCat("output_dir: ", out_dir.string(), " is ", what, "; use a directory of its own"));
 
   ObjectiveConfig objective;
