@@ -18,6 +18,7 @@
 #include "datagen/preference_formats.h"
 
 namespace mfpo {
+namespace fs = std::filesystem;
 namespace {
 
 double SecondsSince(std::chrono::steady_clock::time_point t0) {
@@ -111,6 +112,27 @@ absl::Status RunLogits(const LogitsCommandOptions& o, std::ostream& out) {
       << tensors[0].second.size(1) << "]";
   if (has_response) out << ", response_logp " << logp;
   out << "\n";
+  return absl::OkStatus();
+}
+
+absl::Status RunConvertModel(const ConvertModelCommandOptions& o, std::ostream& out) {
+  MFPO_RETURN_IF_ERROR(RequireFlag(o.model_dir, "model"));
+  MFPO_RETURN_IF_ERROR(RequireFlag(o.out_dir, "out"));
+  CheckpointWriteOptions write;
+  if (o.dtype == "bfloat16") write.dtype = torch::kBFloat16;
+  else if (o.dtype == "float16") write.dtype = torch::kFloat16;
+  else if (o.dtype == "float32") write.dtype = torch::kFloat32;
+  else return absl::InvalidArgumentError(absl::StrCat("--dtype: '", o.dtype, "' is not float32, bfloat16 or float16"));
+  std::error_code ec;
+  if (fs::exists(o.out_dir, ec) && fs::equivalent(o.out_dir, o.model_dir, ec))
+    return absl::InvalidArgumentError(absl::StrCat("--out ", o.out_dir, " is the model directory itself"));
+  MFPO_RETURN_IF_ERROR(CheckNewOutputDir(o.out_dir, o.overwrite));
+  MFPO_ASSIGN_OR_RETURN(LoadedModel m, LoadModelDir(o.model_dir));
+  MFPO_RETURN_IF_ERROR(WriteDirectoryWhole(o.out_dir, [&](const std::string& target) {
+    MFPO_RETURN_IF_ERROR(SaveModelWeights(target, m.model, write));
+    return CopyModelSideFiles(o.model_dir, target);
+  }));
+  out << "wrote " << o.out_dir << " (" << o.dtype << " weights of " << o.model_dir << ")\n";
   return absl::OkStatus();
 }
 

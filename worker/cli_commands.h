@@ -19,6 +19,15 @@ struct InitModelCommandOptions {
 };
 absl::Status RunInitModel(const InitModelCommandOptions& options, std::ostream& out);
 
+struct ConvertModelCommandOptions {
+  std::string model_dir, out_dir;
+  std::string dtype = "bfloat16";  // float32, bfloat16 or float16: floating-point weights cast to it
+  bool overwrite = false;
+};
+// Writes a copy of a model directory with its weights in another dtype (e.g. the shipped bf16
+// SFT baseline); config, tokenizer and processor files are copied.
+absl::Status RunConvertModel(const ConvertModelCommandOptions& options, std::ostream& out);
+
 struct LogitsCommandOptions {
   std::string model_dir;
   std::string image_path;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <functional>
 #include <filesystem>
 #include <fstream>
@@ -23,6 +24,7 @@
 #include "common/status_macros.h"
 #include "common/torch_seam.h"
 #include "datagen/diffusion_noise.h"
+#include "worker/eval_stats.h"
 #include "worker/hallucination_metrics.h"
 
 namespace mfpo {
@@ -111,6 +113,17 @@ json PopeJson(const PopeMetrics& m) {
   return {{"accuracy", m.accuracy()}, {"precision", m.precision()}, {"recall", m.recall()},
           {"f1", m.f1()}, {"yes_ratio", m.yes_ratio()}, {"questions", m.total()}};
 }
+void AddAmber(const AmberMetrics& one, AmberMetrics* total) {
+  total->mentioned += one.mentioned;
+  total->hallucinated += one.hallucinated;
+  total->truth_total += one.truth_total;
+  total->truth_covered += one.truth_covered;
+  total->responses += one.responses;
+  total->responses_without_hallucination += one.responses_without_hallucination;
+  total->hallu_total += one.hallu_total;
+  total->hallu_mentioned += one.hallu_mentioned;
+}
+
 json AmberJson(const AmberMetrics& m) {
   return {{"chair", m.chair()}, {"cover", m.cover()}, {"hal", m.hal()}, {"cog", m.cog()},
           {"responses", m.responses}, {"mentioned", m.mentioned}};
@@ -246,7 +259,9 @@ class Answerer {
  public:
   Answerer(LoadedModel& m, const EvalCommandOptions& o) : m_(m), o_(o) {}
 
-  absl::StatusOr<std::vector<std::string>> Run(const std::vector<Query>& queries, const std::string& what) {
+  // Greedy answers, at most `max_new_tokens` each (0: the options' budget).
+  absl::StatusOr<std::vector<std::string>> Run(const std::vector<Query>& queries, const std::string& what,
+                                               int64_t max_new_tokens = 0) {
     std::vector<std::string> answers;
     const auto t0 = std::chrono::steady_clock::now();
     auto last_log = t0;
@@ -262,7 +277,7 @@ class Answerer {
         pixels.push_back(px);
       }
       GenerationOptions g;
-      g.max_new_tokens = o_.max_new_tokens;
+      g.max_new_tokens = max_new_tokens > 0 ? std::min(max_new_tokens, o_.max_new_tokens) : o_.max_new_tokens;
       g.eos_id = m_.tokenizer.eos_id();
       MFPO_ASSIGN_OR_RETURN(auto out, GreedyGenerate(m_.model, prompts, torch::stack(pixels), g));
       for (const auto& ids : out) answers.push_back(m_.tokenizer.Decode(ids));
@@ -384,6 +399,9 @@ absl::Status RunEval(const EvalCommandOptions& o, std::ostream& out) {
   json report = {{"model", o.model_dir}, {"data", o.data_dir}, {"split", o.split}, {"images", images.size()}};
   std::vector<std::pair<std::string, std::string>> table;
   auto pct = [](double v) { return absl::StrFormat("%.1f", 100 * v); };
+  // Each image's counts (scores.jsonl): the confidence intervals resample images.
+  std::map<std::string, Counts> counts;
+  for (const auto& img : images) counts[img.id];
 
   if (wants("chair") || wants("amber")) {
     std::vector<Query> qs;
@@ -409,7 +427,28 @@ absl::Status RunEval(const EvalCommandOptions& o, std::ostream& out) {
     for (size_t i = 0; i < images.size(); ++i) {
       ChairSample s = ScoreChair(vocab, answers[i], {images[i].objects, images[i].captions});
       chair.Add(s);
-      scorer.Add(answers[i], amber_truth[i], &amber);
+      AmberMetrics one;
+      scorer.Add(answers[i], amber_truth[i], &one);
+      AddAmber(one, &amber);
+      Counts& c = counts[images[i].id];
+      if (wants("chair")) {
+        c["chair.responses"] = 1;
+        c["chair.hallucinated_responses"] = s.hallucinated.empty() ? 0 : 1;
+        c["chair.mentions"] = static_cast<double>(s.mentions.size());
+        c["chair.hallucinated_mentions"] = static_cast<double>(s.hallucinated.size());
+        c["chair.truth_objects"] = s.truth_objects;
+        c["chair.covered_objects"] = s.covered;
+      }
+      if (wants("amber")) {
+        c["amber.responses"] = static_cast<double>(one.responses);
+        c["amber.responses_with_hallucination"] = static_cast<double>(one.responses - one.responses_without_hallucination);
+        c["amber.mentioned"] = static_cast<double>(one.mentioned);
+        c["amber.hallucinated"] = static_cast<double>(one.hallucinated);
+        c["amber.truth_total"] = static_cast<double>(one.truth_total);
+        c["amber.truth_covered"] = static_cast<double>(one.truth_covered);
+        c["amber.hallu_total"] = static_cast<double>(one.hallu_total);
+        c["amber.hallu_mentioned"] = static_cast<double>(one.hallu_mentioned);
+      }
       answers_out << json{{"suite", "chair"}, {"id", images[i].id}, {"question", qs[i].question},
                           {"answer", answers[i]}, {"hallucinated", s.hallucinated},
                           {"mentions", s.mentions.size()}}.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
@@ -440,11 +479,14 @@ absl::Status RunEval(const EvalCommandOptions& o, std::ostream& out) {
       std::vector<PopeQuestion> questions = BuildPopeQuestions(pope_images, vocab.categories(), setting, 3, o.seed);
       std::vector<Query> qs;
       for (const auto& q : questions) qs.push_back({q.id, q.image_id, by_id[q.image_id]->image, q.text()});
-      MFPO_ASSIGN_OR_RETURN(auto answers, answerer.Run(qs, absl::StrCat("pope-", PopeSettingName(setting))));
+      MFPO_ASSIGN_OR_RETURN(auto answers, answerer.Run(qs, absl::StrCat("pope-", PopeSettingName(setting)),
+                                                       o.short_answer_tokens));
       PopeMetrics m;
       for (size_t i = 0; i < questions.size(); ++i) {
         const bool yes = PopeAnswerIsYes(answers[i]);
         m.Add(questions[i].label_yes, yes);
+        const char* cell = questions[i].label_yes ? (yes ? "tp" : "fn") : (yes ? "fp" : "tn");
+        counts[questions[i].image_id][absl::StrCat("pope.", PopeSettingName(setting), ".", cell)] += 1;
         answers_out << json{{"suite", "pope"}, {"setting", PopeSettingName(setting)}, {"id", questions[i].id},
                             {"question", qs[i].question}, {"answer", answers[i]},
                             {"label", questions[i].label_yes ? "yes" : "no"}, {"answered_yes", yes}}
@@ -470,13 +512,17 @@ absl::Status RunEval(const EvalCommandOptions& o, std::ostream& out) {
     }));
     std::vector<Query> noised = qs;
     for (auto& q : noised) q.noised = true;
-    MFPO_ASSIGN_OR_RETURN(auto clean_answers, answerer.Run(qs, "reliance-clean"));
-    MFPO_ASSIGN_OR_RETURN(auto noised_answers, answerer.Run(noised, "reliance-noised"));
+    MFPO_ASSIGN_OR_RETURN(auto clean_answers, answerer.Run(qs, "reliance-clean", o.short_answer_tokens));
+    MFPO_ASSIGN_OR_RETURN(auto noised_answers, answerer.Run(noised, "reliance-noised", o.short_answer_tokens));
     int64_t clean_ok = 0, noised_ok = 0;
     for (size_t i = 0; i < qs.size(); ++i) {
       const bool a = AnswerMatches(clean_answers[i], keys[i]), b = AnswerMatches(noised_answers[i], keys[i]);
       clean_ok += a;
       noised_ok += b;
+      Counts& c = counts[qs[i].image_id];
+      c["reliance.questions"] += 1;
+      c["reliance.clean_ok"] += a;
+      c["reliance.noised_ok"] += b;
       answers_out << json{{"suite", "reliance"}, {"id", qs[i].id}, {"type", types[i]}, {"question", qs[i].question},
                           {"expected", keys[i]}, {"answer_clean", clean_answers[i]}, {"correct_clean", a},
                           {"answer_noised", noised_answers[i]}, {"correct_noised", b}}
@@ -489,16 +535,40 @@ absl::Status RunEval(const EvalCommandOptions& o, std::ostream& out) {
     table.emplace_back(absl::StrCat("Reliance acc clean / noised t=", o.noise_step, " / gap (%)"),
                        absl::StrCat(pct(clean_ok / n), " / ", pct(noised_ok / n), " / ", pct((clean_ok - noised_ok) / n)));
   }
+  ImageScores scores;
+  for (const auto& img : images) {
+    scores.ids.push_back(img.id);
+    scores.counts.push_back(counts[img.id]);
+  }
+  std::vector<std::string> measured;
+  for (const std::string& m : ReportMetrics())
+    if (std::isfinite(MetricFromCounts(m, SumCounts(scores)))) measured.push_back(m);
+  json intervals = json::object();
+  for (const auto& [m, iv] : BootstrapIntervals(scores, measured, o.bootstrap_resamples, o.seed))
+    intervals[m] = {{"value", iv.value}, {"lo", iv.lo}, {"hi", iv.hi}};
+  report["ci95"] = intervals;
+  report["bootstrap"] = {{"resamples", o.bootstrap_resamples}, {"seed", o.seed}, {"unit", "image"}};
+  std::vector<std::pair<std::string, std::string>> ci_table;
+  for (const auto& m : measured)
+    ci_table.emplace_back(m, absl::StrFormat("%.1f [%.1f, %.1f]", 100 * intervals[m]["value"].get<double>(),
+                                             100 * intervals[m]["lo"].get<double>(),
+                                             100 * intervals[m]["hi"].get<double>()));
   std::ostringstream md;
   md << "# Hallucination evaluation\n\nModel `" << o.model_dir << "`, data `" << o.data_dir << "` (" << o.split
      << " split, " << images.size() << " images)\n\n| Metric | Value |\n|---|---|\n";
   for (const auto& [k, v] : table) md << "| " << k << " | " << v << " |\n";
+  md << "\n95% bootstrap intervals over the images (" << o.bootstrap_resamples << " resamples, %):\n\n"
+     << "| Metric | Value [95% CI] |\n|---|---|\n";
+  for (const auto& [k, v] : ci_table) md << "| " << k << " | " << v << " |\n";
+  MFPO_RETURN_IF_ERROR(WriteFileAtomically((fs::path(o.out_dir) / "scores.jsonl").string(), ImageScoresJsonl(scores)));
   MFPO_RETURN_IF_ERROR(WriteFileAtomically((fs::path(o.out_dir) / "answers.jsonl").string(), answers_out.str()));
   MFPO_RETURN_IF_ERROR(WriteFileAtomically((fs::path(o.out_dir) / "report.json").string(), report.dump(2) + "\n"));
   MFPO_RETURN_IF_ERROR(WriteFileAtomically((fs::path(o.out_dir) / "report.md").string(), md.str()));
   out << "evaluation of " << o.model_dir << " on " << images.size() << " " << o.split << " images\n";
   PrintTable(out, table);
-  out << "wrote " << (fs::path(o.out_dir) / "report.md").string() << ", report.json, answers.jsonl\n";
+  out << "95% bootstrap intervals over the images (%):\n";
+  PrintTable(out, ci_table);
+  out << "wrote " << (fs::path(o.out_dir) / "report.md").string() << ", report.json, answers.jsonl, scores.jsonl\n";
   return absl::OkStatus();
 }
 

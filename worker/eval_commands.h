@@ -32,6 +32,10 @@ struct EvalCommandOptions {
   int64_t limit = 0;  // images per suite (0: all)
   int64_t batch_size = 16;
   int64_t max_new_tokens = 48;
+  // Budget of the short-answer suites (POPE, reliance: "Yes, there is a red ball."); their
+  // parsers read the first sentence only.
+  int64_t short_answer_tokens = 12;
+  int bootstrap_resamples = 2000;  // 95% intervals over the images
   int noise_step = 500;  // reliance: DDPM step of the global noise
   uint64_t seed = 0;
   std::string dtype = "float32";

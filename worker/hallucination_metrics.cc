@@ -18,13 +18,13 @@ void ChairMetrics::Add(const ChairSample& s) {
 
 ChairSample ScoreChair(const ObjectVocabulary& vocab, const std::string& answer,
                        const ChairTruth& truth) {
-  std::set<std::string> truth_set, annotated;
+  // One ground truth for hallucination and recall, as Rohrbach et al.'s CHAIR code and its
+  // ports with recall build it: the annotated objects plus every object the reference captions
+  // name.
+  std::set<std::string> truth_set;
   for (const std::string& o : truth.objects) {
     const std::string c = vocab.Canonical(o);
-    if (!c.empty()) {
-      truth_set.insert(c);
-      annotated.insert(c);
-    }
+    if (!c.empty()) truth_set.insert(c);
   }
   for (const std::string& caption : truth.captions)
     for (const auto& m : vocab.Extract(caption)) truth_set.insert(m.canonical);
@@ -35,9 +35,8 @@ ChairSample ScoreChair(const ObjectVocabulary& vocab, const std::string& answer,
     said.insert(m.canonical);
     if (!truth_set.count(m.canonical)) s.hallucinated.push_back(m.canonical);
   }
-  // Recall over the annotated objects (captions only widen what is not a hallucination).
-  s.truth_objects = static_cast<int>(annotated.size());
-  for (const std::string& o : annotated) s.covered += said.count(o) ? 1 : 0;
+  s.truth_objects = static_cast<int>(truth_set.size());
+  for (const std::string& o : truth_set) s.covered += said.count(o) ? 1 : 0;
   return s;
 }
 

@@ -67,14 +67,30 @@ TEST_F(ChairTest, HandComputedScores) {
   // Mentions in reference captions are not hallucinations; truth objects may be synonyms.
   ChairSample c = ScoreChair(vocab_, "A puppy sleeps on the sofa.", {{"puppy"}, {"a dog on a couch"}});
   EXPECT_TRUE(c.hallucinated.empty());
-  EXPECT_EQ(c.covered, 1);
+  EXPECT_EQ(c.truth_objects, 2);  // dog (annotated as puppy) and couch (from the caption)
+  EXPECT_EQ(c.covered, 2);
   m.Add(c);
   EXPECT_EQ(m.responses, 3);
   EXPECT_EQ(m.mentions, 4 + 3 + 2);
   EXPECT_EQ(m.hallucinated_mentions, 4);
   EXPECT_DOUBLE_EQ(m.chair_s(), 2.0 / 3);
   EXPECT_DOUBLE_EQ(m.chair_i(), 4.0 / 9);
-  EXPECT_DOUBLE_EQ(m.recall(), 4.0 / 5);
+  EXPECT_DOUBLE_EQ(m.recall(), 5.0 / 6);  // (3 + 0 + 2) / (3 + 1 + 2)
+}
+
+// Recall uses the same ground truth as hallucination: annotated objects plus the objects the
+// reference captions name. By hand: truth {dog (annotated), couch, frisbee (captions)} = 3
+// objects; the answer names dog and couch (covered 2) and a cat (hallucinated).
+TEST_F(ChairTest, RecallCountsObjectsTheCaptionsAdd) {
+  ChairSample s = ScoreChair(vocab_, "A dog on a sofa next to a cat.",
+                             {{"dog"}, {"a puppy on a couch", "a dog catching a frisbee"}});
+  EXPECT_EQ(s.truth_objects, 3);
+  EXPECT_EQ(s.covered, 2);
+  EXPECT_EQ(s.hallucinated, std::vector<std::string>{"cat"});
+  ChairMetrics m;
+  m.Add(s);
+  EXPECT_DOUBLE_EQ(m.recall(), 2.0 / 3);
+  EXPECT_DOUBLE_EQ(m.chair_i(), 1.0 / 3);
 }
 
 TEST(ObjectText, SingularizeAndTokenize) {

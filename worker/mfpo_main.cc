@@ -22,6 +22,7 @@
 #include "worker/cli_commands.h"
 #include "worker/eval_commands.h"
 #include "worker/job_spec.h"
+#include "worker/report_command.h"
 #include "worker/train_command.h"
 #include "worker/vision_pretrain.h"
 
@@ -61,9 +62,16 @@ ABSL_FLAG(int64_t, images_per_step, 128, "pretrain-vision: images per optimiser 
 ABSL_FLAG(double, lr, 1e-3, "pretrain-vision: peak learning rate (warm-up, cosine decay)");
 ABSL_FLAG(std::string, eval_split, "val", "pretrain-vision: split scored after training");
 ABSL_FLAG(double, dense_weight, 1.0, "pretrain-vision: weight of the per-patch box-label loss (0: captions only)");
+ABSL_FLAG(int64_t, short_answer_tokens, 12, "eval: most tokens of a POPE or reliance answer (their parsers read the first sentence)");
+ABSL_FLAG(int32_t, bootstrap_resamples, 2000, "eval, report: bootstrap resamples of the test images for the 95% intervals");
+ABSL_FLAG(std::string, runs, "", "report: comma list of LABEL=DIR or LABEL@SEED=DIR (train output dirs or eval dirs)");
+ABSL_FLAG(std::string, title, "MFPO on the scene world", "report: heading of report.md");
+ABSL_FLAG(std::string, focus, "", "report: the label compared with every other (default: the last)");
+ABSL_FLAG(std::string, notes, "", "report: markdown file appended to report.md");
+ABSL_FLAG(std::string, claim, "chair_s,chair_i", "report: metrics on which --focus must beat every other label");
 ABSL_FLAG(int32_t, threads, 0, "CPU threads (0: one per core; perturb: worker threads)");
 ABSL_FLAG(std::string, dtype, "float32",
-          "logits/generate: compute dtype (float32, bfloat16, float16); bfloat16 halves the "
+          "logits/generate/eval: compute dtype; convert-model: the weights' dtype (float32, bfloat16, float16); bfloat16 halves the "
           "memory of a 7B model");
 
 namespace {
@@ -97,6 +105,11 @@ Commands:
   generate --model DIR --image FILE --prompt TEXT [--max-new-tokens N] [--json]
       [--dtype bfloat16]
       greedy answer to the prompt about the image
+  convert-model --model DIR --out DIR --dtype bfloat16|float16|float32
+      a copy of a model directory with its weights in another dtype
+  report --runs LABEL[@SEED]=DIR,... --out DIR [--focus LABEL] [--notes FILE]
+      the experiment report over evaluated runs: table with 95% bootstrap intervals, paired
+      differences, means over seeds, PNG plots of the training curves and of the table
 
 mfpo <command> --help lists the command's flags.
 )";
@@ -119,7 +132,10 @@ const std::vector<mfpo::CommandFlags>& Commands() {
        {"suite", "answers", "truth", "synonyms", "association", "safe_words", "json"}},
       {"eval", "--model DIR --data DIR [--suite chair,pope,amber,reliance] --out DIR [--limit N]",
        {"model", "data", "suite", "out", "split", "limit", "batch_size", "max_new_tokens", "noise_step", "seed", "dtype",
-        "overwrite"}},
+        "overwrite", "short_answer_tokens", "bootstrap_resamples"}},
+      {"convert-model", "--model DIR --out DIR --dtype bfloat16|float16|float32 [--overwrite]", {"model", "out", "dtype", "overwrite"}},
+      {"report", "--runs LABEL[@SEED]=DIR,... --out DIR [--focus LABEL] [--notes FILE] [--title TEXT] [--overwrite]",
+       {"runs", "out", "focus", "notes", "title", "claim", "bootstrap_resamples", "seed", "overwrite"}},
       {"perturb", std::string("\n") + mfpo::PerturbFlagsHelp(), mfpo::PerturbFlagNames()},
       {"pretrain-vision", "--model DIR --data WORLD_DIR|captions.jsonl --out DIR [--epochs N] [--lr X]",
        {"model", "data", "out", "epochs", "images_per_step", "lr", "eval_split", "dense_weight", "seed"}},
@@ -260,7 +276,37 @@ int Run(const std::vector<char*>& args) {
     o.seed = absl::GetFlag(FLAGS_seed);
     o.dtype = absl::GetFlag(FLAGS_dtype);
     o.overwrite = absl::GetFlag(FLAGS_overwrite);
+    o.short_answer_tokens = absl::GetFlag(FLAGS_short_answer_tokens);
+    o.bootstrap_resamples = absl::GetFlag(FLAGS_bootstrap_resamples);
+    if (o.short_answer_tokens <= 0) return Exit(absl::InvalidArgumentError("--short-answer-tokens must be positive"));
+    if (o.bootstrap_resamples < 100 || o.bootstrap_resamples > 100000)
+      return Exit(absl::InvalidArgumentError("--bootstrap-resamples must be in [100, 100000]"));
     return Exit(mfpo::RunEval(o, std::cout));
+  }
+  if (command == "convert-model") {
+    mfpo::ConvertModelCommandOptions o;
+    o.model_dir = absl::GetFlag(FLAGS_model);
+    o.out_dir = absl::GetFlag(FLAGS_out);
+    o.dtype = absl::GetFlag(FLAGS_dtype);
+    o.overwrite = absl::GetFlag(FLAGS_overwrite);
+    return Exit(mfpo::RunConvertModel(o, std::cout));
+  }
+  if (command == "report") {
+    mfpo::ReportCommandOptions o;
+    for (const auto& item : absl::StrSplit(absl::GetFlag(FLAGS_runs), ',', absl::SkipEmpty())) {
+      auto run = mfpo::ParseReportRun(std::string(item));
+      if (!run.ok()) return Exit(run.status());
+      o.runs.push_back(*run);
+    }
+    o.out_dir = absl::GetFlag(FLAGS_out);
+    o.title = absl::GetFlag(FLAGS_title);
+    o.focus = absl::GetFlag(FLAGS_focus);
+    o.notes_path = absl::GetFlag(FLAGS_notes);
+    o.claim = absl::StrSplit(absl::GetFlag(FLAGS_claim), ',', absl::SkipEmpty());
+    o.resamples = absl::GetFlag(FLAGS_bootstrap_resamples);
+    o.seed = absl::GetFlag(FLAGS_seed);
+    o.overwrite = absl::GetFlag(FLAGS_overwrite);
+    return Exit(mfpo::RunReport(o, std::cout));
   }
   if (command == "pretrain-vision") {
     mfpo::VisionPretrainOptions o;

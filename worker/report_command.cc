@@ -1,0 +1,331 @@
+#include "worker/report_command.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "common/file_util.h"
+#include "common/jsonl.h"
+#include "common/status_macros.h"
+#include "worker/charts.h"
+#include "worker/eval_stats.h"
+
+namespace mfpo {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+struct LoadedRun {
+  ReportRun run;
+  std::string eval_dir;
+  ImageScores scores;
+  std::map<std::string, Interval> ci;
+  std::vector<json> steps;  // metrics.jsonl of a training run (empty for an eval-only run)
+};
+
+// The table's columns: heading and the metrics shown in it (" / " between several).
+const std::vector<std::pair<std::string, std::vector<std::string>>>& Columns() {
+  static const auto* columns = new std::vector<std::pair<std::string, std::vector<std::string>>>{
+      {"CHAIRs", {"chair_s"}},
+      {"CHAIRi", {"chair_i"}},
+      {"recall", {"chair_recall"}},
+      {"POPE F1 (rand / pop / adv)", {"pope_f1_random", "pope_f1_popular", "pope_f1_adversarial"}},
+      {"AMBER Hal", {"amber_hal"}},
+      {"reliance gap", {"reliance_gap"}}};
+  return *columns;
+}
+// The metrics compared pairwise and drawn as bars.
+const std::vector<std::string> kKeyMetrics = {"chair_s", "chair_i", "chair_recall", "pope_f1_adversarial",
+                                              "amber_hal", "reliance_gap"};
+const std::map<std::string, std::string> kShortName = {
+    {"chair_s", "CHAIRs"},       {"chair_i", "CHAIRi"},       {"chair_recall", "recall"},
+    {"pope_f1_random", "POPE F1 rand"}, {"pope_f1_popular", "POPE F1 pop"}, {"pope_f1_adversarial", "POPE F1 adv"},
+    {"amber_hal", "AMBER Hal"},  {"reliance_gap", "reliance gap"}};
+std::string ShortName(const std::string& m) {
+  auto it = kShortName.find(m);
+  return it == kShortName.end() ? m : it->second;
+}
+
+std::string PctCi(const Interval& iv) {
+  if (!std::isfinite(iv.value)) return "-";
+  return absl::StrFormat("%.1f [%.1f, %.1f]", 100 * iv.value, 100 * iv.lo, 100 * iv.hi);
+}
+std::string SignedCi(const Interval& iv) {
+  if (!std::isfinite(iv.value)) return "-";
+  const bool excludes_zero = iv.lo > 0 || iv.hi < 0;
+  return absl::StrFormat("%+.1f [%+.1f, %+.1f]%s", 100 * iv.value, 100 * iv.lo, 100 * iv.hi, excludes_zero ? " *" : "");
+}
+json IntervalJson(const Interval& iv) {
+  auto num = [](double v) { return std::isfinite(v) ? json(v) : json(nullptr); };
+  return {{"value", num(iv.value)}, {"lo", num(iv.lo)}, {"hi", num(iv.hi)}};
+}
+
+absl::StatusOr<LoadedRun> LoadRun(const ReportRun& r, const ReportCommandOptions& o) {
+  LoadedRun l;
+  l.run = r;
+  std::error_code ec;
+  const fs::path dir(r.dir);
+  if (!fs::is_directory(dir, ec))
+    return absl::NotFoundError(absl::StrCat(r.dir, ": not a directory (run '", r.label, "')"));
+  if (fs::exists(dir / "scores.jsonl", ec)) {
+    l.eval_dir = r.dir;
+  } else if (fs::exists(dir / "eval" / "scores.jsonl", ec)) {
+    l.eval_dir = (dir / "eval").string();
+  } else {
+    return absl::NotFoundError(absl::StrCat(r.dir, ": neither scores.jsonl nor eval/scores.jsonl (run '", r.label,
+                                            "'; `mfpo eval` writes it)"));
+  }
+  MFPO_ASSIGN_OR_RETURN(l.scores, ReadImageScores((fs::path(l.eval_dir) / "scores.jsonl").string()));
+  l.ci = BootstrapIntervals(l.scores, ReportMetrics(), o.resamples, o.seed);
+  if (fs::exists(dir / "metrics.jsonl", ec)) {
+    MFPO_RETURN_IF_ERROR(ReadJsonl((dir / "metrics.jsonl").string(), [&](int, const json& j) {
+      if (j.contains("step") && j["step"].is_number()) l.steps.push_back(j);
+      return absl::OkStatus();
+    }));
+  }
+  return l;
+}
+
+std::vector<double> Column(const std::vector<json>& steps, const std::string& key) {
+  std::vector<double> v;
+  for (const json& j : steps) v.push_back(j.contains(key) && j[key].is_number() ? j[key].get<double>() : NAN);
+  return v;
+}
+
+absl::Status WritePlots(const fs::path& out, const std::vector<const LoadedRun*>& runs, const std::string& seed_note) {
+  std::vector<LinePanel> loss_panels, acc_panels;
+  for (const LoadedRun* r : runs) {
+    if (r->steps.empty()) continue;
+    const std::vector<double> x = Column(r->steps, "step");
+    const int window = std::max<int>(1, static_cast<int>(x.size()) / 25);
+    LinePanel loss{absl::StrCat(r->run.label, " (moving average of ", window, ")"), "loss", {}};
+    for (const char* k : {"loss", "loss_text", "loss_image", "loss_margin", "loss_sft"}) {
+      std::vector<double> y = Column(r->steps, k);
+      if (std::none_of(y.begin(), y.end(), [](double v) { return std::isfinite(v); })) continue;
+      loss.series.push_back({k, x, MovingAverage(y, window)});
+    }
+    LinePanel acc{absl::StrCat(r->run.label, " (moving average of ", window, ")"), "reward accuracy", {}};
+    for (const char* k : {"reward_acc_text", "reward_acc_image"}) {
+      std::vector<double> y = Column(r->steps, k);
+      if (std::none_of(y.begin(), y.end(), [](double v) { return std::isfinite(v); })) continue;
+      acc.series.push_back({k == std::string("reward_acc_text") ? "text (r_w > r_l)" : "image (r_w > r_w')", x,
+                            MovingAverage(y, window)});
+    }
+    if (!loss.series.empty()) loss_panels.push_back(loss);
+    if (!acc.series.empty()) acc_panels.push_back(acc);
+  }
+  if (!loss_panels.empty())
+    MFPO_RETURN_IF_ERROR(WriteLineChart((out / "loss_terms.png").string(), absl::StrCat("Loss terms per step", seed_note),
+                                        loss_panels));
+  if (!acc_panels.empty())
+    MFPO_RETURN_IF_ERROR(WriteLineChart((out / "reward_accuracy.png").string(),
+                                        absl::StrCat("Text and image reward accuracy per step", seed_note), acc_panels));
+  std::vector<std::string> labels;
+  for (const LoadedRun* r : runs) labels.push_back(r->run.label);
+  std::vector<BarGroup> groups;
+  for (const std::string& m : kKeyMetrics) {
+    BarGroup g{ShortName(m), {}, {}, {}};
+    for (const LoadedRun* r : runs) {
+      const Interval& iv = r->ci.at(m);
+      g.value.push_back(100 * iv.value);
+      g.lo.push_back(100 * iv.lo);
+      g.hi.push_back(100 * iv.hi);
+    }
+    groups.push_back(g);
+  }
+  return WriteBarChart((out / "table.png").string(), absl::StrCat("Hallucination metrics (%)", seed_note), "%", labels,
+                       groups);
+}
+
+}  // namespace
+
+absl::StatusOr<ReportRun> ParseReportRun(const std::string& text) {
+  const size_t eq = text.find('=');
+  if (eq == std::string::npos || eq == 0 || eq + 1 == text.size())
+    return absl::InvalidArgumentError(absl::StrCat("--runs: '", text, "' is not LABEL=DIR or LABEL@SEED=DIR"));
+  ReportRun r;
+  r.label = text.substr(0, eq);
+  r.dir = text.substr(eq + 1);
+  const size_t at = r.label.rfind('@');
+  if (at != std::string::npos) {
+    r.seed = r.label.substr(at + 1);
+    r.label = r.label.substr(0, at);
+    if (r.seed.empty() || r.label.empty())
+      return absl::InvalidArgumentError(absl::StrCat("--runs: '", text, "': empty label or seed around '@'"));
+  }
+  return r;
+}
+
+absl::Status RunReport(const ReportCommandOptions& o, std::ostream& out) {
+  if (o.runs.empty()) return absl::InvalidArgumentError("--runs is required (LABEL=DIR,...)");
+  if (o.out_dir.empty()) return absl::InvalidArgumentError("--out is required");
+  if (o.resamples < 100 || o.resamples > 100000)
+    return absl::InvalidArgumentError("--bootstrap-resamples must be in [100, 100000]");
+  for (const std::string& m : o.claim)
+    if (std::find(ReportMetrics().begin(), ReportMetrics().end(), m) == ReportMetrics().end())
+      return absl::InvalidArgumentError(absl::StrCat("--claim: unknown metric '", m, "'"));
+  // Labels and seeds in order of first appearance; one run per (label, seed).
+  std::vector<std::string> labels, seeds;
+  std::set<std::pair<std::string, std::string>> seen;
+  for (const ReportRun& r : o.runs) {
+    if (!seen.insert({r.label, r.seed}).second)
+      return absl::InvalidArgumentError(absl::StrCat("--runs: '", r.label, r.seed.empty() ? "" : "@", r.seed,
+                                                     "' is given twice"));
+    if (std::find(labels.begin(), labels.end(), r.label) == labels.end()) labels.push_back(r.label);
+    if (std::find(seeds.begin(), seeds.end(), r.seed) == seeds.end()) seeds.push_back(r.seed);
+  }
+  const std::string focus = o.focus.empty() ? labels.back() : o.focus;
+  if (std::find(labels.begin(), labels.end(), focus) == labels.end())
+    return absl::InvalidArgumentError(absl::StrCat("--focus: '", focus, "' is not one of the labels of --runs"));
+  std::string notes;
+  if (!o.notes_path.empty()) {
+    MFPO_ASSIGN_OR_RETURN(notes, ReadFileToString(o.notes_path, "notes file", 1 << 20));
+  }
+  MFPO_RETURN_IF_ERROR(CheckNewOutputDir(o.out_dir, o.overwrite));
+
+  std::vector<LoadedRun> runs;
+  for (const ReportRun& r : o.runs) {
+    MFPO_ASSIGN_OR_RETURN(LoadedRun l, LoadRun(r, o));
+    runs.push_back(std::move(l));
+  }
+  auto find = [&](const std::string& label, const std::string& seed) -> const LoadedRun* {
+    for (const auto& r : runs)
+      if (r.run.label == label && r.run.seed == seed) return &r;
+    return nullptr;
+  };
+
+  std::ostringstream md;
+  json report = {{"title", o.title}, {"focus", focus}, {"bootstrap", {{"resamples", o.resamples}, {"seed", o.seed},
+                                                                       {"unit", "test image"}, {"level", 0.95}}}};
+  json jruns = json::array(), jclaims = json::object();
+  md << "# " << o.title << "\n\n"
+     << "Values in %, with 95% percentile-bootstrap intervals over the test images (" << o.resamples
+     << " resamples). Lower is better for CHAIR and AMBER Hal; higher for recall, POPE F1 and the reliance gap "
+        "(accuracy on clean images minus accuracy on globally noised ones: how much the answers depend on the "
+        "image).\n";
+  int claim_holds = 0;
+  for (const std::string& seed : seeds) {
+    md << "\n## " << (seed.empty() ? "Results" : absl::StrCat("Seed ", seed)) << "\n\n| model |";
+    for (const auto& [h, _] : Columns()) md << " " << h << " |";
+    md << "\n|---|";
+    for (size_t i = 0; i < Columns().size(); ++i) md << "---|";
+    md << "\n";
+    for (const std::string& label : labels) {
+      const LoadedRun* r = find(label, seed);
+      if (!r) continue;
+      md << "| " << label << " |";
+      for (const auto& [_, metrics] : Columns()) {
+        std::vector<std::string> cells;
+        for (const auto& m : metrics) cells.push_back(PctCi(r->ci.at(m)));
+        md << " " << absl::StrJoin(cells, " / ") << " |";
+      }
+      md << "\n";
+      json jm = json::object();
+      for (const auto& [m, iv] : r->ci) jm[m] = IntervalJson(iv);
+      jruns.push_back({{"label", label}, {"seed", seed}, {"dir", r->run.dir}, {"eval_dir", r->eval_dir},
+                       {"images", r->scores.ids.size()}, {"steps", r->steps.size()}, {"metrics", jm}});
+    }
+    // The focus model against each other model of this seed, on the same images.
+    const LoadedRun* f = find(focus, seed);
+    if (!f) continue;
+    md << "\nPaired differences " << focus << " minus each other model (same images resampled for both; * = the "
+       << "interval excludes 0):\n\n| vs |";
+    for (const auto& m : kKeyMetrics) md << " " << ShortName(m) << " |";
+    md << "\n|---|";
+    for (size_t i = 0; i < kKeyMetrics.size(); ++i) md << "---|";
+    md << "\n";
+    bool holds = true;
+    json jseed = json::object();
+    for (const std::string& label : labels) {
+      const LoadedRun* r = find(label, seed);
+      if (!r || label == focus) continue;
+      auto paired = PairedDifferences(r->scores, f->scores, kKeyMetrics, o.resamples, o.seed);
+      if (!paired.ok()) return Annotate(paired.status(), absl::StrCat(focus, " vs ", label));
+      const auto& diff = *paired;
+      md << "| " << label << " |";
+      json jd = json::object();
+      for (const auto& m : kKeyMetrics) {
+        md << " " << SignedCi(diff.at(m)) << " |";
+        jd[m] = IntervalJson(diff.at(m));
+      }
+      md << "\n";
+      // The claim: better than this model on each claim metric with disjoint intervals.
+      json jc = json::object();
+      for (const std::string& m : o.claim) {
+        const Interval &a = f->ci.at(m), &b = r->ci.at(m);
+        const bool lower = LowerIsBetter(m);
+        const bool better = lower ? a.value < b.value : a.value > b.value;
+        const bool disjoint = lower ? a.hi < b.lo : a.lo > b.hi;
+        const Interval& d = diff.at(m);
+        const bool paired = lower ? d.hi < 0 : d.lo > 0;
+        jc[m] = {{"better", better}, {"intervals_disjoint", disjoint}, {"paired_interval_excludes_zero", paired}};
+        holds = holds && better && disjoint;
+      }
+      const double recall_drop = r->ci.at("chair_recall").value - f->ci.at("chair_recall").value;
+      jc["recall_drop_points"] = std::isfinite(recall_drop) ? json(100 * recall_drop) : json(nullptr);
+      holds = holds && !(recall_drop > 0.02);
+      jseed[label] = {{"differences", jd}, {"claim", jc}};
+    }
+    jseed["holds"] = holds;
+    claim_holds += holds;
+    jclaims[seed.empty() ? "all" : seed] = jseed;
+    md << "\nClaim (" << focus << " below every other model on " << absl::StrJoin(o.claim, ", ")
+       << " with disjoint intervals, recall at most 2 points lower): " << (holds ? "holds" : "does not hold") << "\n";
+  }
+  report["runs"] = jruns;
+  report["claim"] = jclaims;
+  report["claim_holds_seeds"] = claim_holds;
+  // Means over seeds.
+  if (seeds.size() > 1) {
+    md << "\n## Mean over " << seeds.size() << " seeds (standard deviation across seeds)\n\n| model |";
+    for (const auto& m : kKeyMetrics) md << " " << ShortName(m) << " |";
+    md << "\n|---|";
+    for (size_t i = 0; i < kKeyMetrics.size(); ++i) md << "---|";
+    md << "\n";
+    json jmean = json::object();
+    for (const std::string& label : labels) {
+      md << "| " << label << " |";
+      for (const auto& m : kKeyMetrics) {
+        std::vector<double> v;
+        for (const std::string& seed : seeds)
+          if (const LoadedRun* r = find(label, seed); r && std::isfinite(r->ci.at(m).value)) v.push_back(r->ci.at(m).value);
+        double mean = 0, sd = 0;
+        for (double x : v) mean += x / v.size();
+        for (double x : v) sd += (x - mean) * (x - mean) / std::max<size_t>(1, v.size() - 1);
+        sd = std::sqrt(sd);
+        md << " " << (v.empty() ? "-" : absl::StrFormat("%.1f ± %.1f", 100 * mean, 100 * sd)) << " |";
+        if (!v.empty()) jmean[label][m] = {{"mean", mean}, {"sd", sd}, {"seeds", v.size()}};
+      }
+      md << "\n";
+    }
+    report["mean_over_seeds"] = jmean;
+    md << "\nThe claim holds in " << claim_holds << " of " << seeds.size() << " seeds.\n";
+  }
+  // Plots of the first seed.
+  std::vector<const LoadedRun*> first;
+  for (const std::string& label : labels)
+    if (const LoadedRun* r = find(label, seeds.front())) first.push_back(r);
+  const std::string seed_note = seeds.size() > 1 ? absl::StrCat(" (seed ", seeds.front(), ")") : "";
+  std::error_code ec;
+  fs::create_directories(o.out_dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat(o.out_dir, ": ", ec.message()));
+  MFPO_RETURN_IF_ERROR(WritePlots(o.out_dir, first, seed_note));
+  md << "\nPlots" << seed_note << ": `table.png` (the table as bars), `loss_terms.png`, `reward_accuracy.png`.\n";
+  if (!notes.empty()) md << "\n" << notes << (notes.back() == '\n' ? "" : "\n");
+  MFPO_RETURN_IF_ERROR(WriteFileAtomically((fs::path(o.out_dir) / "report.json").string(), report.dump(2) + "\n"));
+  MFPO_RETURN_IF_ERROR(WriteFileAtomically((fs::path(o.out_dir) / "report.md").string(), md.str()));
+  out << md.str() << "\nwrote " << (fs::path(o.out_dir) / "report.md").string() << ", report.json, table.png, "
+      << "loss_terms.png, reward_accuracy.png\n";
+  return absl::OkStatus();
+}
+
+}  // namespace mfpo
