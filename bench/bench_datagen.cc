@@ -19,6 +19,7 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include "bench/bench_util.h"
 #include "common/image.h"
 #include "common/jsonl.h"
 #include "datagen/perturb_command.h"
@@ -101,9 +102,13 @@ int main(int argc, char** argv) {
   for (int r = 0; r < 3; ++r) regions1 = std::max(regions1, PipelineImagesPerSecond(o, root / "regions1", 1, &fallbacks));
   std::printf("regions grounder, 1 core: %.1f records/s = %.2f x floor (target >= 0.5); %lld global fallbacks\n",
               regions1, regions1 / floor, static_cast<long long>(fallbacks));
+  mfpo::bench::Result("datagen", "regions grounder, 1 core", regions1 / floor,
+                      "decode + encode image and mask PNG, 1 core", ">= 0.5");
   const double regions_all = PipelineImagesPerSecond(o, root / "regions_all", cores, &fallbacks);
   std::printf("regions grounder, %d cores: %.1f records/s (%.2f x its 1-core rate)\n", cores, regions_all,
               regions_all / regions1);
+  mfpo::bench::Result("datagen", "regions grounder, all cores vs 1", regions_all / regions1, "the 1-core rate",
+                      "~ cores");
   if (!model.empty()) {
     o.grounder = "model";
     o.model_dir = model;
@@ -111,6 +116,7 @@ int main(int argc, char** argv) {
     for (int r = 0; r < 2; ++r) model1 = std::max(model1, PipelineImagesPerSecond(o, root / "model1", 1, &fallbacks));
     std::printf("model grounder, 1 core: %.1f records/s = %.2f x floor; %lld global fallbacks\n", model1,
                 model1 / floor, static_cast<long long>(fallbacks));
+    mfpo::bench::Result("datagen", "model grounder, 1 core", model1 / floor, "decode + encode image and mask PNG, 1 core");
     const double model_all = PipelineImagesPerSecond(o, root / "model_all", cores, &fallbacks);
     std::printf("model grounder, %d cores: %.1f records/s (%.2f x its 1-core rate)\n", cores, model_all,
                 model_all / model1);

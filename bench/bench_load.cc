@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "common/model_dir.h"
 #include "common/presets.h"
 
@@ -150,6 +151,10 @@ int main(int argc, char** argv) {
     std::printf("[%s cache] sequential read %.2f GiB/s, load %.2f GiB/s (%.2f s): "
                 "load/read = %.2f (target >= 0.8), worst peak RSS growth / checkpoint = %.2f (target <= 1.1)\n",
                 mode, read_tp, load_tp, load_secs, load_tp / read_tp, rss_ratio);
+    mfpo::bench::Result("load", std::string("load throughput, ") + mode + " cache", load_tp / read_tp,
+                        "sequential read() of the files", ">= 0.8");
+    mfpo::bench::Result("load", std::string("peak RSS growth / checkpoint size, ") + mode + " cache", rss_ratio,
+                        "checkpoint bytes", "<= 1.1");
   }
   return 0;
 }

@@ -55,6 +55,8 @@ void Bench(const std::string& name, double matmul_flops) {
   std::printf("%-6s  %8.0f tokens/s  %6.1f ms/step  batch %lld x %lld tokens  achieved/matmul FLOP/s = %.2f\n",
               name.c_str(), tokens / secs, secs * 1e3, (long long)batch, (long long)len,
               flops / secs / matmul_flops);
+  mfpo::bench::Result("step", name + " forward+backward achieved FLOP/s", flops / secs / matmul_flops,
+                      "LibTorch fp32 matmul FLOP/s");
 }
 
 }  // namespace

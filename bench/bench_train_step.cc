@@ -121,5 +121,9 @@ int main(int argc, char** argv) {
               t_opt * 1e3, micro / t_naive, t_naive * 1e3);
   std::printf("optimised / naive throughput = %.2f   (target >= 2)\n", t_naive / t_opt);
   std::printf("achieved FLOP/s / matmul FLOP/s (%.0f GFLOP/s) = %.2f\n", mm / 1e9, flops / t_opt / mm);
+  mfpo::bench::Result("train_step", preset_name + " MFPO step throughput", t_naive / t_opt,
+                      "naive step (one forward per sequence, online reference)", ">= 2");
+  mfpo::bench::Result("train_step", preset_name + " MFPO step achieved FLOP/s", flops / t_opt / mm,
+                      "LibTorch fp32 matmul FLOP/s");
   return 0;
 }

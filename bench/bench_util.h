@@ -5,6 +5,8 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <cstdio>
+#include <string>
 
 namespace mfpo::bench {
 
@@ -18,6 +20,14 @@ inline double MatmulFlops() {
   for (int i = 0; i < iters; ++i) (void)torch::matmul(a, b);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return 2.0 * n * n * n * iters / secs;
+}
+
+// One machine-readable line per measured ratio, collected by scripts/bench-all.sh into one table:
+// RESULT<TAB>benchmark<TAB>what<TAB>ratio<TAB>baseline<TAB>target ("-" when none).
+inline void Result(const std::string& bench, const std::string& what, double ratio, const std::string& baseline,
+                   const std::string& target = "-") {
+  std::printf("RESULT\t%s\t%s\t%.2f\t%s\t%s\n", bench.c_str(), what.c_str(), ratio, baseline.c_str(), target.c_str());
+  std::fflush(stdout);
 }
 
 }  // namespace mfpo::bench

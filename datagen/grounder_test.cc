@@ -157,12 +157,10 @@ TEST(ModelGrounder, ProducesAMaskOfTheImageOrNothing) {
   std::filesystem::remove_all(dir);
 }
 
-// The `model` grounder with the world's SFT model: IoU with the true boxes. Needs a model trained
-// on the world (scripts/sft-baseline.sh, ~1.5 h on 2 cores), so it runs when MFPO_SFT_MODEL
-// names its checkpoint directory.
+// The `model` grounder with the world's SFT model (the shipped baseline, common/data/sft-baseline,
+// made by scripts/sft-baseline.sh): IoU with the true boxes.
 TEST(ModelGrounder, IouWithTheWorldSftModel) {
-  const char* dir = std::getenv("MFPO_SFT_MODEL");
-  if (dir == nullptr) GTEST_SKIP() << "set MFPO_SFT_MODEL to a world SFT checkpoint to measure the model grounder";
+  const std::string dir = MFPO_SOURCE_DIR "/common/data/sft-baseline";
   double default_iou = 0;
   for (const char* heat : {"gradient", "cosine"}) {
     ModelGrounderOptions options;

@@ -1,34 +1,28 @@
 #!/usr/bin/env bash
-# The main job on the embedded default, end to end on one machine (the coordinator issue will
-# drive the same stages over gRPC): the scene world -> a tiny LLaVA -> its vision tower pre-trained
-# on the world's captions and boxes -> a short SFT -> image-
-# preference data (keywords -> regions -> diffusion noise) -> MFPO (reference pass, entropy
-# curriculum easy/medium/hard) -> hallucination evaluation (CHAIR, POPE, AMBER, reliance).
-# About 5 minutes on 2 cores after the build; outputs in out/default/.
+# Command 1: installs what is missing, builds, and runs the main job on the embedded default.
+#
+# From the shipped SFT baseline (common/data/sft-baseline: the tiny LLaVA trained on the scene
+# world by scripts/sft-baseline.sh), on a scene world that no tuning ever saw (seed 11):
+#   datagen (mfpo perturb: keywords -> regions -> diffusion noise) -> DPO, mDPO and MFPO jobs
+#   (mfpo train: reference pass, entropy difficulty, easy / medium / hard phases, evaluation)
+#   -> the SFT model's own evaluation -> mfpo report: the table with 95% bootstrap intervals,
+#   paired differences, report.md / report.json and PNG plots in out/default/report.
+#
+#   bash scripts/run-default.sh [--quick] [--seed N] [--no-build]
+# About 20 minutes on 2 cores after the build; --quick (fewer pairs and test images) about 5.
+# An interrupted run continues where it stopped; `rm -rf out/default` starts afresh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/build.sh
-OUT=out/default
-MFPO=build/worker/mfpo
-rm -rf "$OUT"
-mkdir -p "$OUT"
-echo "== 1/7 mfpo world (embedded scene world, 600 training images)"
-"$MFPO" world --out "$OUT/world" --seed 0 --train 600 --val 50 --test 200 --colour_prior 0.2
-echo "== 2/7 mfpo init-model (tiny preset)"
-"$MFPO" init-model --preset tiny --seed 0 --out "$OUT/init"
-echo "== 3/7 mfpo pretrain-vision: the tower learns shapes and colours (standing in for CLIP)"
-"$MFPO" pretrain-vision --model "$OUT/init" --data "$OUT/world" --out "$OUT/vision" --epochs 12 --lr 2e-3
-echo "== 4/7 mfpo train: short SFT, tower frozen (docs/examples/default-sft.yaml)"
-"$MFPO" train --spec docs/examples/default-sft.yaml
-# The MFPO spec starts from out/default/sft/final: a link to the SFT run's last checkpoint.
-ln -sfn "$(realpath "$(ls -d "$OUT"/sft/checkpoints/step-* | sort | tail -1)")" "$OUT/sft/final"
-echo "== 5/7 mfpo perturb: rejected images from the chosen responses' keywords and regions"
-"$MFPO" perturb --manifest "$OUT/world/train.jsonl" --out "$OUT/perturbed" \
-  --vocab "$OUT/world/vocab.txt" --grounder regions
-echo "== 6/7 mfpo train: MFPO + evaluation (docs/examples/default-mfpo.yaml)"
-"$MFPO" train --spec docs/examples/default-mfpo.yaml
-echo "== 7/7 mfpo generate with the aligned model"
-"$MFPO" generate --model "$(ls -d "$OUT"/mfpo/checkpoints/step-* | sort | tail -1)" --image "$OUT/world/images/test-0.png" \
-  --prompt "Describe the image." --max_new_tokens 24
-echo "done: report in $OUT/mfpo/eval/report.md (a few minutes of CPU training: the numbers show the"
-echo "pipeline works, not a converged model; docs/examples/world-*.yaml are the full runs)"
+ARGS=() BUILD=1 SEED=1 OUT=out/default
+while [ $# -gt 0 ]; do
+  case $1 in
+    --quick) ARGS+=(--quick); OUT=out/default-quick ;;
+    --no-build) BUILD=0 ;;
+    --seed) SEED=${2:?--seed needs a number}; shift ;;
+    -h|--help) sed -n 2,13p "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "run-default.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+if [ "$BUILD" = 1 ]; then bash scripts/build.sh; fi
+exec bash scripts/experiment.sh main --seeds "$SEED" --out "$OUT" "${ARGS[@]}"

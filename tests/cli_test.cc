@@ -186,9 +186,79 @@ TEST_F(CliTest, WorldThenEvalWritesAnswersAndReport) {
   std::ifstream answers(fs::path(eval) / "answers.jsonl");
   for (std::string l; std::getline(answers, l);) ++lines;
   EXPECT_GT(lines, 6 + 3 * 6 + 6);
+  // Per-image counts sum to the report's totals; every interval holds its estimate.
+  int scored = 0;
+  double mentions = 0, pope_questions = 0;
+  std::ifstream scores(fs::path(eval) / "scores.jsonl");
+  for (std::string l; std::getline(scores, l); ++scored) {
+    auto j = nlohmann::json::parse(l);
+    mentions += j["counts"].value("chair.mentions", 0.0);
+    for (const char* setting : {"random", "popular", "adversarial"})
+      for (const char* cell : {"tp", "fp", "tn", "fn"})
+        pope_questions += j["counts"].value(std::string("pope.") + setting + "." + cell, 0.0);
+  }
+  EXPECT_EQ(scored, 6);
+  EXPECT_EQ(mentions, report["chair"]["mentions"].get<double>());
+  int report_questions = 0;
+  for (const char* setting : {"random", "popular", "adversarial"})
+    report_questions += report["pope"][setting]["questions"].get<int>();
+  EXPECT_EQ(pope_questions, report_questions);
+  for (auto it = report["ci95"].begin(); it != report["ci95"].end(); ++it) {
+    EXPECT_LE((*it)["lo"].get<double>(), (*it)["value"].get<double>() + 1e-12) << it.key();
+    EXPECT_GE((*it)["hi"].get<double>(), (*it)["value"].get<double>() - 1e-12) << it.key();
+  }
   Result bad = Mfpo("eval --model " + Model() + " --data " + world + " --out " + eval + " --suite chair,mmhal");
   EXPECT_EQ(bad.code, 2);
   EXPECT_TRUE(absl::StrContains(bad.all, "unknown suite 'mmhal'")) << bad.all;
+
+  // The report over two evaluations (the same model twice: every paired difference is 0).
+  const std::string eval2 = (*dir_ / "eval2").string(), report_dir = (*dir_ / "report").string();
+  ASSERT_EQ(fs::create_directory(eval2), true);
+  fs::copy(eval, eval2, fs::copy_options::recursive);
+  Result rep = Mfpo("report --runs 'SFT=" + eval + ",+ MFPO=" + eval2 + "' --out " + report_dir);
+  ASSERT_EQ(rep.code, 0) << rep.all;
+  EXPECT_TRUE(absl::StrContains(rep.out, "| + MFPO |")) << rep.out;
+  for (const char* f : {"report.md", "report.json", "table.png"}) EXPECT_TRUE(fs::exists(fs::path(report_dir) / f)) << f;
+  auto rj = nlohmann::json::parse(ReadAll(fs::path(report_dir) / "report.json"));
+  EXPECT_EQ(rj["runs"].size(), 2u);
+  EXPECT_EQ(rj["claim"]["all"]["SFT"]["differences"]["chair_s"]["value"], 0.0);
+  EXPECT_EQ(rj["claim"]["all"]["holds"], false);  // not better than itself
+  auto png = ReadImageFile(report_dir + "/table.png");
+  ASSERT_TRUE(png.ok()) << png.status();
+  EXPECT_GT(png->cols, 300);
+  // Bad input: a missing run directory, a label given twice, a malformed entry, an unknown focus.
+  Result missing = Mfpo("report --runs 'A=" + eval + ",B=" + (*dir_ / "nope").string() + "' --out " + report_dir + "x");
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_TRUE(absl::StrContains(missing.all, "nope: not a directory (run 'B')")) << missing.all;
+  Result twice = Mfpo("report --runs 'A=" + eval + ",A=" + eval2 + "' --out " + report_dir + "y");
+  EXPECT_TRUE(absl::StrContains(twice.all, "'A' is given twice")) << twice.all;
+  Result malformed = Mfpo("report --runs " + eval + " --out " + report_dir + "z");
+  EXPECT_TRUE(absl::StrContains(malformed.all, "is not LABEL=DIR")) << malformed.all;
+  Result focus = Mfpo("report --runs 'A=" + eval + "' --focus B --out " + report_dir + "w");
+  EXPECT_TRUE(absl::StrContains(focus.all, "--focus: 'B'")) << focus.all;
+  Result again = Mfpo("report --runs 'A=" + eval + "' --out " + report_dir);
+  EXPECT_TRUE(absl::StrContains(again.all, "--overwrite")) << again.all;  // not empty
+}
+
+TEST_F(CliTest, ConvertModelWritesBfloat16WeightsThatGenerateAlike) {
+  const std::string bf16 = (*dir_ / "tiny-bf16").string();
+  Result r = Mfpo("convert-model --model " + Model() + " --out " + bf16 + " --dtype bfloat16");
+  ASSERT_EQ(r.code, 0) << r.all;
+  auto ckpt = SafetensorsCheckpoint::Open(bf16);
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+  for (const auto& name : ckpt->names()) EXPECT_EQ(ckpt->Find(name)->entry->dtype, StDtype::kBF16) << name;
+  const auto f32_size = fs::file_size(fs::path(Model()) / "model.safetensors");
+  const auto bf16_size = fs::file_size(fs::path(bf16) / "model.safetensors");
+  EXPECT_LT(bf16_size, f32_size * 0.51);
+  for (const char* f : {"tokenizer.model", "preprocessor_config.json", "config.json"})
+    EXPECT_TRUE(fs::exists(fs::path(bf16) / f)) << f;
+  Result g = Mfpo("generate --model " + bf16 + " --image " + Image() + " --prompt hi --max-new-tokens 4");
+  EXPECT_EQ(g.code, 0) << g.all;
+  Result self = Mfpo("convert-model --model " + Model() + " --out " + Model() + " --dtype bfloat16");
+  EXPECT_EQ(self.code, 2);
+  EXPECT_TRUE(absl::StrContains(self.all, "is the model directory itself")) << self.all;
+  Result dtype = Mfpo("convert-model --model " + Model() + " --out " + bf16 + "2 --dtype int8");
+  EXPECT_TRUE(absl::StrContains(dtype.all, "'int8' is not float32, bfloat16 or float16")) << dtype.all;
 }
 
 TEST_F(CliTest, ScoreChairPopeAmberFromFiles) {

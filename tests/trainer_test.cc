@@ -322,6 +322,13 @@ TEST_F(TrainerTest, Bf16AutocastKeepsTheObjectiveExactAtLearningRateZero) {
   EXPECT_LT(max_diff, 0.05 * std::abs(fp32[0]["logp_chosen"].get<double>()));
 }
 
+TEST(PerturbedImage, MdpoAlwaysCropsAndMfpoUsesTheRecordsRejectedImage) {
+  EXPECT_EQ(PerturbedImageSourceFor("mdpo", true), PerturbedImageSource::kRandomCrop);
+  EXPECT_EQ(PerturbedImageSourceFor("mdpo", false), PerturbedImageSource::kRandomCrop);
+  EXPECT_EQ(PerturbedImageSourceFor("mfpo", true), PerturbedImageSource::kRejectedImage);
+  EXPECT_EQ(PerturbedImageSourceFor("mfpo", false), PerturbedImageSource::kGlobalNoise);
+}
+
 TEST_F(TrainerTest, CudaWithoutAGpuIsAClearPreconditionError) {
   if (torch::cuda::is_available()) GTEST_SKIP() << "a GPU is visible: the refusal path does not apply";
   v1::JobSpec spec = Spec("cuda", 0.0);

@@ -210,6 +210,7 @@ v1::JobSpec DefaultJobSpec() {
   s.mutable_evaluation()->set_limit(0);
   s.mutable_evaluation()->set_split("test");
   s.mutable_evaluation()->set_max_new_tokens(48);
+  s.mutable_evaluation()->set_seed(0);
   s.mutable_checkpoint()->set_every_steps(0);
   s.mutable_checkpoint()->set_keep_last(2);
   s.mutable_resources()->set_threads(0);

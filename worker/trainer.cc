@@ -218,6 +218,17 @@ cv::Mat RandomCrop(const cv::Mat& rgb, uint64_t seed) {
   return ResizeBicubicPil(rgb(cv::Rect(x, y, w, h)).clone(), rgb.cols, rgb.rows);
 }
 
+}  // namespace
+
+PerturbedImageSource PerturbedImageSourceFor(const std::string& variant, bool record_has_rejected_image) {
+  // mDPO's corruption is its own random crop, so that mDPO and MFPO train on the same manifest
+  // and differ only in m'.
+  if (variant == "mdpo") return PerturbedImageSource::kRandomCrop;
+  return record_has_rejected_image ? PerturbedImageSource::kRejectedImage : PerturbedImageSource::kGlobalNoise;
+}
+
+namespace {
+
 absl::StatusOr<Dataset> LoadDataset(const v1::JobSpec& spec, const LoadedModel& m, const ObjectiveConfig& objective) {
   Dataset d;
   const fs::path manifest(spec.data().train());
@@ -278,11 +289,13 @@ absl::StatusOr<Dataset> LoadDataset(const v1::JobSpec& spec, const LoadedModel& 
     if (objective.needs_perturbed()) {
       const uint64_t seed = SampleSeed(spec.seed(), r->id);
       absl::StatusOr<torch::Tensor> perturbed;
-      if (!r->rejected_image.empty()) {
-        perturbed = pixels(r->rejected_image, identity, r->rejected_image);
-      } else if (objective.variant == ObjectiveVariant::kMdpo) {
+      const PerturbedImageSource source =
+          PerturbedImageSourceFor(ObjectiveVariantName(objective.variant), !r->rejected_image.empty());
+      if (source == PerturbedImageSource::kRandomCrop) {
         perturbed = pixels(r->image, [&](cv::Mat x) -> absl::StatusOr<cv::Mat> { return RandomCrop(x, seed); },
                            absl::StrCat(r->image, "#crop#", r->id));
+      } else if (source == PerturbedImageSource::kRejectedImage) {
+        perturbed = pixels(r->rejected_image, identity, r->rejected_image);
       } else {
         // Global noise depends only on the image and the seed: one per image, shared by its questions.
         const std::string image_key = j.value("image_id", r->image);

@@ -2,7 +2,7 @@
 //
 // Pipeline: load the policy -> read the preference manifest (bad records are reported and
 // skipped) -> make each record's perturbed image (its rejected_image, or global DDPM noise at
-// objective.noise_step, seeded per sample; mDPO: a random crop, seeded per sample) -> reference
+// objective.noise_step, seeded per image; mDPO: always a random crop, seeded per sample) -> reference
 // pass (frozen reference, log-probs of (y_w|m), (y_l|m), (y_w|m') cached on disk under a
 // fingerprint of the reference weights, tokenizer and perturbation) -> difficulty = the policy's
 // mean token entropy on y_w -> easy / medium / hard phases (or one shuffled phase) -> AdamW with
@@ -31,6 +31,12 @@ struct TrainControl {
 // Learning rate at optimizer step `step` (0-based) of `total`: linear warm-up over
 // ceil(warmup_ratio * total) steps to `peak`, then cosine decay to 0.
 double ScheduledLearningRate(double peak, double warmup_ratio, int64_t step, int64_t total);
+
+// Where a record's corrupted image m' comes from. mDPO always crops (a rejected image in the
+// record is MFPO's, not mDPO's); MFPO and the term-subset ablations use the record's
+// rejected_image, else global noise.
+enum class PerturbedImageSource { kRandomCrop, kRejectedImage, kGlobalNoise };
+PerturbedImageSource PerturbedImageSourceFor(const std::string& variant, bool record_has_rejected_image);
 
 struct TrainResult {
   std::string final_checkpoint;  // newest checkpoint directory
