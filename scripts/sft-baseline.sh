@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# The SFT baseline of issue #4 (docs/examples/world-sft.yaml), every step in order; steps whose
-# output already exists are skipped, so an interrupted run continues. About 1.5 hours on 2 cores:
-# vision pre-training ~20 min, two SFT stages ~25 min each, evaluations ~3 min each. Needs the build (scripts/build.sh).
+# Reproduces the shipped SFT baseline, common/data/sft-baseline (docs/examples/world-sft.yaml),
+# every step in order; steps whose output already exists are skipped, so an interrupted run
+# continues. About 1.5 hours on 2 cores: vision pre-training ~20 min, two SFT stages ~25 min each,
+# evaluations ~3 min each. Needs the build (scripts/build.sh). The last step converts the final
+# checkpoint to bfloat16 into OUT_MODEL (default common/data/sft-baseline) and writes its SHA-256
+# next to it (OUT_MODEL.sha256, checked by the test `sft_baseline_sha256`). Seeds: init-model 0,
+# vision world 7, pretrain-vision 0 then 1, SFT worlds 0 and 1, SFT jobs 0. Bit-identical weights
+# need the same thread count (2) and BLAS (OpenBLAS 0.3.21); elsewhere the numbers agree within noise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MFPO=build/worker/mfpo
@@ -28,4 +33,23 @@ if step out/sft-world2 "6,000 new images with the same priors for stage 2"; then
 fi
 echo "== SFT stage 2 and evaluation"
 "$MFPO" train --spec docs/examples/world-sft-stage2.yaml
-echo "done: model out/sft-stage2/checkpoints/step-*, reports out/sft{,-stage2}/eval/report.md"
+FINAL=$(ls -d out/sft-stage2/checkpoints/step-* | sort | tail -1)
+OUT_MODEL=${OUT_MODEL:-common/data/sft-baseline}
+echo "== bfloat16 copy of $FINAL -> $OUT_MODEL"
+"$MFPO" convert-model --model "$FINAL" --out "$OUT_MODEL" --dtype bfloat16 --overwrite
+( cd "$(dirname "$OUT_MODEL")" && sha256sum "$(basename "$OUT_MODEL")"/* > "$(basename "$OUT_MODEL").sha256" )
+cat > "$OUT_MODEL.md" <<MD
+# $(basename "$OUT_MODEL"): the SFT baseline of the embedded scene world
+
+Made by \`bash scripts/sft-baseline.sh\` ($(date -u +%Y-%m-%d), $(nproc) threads, $(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3 | xargs basename)):
+the tiny preset (\`mfpo init-model --preset tiny --seed 0\`), its vision tower pre-trained on a
+prior-free world (seed 7, 20,000 images; pretrain-vision seeds 0 and 1), then two SFT stages with
+the tower frozen (docs/examples/world-sft.yaml on the world of seed 0, world-sft-stage2.yaml on
+the world of seed 1; job seed 0), converted to bfloat16 from \`$FINAL\`.
+SHA-256 of every file: \`$OUT_MODEL.sha256\` (checked by the test \`sft_baseline_sha256\`).
+
+Evaluation of the fp32 checkpoint on the test split of the world of seed 0 (200 images, priors broken):
+
+$(sed -n '/^| Metric/,$p' out/sft-stage2/eval/report.md)
+MD
+echo "done: model $OUT_MODEL (SHA-256 in $OUT_MODEL.sha256), reports out/sft{,-stage2}/eval/report.md"

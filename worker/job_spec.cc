@@ -211,6 +211,7 @@ v1::JobSpec DefaultJobSpec() {
   s.mutable_evaluation()->set_split("test");
   s.mutable_evaluation()->set_max_new_tokens(48);
   s.mutable_evaluation()->set_seed(0);
+  s.mutable_evaluation()->set_batch_size(16);
   s.mutable_checkpoint()->set_every_steps(0);
   s.mutable_checkpoint()->set_keep_last(2);
   s.mutable_resources()->set_threads(0);
@@ -271,6 +272,8 @@ absl::Status ValidateJobSpec(const v1::JobSpec& s) {
   if (s.evaluation().split() != "train" && s.evaluation().split() != "val" && s.evaluation().split() != "test")
     return Bad("evaluation.split", absl::StrCat("'", s.evaluation().split(), "' is not train, val or test"));
   if (s.evaluation().max_new_tokens() < 1) return Bad("evaluation.max_new_tokens", "must be >= 1");
+  if (s.evaluation().batch_size() < 1 || s.evaluation().batch_size() > 4096)
+    return Bad("evaluation.batch_size", "must be in [1, 4096]");
   if (s.checkpoint().every_steps() < 0) return Bad("checkpoint.every_steps", "must be >= 0");
   if (s.checkpoint().keep_last() < 0) return Bad("checkpoint.keep_last", "must be >= 0");
   if (s.resources().threads() < 0) return Bad("resources.threads", "must be >= 0");

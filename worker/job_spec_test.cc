@@ -84,6 +84,7 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{kBase + "resources: {precision: fp8}\n", true, "resources.precision: 'fp8' is not auto, fp32 or bf16"},
         Bad{kBase + "evaluation: {split: dev}\n", true, "evaluation.split: 'dev'"},
         Bad{kBase + "evaluation: {max_new_tokens: 0}\n", true, "evaluation.max_new_tokens: must be >= 1"},
+        Bad{kBase + "evaluation: {batch_size: 0}\n", true, "evaluation.batch_size: must be in [1, 4096]"},
         Bad{"model: {path: m}\ndata: {train: t}\n", true, "output_dir: required"},
         Bad{"output_dir: o\ndata: {train: t}\n", true, "model.path: required"},
         Bad{"output_dir: [unclosed\n", true, "not valid YAML"},

@@ -37,6 +37,7 @@ absl::Status RunTrainCommand(const TrainCommandOptions& options, std::ostream& o
   eval.limit = spec.evaluation().limit();
   eval.max_new_tokens = spec.evaluation().max_new_tokens();
   eval.seed = spec.evaluation().seed();
+  eval.batch_size = spec.evaluation().batch_size();
   eval.dtype = spec.model().dtype();
   eval.overwrite = true;  // the job's own directory: a rerun of the job evaluates again
   out << "== evaluation of " << result.final_checkpoint << " on " << eval.data_dir << " (" << eval.split << ")\n";

@@ -31,7 +31,7 @@ objective: {variant: $VARIANT, beta: $BETA, delta: $DELTA, w_text: $W_TEXT, w_im
 optimizer: {lr: $LR, micro_batch: $MICRO_BATCH, epochs: $EPOCHS, warmup_ratio: $WARMUP}
 curriculum: {mode: $CURRICULUM, tiers: $TIERS}
 checkpoint: {keep_last: 1}
-evaluation: {data: $world, limit: $EVAL_IMAGES, max_new_tokens: 32, suites: $EVAL_SUITES}
+evaluation: {data: $world, limit: $EVAL_IMAGES, max_new_tokens: 32, batch_size: 64, suites: $EVAL_SUITES}
 YAML
   echo "== $name: mfpo train --spec $out.yaml"
   "$MFPO" train --spec "$out.yaml"
@@ -42,7 +42,8 @@ sft_eval() {
   local world=$1 out=$2 model=${3:-$SFT_BASELINE}
   if [ -e "$out/scores.jsonl" ]; then echo "== SFT evaluation: kept $out"; return; fi
   echo "== SFT evaluation: mfpo eval --model $model"
-  "$MFPO" eval --model "$model" --data "$world" --out "$out" --limit "$EVAL_IMAGES" --max_new_tokens 32 --overwrite
+  "$MFPO" eval --model "$model" --data "$world" --out "$out" --limit "$EVAL_IMAGES" --max_new_tokens 32 \
+    --batch_size 64 --overwrite
 }
 
 # image_preferences WORLD OUT_DIR [GROUNDER]: datagen (keywords -> regions -> noise) over the
