@@ -41,7 +41,7 @@ echo "== bfloat16 copy of $FINAL -> $OUT_MODEL"
 cat > "$OUT_MODEL.md" <<MD
 # $(basename "$OUT_MODEL"): the SFT baseline of the embedded scene world
 
-Made by \`bash scripts/sft-baseline.sh\` ($(date -u +%Y-%m-%d), $(nproc) threads, $(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3 | xargs basename)):
+Made by \`bash scripts/sft-baseline.sh\` ($(date -u +%Y-%m-%d), $(nproc) threads, BLAS $(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3)):
 the tiny preset (\`mfpo init-model --preset tiny --seed 0\`), its vision tower pre-trained on a
 prior-free world (seed 7, 20,000 images; pretrain-vision seeds 0 and 1), then two SFT stages with
 the tower frozen (docs/examples/world-sft.yaml on the world of seed 0, world-sft-stage2.yaml on

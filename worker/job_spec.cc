@@ -188,6 +188,7 @@ v1::JobSpec DefaultJobSpec() {
   o->set_w_margin(1.0);
   o->set_noise_step(500);
   o->set_online_reference(false);
+  o->set_image_term_on_fallback(true);
   auto* opt = s.mutable_optimizer();
   opt->set_lr(1e-5);
   opt->set_weight_decay(0.0);

@@ -46,13 +46,24 @@ ObjectiveOutput ComputeObjective(const ObjectiveConfig& c, const ResponseLogps& 
   torch::Tensor loss = (three_terms ? c.w_text : 1.0) * l_text;
   if (three_terms && policy.chosen_perturbed.defined()) {
     const torch::Tensor r_wp = c.beta * (policy.chosen_perturbed - reference.chosen_perturbed);
-    out.metrics["logp_chosen_perturbed"] = mean(policy.chosen_perturbed);
-    out.metrics["reward_chosen_perturbed"] = mean(r_wp);
-    out.metrics["margin_image"] = mean(r_w - r_wp);
-    out.metrics["reward_acc_image"] = mean((r_w > r_wp).to(torch::kFloat32));
+    const torch::Tensor pair = policy.image_pair.defined()
+                                   ? policy.image_pair.to(r_w.dtype())
+                                   : torch::ones_like(r_w.detach());
+    const double pairs = pair.sum().item<double>();
+    out.metrics["image_pairs"] = pairs / std::max<int64_t>(1, pair.numel());
+    // Means over the examples with an image pair (none: the image metrics are left out).
+    auto pair_mean = [&](const torch::Tensor& t) {
+      return (t.detach().to(torch::kFloat64) * pair.to(torch::kFloat64)).sum().item<double>() / pairs;
+    };
     const torch::Tensor l_image = -torch::log_sigmoid(r_w - r_wp);
-    out.metrics["loss_image"] = mean(l_image);
-    if (c.w_image != 0) loss = loss + c.w_image * l_image;
+    if (pairs > 0) {
+      out.metrics["logp_chosen_perturbed"] = pair_mean(policy.chosen_perturbed);
+      out.metrics["reward_chosen_perturbed"] = pair_mean(r_wp);
+      out.metrics["margin_image"] = pair_mean(r_w - r_wp);
+      out.metrics["reward_acc_image"] = pair_mean((r_w > r_wp).to(torch::kFloat32));
+      out.metrics["loss_image"] = pair_mean(l_image);
+    }
+    if (c.w_image != 0) loss = loss + c.w_image * pair * l_image;
   }
   if (three_terms) {
     const torch::Tensor l_margin = -torch::log_sigmoid(r_w - c.delta);

@@ -42,6 +42,9 @@ struct ObjectiveConfig {
 // Summed response log-probs, [B] each; `chosen_perturbed` only when the objective needs it.
 struct ResponseLogps {
   torch::Tensor chosen, rejected, chosen_perturbed;
+  // [B] 1 where the example has an image-preference pair, 0 where its image term is left out
+  // (no grounded region); undefined: every example has one.
+  torch::Tensor image_pair;
 };
 
 struct ObjectiveOutput {
@@ -52,7 +55,8 @@ struct ObjectiveOutput {
 // Metrics: loss, loss_text, loss_image, loss_margin, loss_sft (as applicable);
 // reward_chosen, reward_rejected, reward_chosen_perturbed; reward_acc_text (r_w > r_l),
 // reward_acc_image (r_w > r_w'); margin_text (r_w - r_l), margin_image (r_w - r_w');
-// logp_chosen, logp_rejected, logp_chosen_perturbed (policy).
+// logp_chosen, logp_rejected, logp_chosen_perturbed (policy); image_pairs (share of examples
+// with an image term). The image metrics average over the examples that have an image pair.
 // `chosen_tokens` [B] (response token counts) is used by SFT's per-token mean.
 ObjectiveOutput ComputeObjective(const ObjectiveConfig& config, const ResponseLogps& policy,
                                  const ResponseLogps& reference, const torch::Tensor& chosen_tokens);

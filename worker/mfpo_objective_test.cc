@@ -51,6 +51,31 @@ TEST(Objective, MfpoTermsRewardsAndGradientSigns) {
   EXPECT_NEAR(c.policy.chosen_perturbed.grad().item<double>(), 0.1 * sig(-0.1), 1e-6);
 }
 
+// Two samples; the second has no image-preference pair (datagen found no region for its
+// keywords): its image term is left out of the loss and of the image metrics.
+TEST(Objective, ExamplesWithoutAnImagePairHaveNoImageTerm) {
+  ResponseLogps policy, reference;
+  policy.chosen = torch::tensor({-10.0, -10.0}, torch::requires_grad());
+  policy.rejected = torch::tensor({-12.0, -12.0}, torch::requires_grad());
+  policy.chosen_perturbed = torch::tensor({-11.0, -9.0}, torch::requires_grad());
+  policy.image_pair = torch::tensor({1.0, 0.0});
+  reference = {torch::full({2}, -11.0), torch::full({2}, -11.0), torch::full({2}, -11.0)};
+  ObjectiveOutput out = ComputeObjective(ObjectiveConfig{}, policy, reference, torch::tensor({5.0, 5.0}));
+  const double lt = NegLogSigmoid(0.2), li = NegLogSigmoid(0.1), lm = NegLogSigmoid(0.1);
+  EXPECT_NEAR(out.metrics["loss"], ((lt + li + lm) + (lt + lm)) / 2, 1e-6);
+  EXPECT_NEAR(out.metrics["loss_image"], li, 1e-6);        // the first sample's only
+  EXPECT_NEAR(out.metrics["reward_acc_image"], 1.0, 1e-6);  // r_w 0.1 > r_w' 0.0 (the second: 0.1 < 0.2)
+  EXPECT_NEAR(out.metrics["image_pairs"], 0.5, 1e-6);
+  out.loss.backward();
+  EXPECT_GT(policy.chosen_perturbed.grad()[0].item<double>(), 0);  // descent lowers log p(y_w | m')
+  EXPECT_EQ(policy.chosen_perturbed.grad()[1].item<double>(), 0);  // untouched
+  // No pair at all: no image metrics, and the loss is text + margin.
+  policy.image_pair = torch::zeros({2});
+  ObjectiveOutput none = ComputeObjective(ObjectiveConfig{}, policy, reference, torch::tensor({5.0, 5.0}));
+  EXPECT_EQ(none.metrics.count("loss_image"), 0u);
+  EXPECT_NEAR(none.metrics["loss"], lt + lm, 1e-6);
+}
+
 TEST(Objective, AblationsAreSubsetsOfTheTerms) {
   const double lt = NegLogSigmoid(0.2), li = NegLogSigmoid(0.1), lm = NegLogSigmoid(0.1);
   struct Ablation {

@@ -66,7 +66,12 @@ absl::StatusOr<StepLogps> ComputeStepLogps(LlavaModel& model, int64_t pad_id,
       out.logps.rejected = s.logp.slice(0, at, at + n);
       at += n;
     }
-    if (objective.needs_perturbed()) out.logps.chosen_perturbed = s.logp.slice(0, at, at + n);
+    if (objective.needs_perturbed()) {
+      out.logps.chosen_perturbed = s.logp.slice(0, at, at + n);
+      std::vector<float> pair;
+      for (const auto& ex : examples) pair.push_back(ex.image_pair ? 1.0f : 0.0f);
+      out.logps.image_pair = torch::tensor(pair).to(s.logp.device());
+    }
     return out;
   });
 }

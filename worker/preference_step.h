@@ -22,6 +22,7 @@ struct PreferenceExample {
   TokenizedExample chosen, rejected;
   torch::Tensor image;            // [3, H, W] preprocessed
   torch::Tensor perturbed_image;  // [3, H, W]; needed when the objective uses the image term
+  bool image_pair = true;         // false: no image-preference pair (its image term is left out)
 };
 
 struct StepLogps {

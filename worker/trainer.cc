@@ -160,9 +160,14 @@ absl::Status CheckRunRecord(const fs::path& out_dir, const v1::JobSpec& spec, co
   MFPO_RETURN_IF_ERROR(ReadJsonFile(record_path.string(), &recorded));
   if (!recorded.is_object() || !recorded.contains("spec"))
     return absl::DataLossError(absl::StrCat(record_path.string(), ": not a run record (delete the output_dir to start over)"));
-  std::map<std::string, std::string> before, after;
+  std::map<std::string, std::string> before, after, defaults;
   Flatten(recorded["spec"], "", &before);
   Flatten(current["spec"], "", &after);
+  // A field the recorded spec lacks (a newer version added it) reads as today's default, which
+  // new fields are chosen to keep the old behaviour with.
+  Flatten(json::parse(JobSpecToJson(DefaultJobSpec())), "", &defaults);
+  for (const auto& [path, value] : defaults)
+    if (!before.count(path) && after.count(path)) before[path] = value;
   std::vector<std::string> diffs;
   for (const auto* side : {&before, &after})
     for (const auto& [path, value] : *side) {
@@ -190,6 +195,7 @@ struct Dataset {
   std::vector<PreferenceExample> examples;
   std::vector<std::string> errors;  // "id: reason"
   int64_t truncated = 0;            // pairs cut to the context (data.truncate)
+  int64_t without_image_pair = 0;   // datagen fallbacks whose image term is left out
 };
 
 // Fits one tokenised answer into the model's context: cut when `truncate` (returns true if it
@@ -305,6 +311,11 @@ absl::StatusOr<Dataset> LoadDataset(const v1::JobSpec& spec, const LoadedModel& 
       }
       if (!perturbed.ok()) return fail(r->id, perturbed.status().message());
       ex.perturbed_image = *perturbed;
+      // A datagen record whose keywords had no region has no image-preference pair.
+      const bool fallback = source == PerturbedImageSource::kRejectedImage && j.contains("perturbation") &&
+                            j["perturbation"].is_object() && j["perturbation"].value("fallback", false);
+      ex.image_pair = !fallback || spec.objective().image_term_on_fallback();
+      if (!ex.image_pair) ++d.without_image_pair;
     }
     d.examples.push_back(std::move(ex));
     return absl::OkStatus();
@@ -315,6 +326,10 @@ absl::StatusOr<Dataset> LoadDataset(const v1::JobSpec& spec, const LoadedModel& 
   if (d.truncated > 0)
     spdlog::warn("{} pairs cut to the model's context of {} tokens (data.truncate)", d.truncated,
                  m.config.text.max_position_embeddings);
+  if (d.without_image_pair > 0)
+    spdlog::info("{} of {} records had no region for their keywords (datagen's global-noise fallback): no image "
+                 "term for them (objective.image_term_on_fallback: false)",
+                 d.without_image_pair, d.examples.size());
   return d;
 }
 
