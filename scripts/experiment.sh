@@ -50,8 +50,9 @@ case $WORLD_KIND in
 esac
 [ -x "$MFPO" ] || { echo "experiment.sh: $MFPO is missing: run scripts/build.sh first" >&2; exit 2; }
 [ -e "$SFT_BASELINE/config.json" ] || { echo "experiment.sh: no model in $SFT_BASELINE" >&2; exit 2; }
-job_defaults
-if [ "$QUICK" = 1 ]; then MAX_SAMPLES=256 EVAL_IMAGES=50; fi
+# The defaults of every job of this run (quick: fewer pairs and test images).
+run_defaults() { job_defaults; if [ "$QUICK" = 1 ]; then MAX_SAMPLES=256 EVAL_IMAGES=50; fi; }
+run_defaults
 # Enough training images for MAX_SAMPLES pairs (4-5 pairs per image).
 TRAIN_IMAGES=$(( MAX_SAMPLES / 4 + 10 ))
 OUT=${OUT:-out/$EXPERIMENT-$WORLD_KIND$([ "$QUICK" = 1 ] && echo -quick)}
@@ -82,9 +83,8 @@ run() {
   shift 2
   for s in $SEEDS; do
     stage "$label, seed $s"
-    ( job_defaults
+    ( run_defaults
       SEED=$s MANIFEST_USED=$MANIFEST
-      if [ "$QUICK" = 1 ]; then MAX_SAMPLES=256 EVAL_IMAGES=50; fi
       for kv in "$@"; do eval "$kv"; done
       preference_job "$EXPERIMENT-$name-s$s" "$OUT/$name-s$s" "$MANIFEST_USED" "$WORLD" )
     RUNS+=("$label@$s=$OUT/$name-s$s")

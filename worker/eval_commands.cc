@@ -541,8 +541,9 @@ absl::Status RunEval(const EvalCommandOptions& o, std::ostream& out) {
     scores.counts.push_back(counts[img.id]);
   }
   std::vector<std::string> measured;
+  const Counts totals = SumCounts(scores);
   for (const std::string& m : ReportMetrics())
-    if (std::isfinite(MetricFromCounts(m, SumCounts(scores)))) measured.push_back(m);
+    if (std::isfinite(MetricFromCounts(m, totals))) measured.push_back(m);
   json intervals = json::object();
   for (const auto& [m, iv] : BootstrapIntervals(scores, measured, o.bootstrap_resamples, o.seed))
     intervals[m] = {{"value", iv.value}, {"lo", iv.lo}, {"hi", iv.hi}};

@@ -133,13 +133,8 @@ absl::StatusOr<std::map<std::string, Interval>> PairedDifferences(const ImageSco
     rb.push_back(it->second);
   }
   if (ra.empty()) return absl::InvalidArgumentError("the two evaluations share no image id");
-  auto sum = [](const std::vector<const Counts*>& rows) {
-    Counts s;
-    for (const Counts* c : rows)
-      for (const auto& [k, v] : *c) s[k] += v;
-    return s;
-  };
-  const Counts sa = sum(ra), sb = sum(rb);
+  size_t ia = 0, ib = 0;
+  const Counts sa = Resample(ra, [&] { return ia++; }), sb = Resample(rb, [&] { return ib++; });
   std::map<std::string, std::vector<double>> draws;
   std::mt19937_64 rng(seed);
   std::uniform_int_distribution<size_t> pick(0, ra.size() - 1);

@@ -313,7 +313,8 @@ absl::StatusOr<Dataset> LoadDataset(const v1::JobSpec& spec, const LoadedModel& 
       ex.perturbed_image = *perturbed;
       // A datagen record whose keywords had no region has no image-preference pair.
       const bool fallback = source == PerturbedImageSource::kRejectedImage && j.contains("perturbation") &&
-                            j["perturbation"].is_object() && j["perturbation"].value("fallback", false);
+                            j["perturbation"].is_object() && j["perturbation"].contains("fallback") &&
+                            j["perturbation"]["fallback"].is_boolean() && j["perturbation"]["fallback"].get<bool>();
       ex.image_pair = !fallback || spec.objective().image_term_on_fallback();
       if (!ex.image_pair) ++d.without_image_pair;
     }
