@@ -223,6 +223,16 @@ TEST_F(CliTest, WorldThenEvalWritesAnswersAndReport) {
   EXPECT_EQ(rj["runs"].size(), 2u);
   EXPECT_EQ(rj["claim"]["all"]["SFT"]["differences"]["chair_s"]["value"], 0.0);
   EXPECT_EQ(rj["claim"]["all"]["holds"], false);  // not better than itself
+  EXPECT_TRUE(rj["runs"][0]["metrics"].contains("chair_empty"));
+  EXPECT_EQ(report["chair"]["empty"].get<double>(), report["chair"]["empty_responses"].get<double>() / 6);
+  // Reliance gap above the other's: equal is not above.
+  Result gap = Mfpo("report --runs 'SFT=" + eval + ",+ MFPO=" + eval2 + "' --claim chair_recall --claim_against '' " +
+                    "--claim_gap_over SFT --out " + report_dir + "g");
+  ASSERT_EQ(gap.code, 0) << gap.all;
+  auto gj = nlohmann::json::parse(ReadAll(fs::path(report_dir + "g") / "report.json"));
+  EXPECT_EQ(gj["claim"]["all"]["SFT"]["claim"]["reliance_gap_above"], false);
+  Result unknown = Mfpo("report --runs 'A=" + eval + ",B=" + eval2 + "' --claim_against C --out " + report_dir + "u");
+  EXPECT_TRUE(absl::StrContains(unknown.all, "'C' is not one of the other labels")) << unknown.all;
   auto png = ReadImageFile(report_dir + "/table.png");
   ASSERT_TRUE(png.ok()) << png.status();
   EXPECT_GT(png->cols, 300);

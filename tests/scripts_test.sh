@@ -25,11 +25,12 @@ expect 2 "unknown argument '--frobnicate'" -- bash "$SRC/scripts/experiment.sh" 
 expect 2 "seeds must be non-negative integers" -- bash "$SRC/scripts/experiment.sh" main --seeds "1 x" --out "$TMP/a"
 expect 2 "must be report or dev" -- bash "$SRC/scripts/experiment.sh" main --world test --out "$TMP/b"
 expect 2 "no model in" -- bash "$SRC/scripts/experiment.sh" main --model "$TMP/none" --out "$TMP/c"
+expect 2 "threads needs a number" -- bash "$SRC/scripts/experiment.sh" main --threads two --out "$TMP/e"
 expect 0 "quick" -- bash "$SRC/scripts/run-default.sh" --help
 expect 2 "unknown argument '--fast'" -- bash "$SRC/scripts/run-default.sh" --fast
 # A world made with other settings in the output directory is refused, not silently reused.
 mkdir -p "$TMP/d/world"
 echo '{"colour_prior": 0.85, "cooccur_prior": 0.85, "max_objects": 3, "seed": 0, "size": 64, "test": 200, "train": 600, "val": 50}' > "$TMP/d/world/world.json"
 expect 2 "was made with other settings" -- bash "$SRC/scripts/experiment.sh" main --out "$TMP/d"
-[ ! -e "$TMP/a" ] && [ ! -e "$TMP/b" ] || { echo "FAIL: a refused run created its output directory"; fail=1; }
+[ ! -e "$TMP/a" ] && [ ! -e "$TMP/b" ] && [ ! -e "$TMP/e" ] || { echo "FAIL: a refused run created its output directory"; fail=1; }
 exit $fail

@@ -107,7 +107,8 @@ json ChairJson(const ChairMetrics& m) {
   return {{"chair_s", m.chair_s()}, {"chair_i", m.chair_i()}, {"recall", m.recall()},
           {"responses", m.responses}, {"hallucinated_responses", m.hallucinated_responses},
           {"mentions", m.mentions}, {"hallucinated_mentions", m.hallucinated_mentions},
-          {"truth_objects", m.truth_objects}, {"covered_objects", m.covered_objects}};
+          {"truth_objects", m.truth_objects}, {"covered_objects", m.covered_objects},
+          {"empty", m.empty()}, {"empty_responses", m.empty_responses}};
 }
 json PopeJson(const PopeMetrics& m) {
   return {{"accuracy", m.accuracy()}, {"precision", m.precision()}, {"recall", m.recall()},
@@ -438,6 +439,7 @@ absl::Status RunEval(const EvalCommandOptions& o, std::ostream& out) {
         c["chair.hallucinated_mentions"] = static_cast<double>(s.hallucinated.size());
         c["chair.truth_objects"] = s.truth_objects;
         c["chair.covered_objects"] = s.covered;
+        c["chair.empty_responses"] = s.mentions.empty() ? 1 : 0;
       }
       if (wants("amber")) {
         c["amber.responses"] = static_cast<double>(one.responses);
@@ -457,6 +459,7 @@ absl::Status RunEval(const EvalCommandOptions& o, std::ostream& out) {
       report["chair"] = ChairJson(chair);
       table.emplace_back("CHAIRs / CHAIRi / recall (%)",
                          absl::StrCat(pct(chair.chair_s()), " / ", pct(chair.chair_i()), " / ", pct(chair.recall())));
+      table.emplace_back("descriptions naming no object (%)", pct(chair.empty()));
     }
     if (wants("amber")) {
       report["amber"] = AmberJson(amber);

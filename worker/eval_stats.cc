@@ -56,19 +56,23 @@ const std::vector<std::string>& ReportMetrics() {
       "chair_s",         "chair_i",          "chair_recall",         "pope_f1_random", "pope_f1_popular",
       "pope_f1_adversarial", "pope_acc_random", "pope_acc_popular", "pope_acc_adversarial", "amber_chair",
       "amber_cover",     "amber_hal",        "amber_cog",            "reliance_gap",   "reliance_clean",
-      "reliance_noised"};
+      "reliance_noised", "chair_empty"};
   return kMetrics;
 }
 
 bool LowerIsBetter(const std::string& metric) {
   return absl::StartsWith(metric, "chair_s") || absl::StartsWith(metric, "chair_i") || metric == "amber_chair" ||
-         metric == "amber_hal" || metric == "amber_cog";
+         metric == "amber_hal" || metric == "amber_cog" || metric == "chair_empty";
 }
 
 double MetricFromCounts(const std::string& m, const Counts& c) {
   if (m == "chair_s") return Ratio(Get(c, "chair.hallucinated_responses"), Get(c, "chair.responses"));
   if (m == "chair_i") return Ratio(Get(c, "chair.hallucinated_mentions"), Get(c, "chair.mentions"));
   if (m == "chair_recall") return Ratio(Get(c, "chair.covered_objects"), Get(c, "chair.truth_objects"));
+  if (m == "chair_empty") {  // scores written before this count existed: unknown, not 0
+    if (!c.count("chair.empty_responses")) return std::numeric_limits<double>::quiet_NaN();
+    return Ratio(Get(c, "chair.empty_responses"), Get(c, "chair.responses"));
+  }
   for (const char* s : {"random", "popular", "adversarial"}) {
     const std::string p = absl::StrCat("pope.", s, ".");
     const double tp = Get(c, p + "tp"), fp = Get(c, p + "fp"), tn = Get(c, p + "tn"), fn = Get(c, p + "fn");

@@ -10,6 +10,7 @@ namespace mfpo {
 void ChairMetrics::Add(const ChairSample& s) {
   responses += 1;
   hallucinated_responses += s.hallucinated.empty() ? 0 : 1;
+  empty_responses += s.mentions.empty() ? 1 : 0;
   mentions += static_cast<int64_t>(s.mentions.size());
   hallucinated_mentions += static_cast<int64_t>(s.hallucinated.size());
   truth_objects += s.truth_objects;

@@ -27,9 +27,11 @@ struct ChairSample {
 struct ChairMetrics {
   int64_t responses = 0, hallucinated_responses = 0, mentions = 0, hallucinated_mentions = 0;
   int64_t truth_objects = 0, covered_objects = 0;
+  int64_t empty_responses = 0;  // descriptions that name no object at all (a degenerate model scores CHAIR 0)
   double chair_s() const { return responses ? double(hallucinated_responses) / responses : 0; }
   double chair_i() const { return mentions ? double(hallucinated_mentions) / mentions : 0; }
   double recall() const { return truth_objects ? double(covered_objects) / truth_objects : 0; }
+  double empty() const { return responses ? double(empty_responses) / responses : 0; }
   void Add(const ChairSample& s);
 };
 ChairSample ScoreChair(const ObjectVocabulary& vocab, const std::string& answer, const ChairTruth& truth);

@@ -76,6 +76,12 @@ TEST_F(ChairTest, HandComputedScores) {
   EXPECT_DOUBLE_EQ(m.chair_s(), 2.0 / 3);
   EXPECT_DOUBLE_EQ(m.chair_i(), 4.0 / 9);
   EXPECT_DOUBLE_EQ(m.recall(), 5.0 / 6);  // (3 + 0 + 2) / (3 + 1 + 2)
+  EXPECT_EQ(m.empty_responses, 0);
+  // A degenerate answer names nothing: no hallucination, but it is counted as empty.
+  m.Add(ScoreChair(vocab_, "There is a green There.", {{"dog"}, {}}));
+  EXPECT_EQ(m.empty_responses, 1);
+  EXPECT_DOUBLE_EQ(m.empty(), 1.0 / 4);
+  EXPECT_DOUBLE_EQ(m.chair_s(), 2.0 / 4);
 }
 
 // Recall uses the same ground truth as hallucination: annotated objects plus the objects the

@@ -68,7 +68,9 @@ ABSL_FLAG(std::string, runs, "", "report: comma list of LABEL=DIR or LABEL@SEED=
 ABSL_FLAG(std::string, title, "MFPO on the scene world", "report: heading of report.md");
 ABSL_FLAG(std::string, focus, "", "report: the label compared with every other (default: the last)");
 ABSL_FLAG(std::string, notes, "", "report: markdown file appended to report.md");
-ABSL_FLAG(std::string, claim, "chair_s,chair_i", "report: metrics on which --focus must beat every other label");
+ABSL_FLAG(std::string, claim, "chair_s,chair_i", "report: metrics on which --focus must beat the --claim_against labels");
+ABSL_FLAG(std::string, claim_against, "", "report: labels --focus must beat on --claim (comma-separated; empty: all)");
+ABSL_FLAG(std::string, claim_gap_over, "", "report: label whose reliance gap --focus must exceed (empty: no such check)");
 ABSL_FLAG(int32_t, threads, 0, "CPU threads (0: one per core; perturb: worker threads)");
 ABSL_FLAG(std::string, dtype, "float32",
           "logits/generate/eval: compute dtype; convert-model: the weights' dtype (float32, bfloat16, float16); bfloat16 halves the "
@@ -135,7 +137,7 @@ const std::vector<mfpo::CommandFlags>& Commands() {
         "overwrite", "short_answer_tokens", "bootstrap_resamples"}},
       {"convert-model", "--model DIR --out DIR --dtype bfloat16|float16|float32 [--overwrite]", {"model", "out", "dtype", "overwrite"}},
       {"report", "--runs LABEL[@SEED]=DIR,... --out DIR [--focus LABEL] [--notes FILE] [--title TEXT] [--overwrite]",
-       {"runs", "out", "focus", "notes", "title", "claim", "bootstrap_resamples", "seed", "overwrite"}},
+       {"runs", "out", "focus", "notes", "title", "claim", "claim_against", "claim_gap_over", "bootstrap_resamples", "seed", "overwrite"}},
       {"perturb", std::string("\n") + mfpo::PerturbFlagsHelp(), mfpo::PerturbFlagNames()},
       {"pretrain-vision", "--model DIR --data WORLD_DIR|captions.jsonl --out DIR [--epochs N] [--lr X]",
        {"model", "data", "out", "epochs", "images_per_step", "lr", "eval_split", "dense_weight", "seed"}},
@@ -303,6 +305,8 @@ int Run(const std::vector<char*>& args) {
     o.focus = absl::GetFlag(FLAGS_focus);
     o.notes_path = absl::GetFlag(FLAGS_notes);
     o.claim = absl::StrSplit(absl::GetFlag(FLAGS_claim), ',', absl::SkipEmpty());
+    o.claim_against = absl::StrSplit(absl::GetFlag(FLAGS_claim_against), ',', absl::SkipEmpty());
+    o.claim_gap_over = absl::GetFlag(FLAGS_claim_gap_over);
     o.resamples = absl::GetFlag(FLAGS_bootstrap_resamples);
     o.seed = absl::GetFlag(FLAGS_seed);
     o.overwrite = absl::GetFlag(FLAGS_overwrite);

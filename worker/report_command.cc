@@ -40,16 +40,17 @@ const std::vector<std::pair<std::string, std::vector<std::string>>>& Columns() {
       {"recall", {"chair_recall"}},
       {"POPE F1 (rand / pop / adv)", {"pope_f1_random", "pope_f1_popular", "pope_f1_adversarial"}},
       {"AMBER Hal", {"amber_hal"}},
-      {"reliance gap", {"reliance_gap"}}};
+      {"reliance gap", {"reliance_gap"}},
+      {"no object named", {"chair_empty"}}};
   return *columns;
 }
 // The metrics compared pairwise and drawn as bars.
 const std::vector<std::string> kKeyMetrics = {"chair_s", "chair_i", "chair_recall", "pope_f1_adversarial",
-                                              "amber_hal", "reliance_gap"};
+                                              "amber_hal", "reliance_gap", "chair_empty"};
 const std::map<std::string, std::string> kShortName = {
     {"chair_s", "CHAIRs"},       {"chair_i", "CHAIRi"},       {"chair_recall", "recall"},
     {"pope_f1_random", "POPE F1 rand"}, {"pope_f1_popular", "POPE F1 pop"}, {"pope_f1_adversarial", "POPE F1 adv"},
-    {"amber_hal", "AMBER Hal"},  {"reliance_gap", "reliance gap"}};
+    {"amber_hal", "AMBER Hal"},  {"reliance_gap", "reliance gap"}, {"chair_empty", "no object named"}};
 std::string ShortName(const std::string& m) {
   auto it = kShortName.find(m);
   return it == kShortName.end() ? m : it->second;
@@ -186,6 +187,12 @@ absl::Status RunReport(const ReportCommandOptions& o, std::ostream& out) {
   const std::string focus = o.focus.empty() ? labels.back() : o.focus;
   if (std::find(labels.begin(), labels.end(), focus) == labels.end())
     return absl::InvalidArgumentError(absl::StrCat("--focus: '", focus, "' is not one of the labels of --runs"));
+  std::vector<std::string> named = o.claim_against;
+  if (!o.claim_gap_over.empty()) named.push_back(o.claim_gap_over);
+  for (const std::string& l : named)
+    if (l == focus || std::find(labels.begin(), labels.end(), l) == labels.end())
+      return absl::InvalidArgumentError(
+          absl::StrCat("--claim_against/--claim_gap_over: '", l, "' is not one of the other labels of --runs"));
   std::string notes;
   if (!o.notes_path.empty()) {
     MFPO_ASSIGN_OR_RETURN(notes, ReadFileToString(o.notes_path, "notes file", 1 << 20));
@@ -259,7 +266,19 @@ absl::Status RunReport(const ReportCommandOptions& o, std::ostream& out) {
       }
       md << "\n";
       // The claim: better than this model on each claim metric with disjoint intervals.
+      const bool against = o.claim_against.empty() ||
+                           std::find(o.claim_against.begin(), o.claim_against.end(), label) != o.claim_against.end();
       json jc = json::object();
+      if (label == o.claim_gap_over) {
+        const double a = f->ci.at("reliance_gap").value, b = r->ci.at("reliance_gap").value;
+        const bool above = std::isfinite(a) && std::isfinite(b) && a > b;
+        jc["reliance_gap_above"] = above;
+        holds = holds && above;
+      }
+      if (!against) {
+        jseed[label] = {{"differences", jd}, {"claim", jc}};
+        continue;
+      }
       for (const std::string& m : o.claim) {
         const Interval &a = f->ci.at(m), &b = r->ci.at(m);
         const bool lower = LowerIsBetter(m);
@@ -278,8 +297,11 @@ absl::Status RunReport(const ReportCommandOptions& o, std::ostream& out) {
     jseed["holds"] = holds;
     claim_holds += holds;
     jclaims[seed.empty() ? "all" : seed] = jseed;
-    md << "\nClaim (" << focus << " below every other model on " << absl::StrJoin(o.claim, ", ")
-       << " with disjoint intervals, recall at most 2 points lower): " << (holds ? "holds" : "does not hold") << "\n";
+    md << "\nClaim (" << focus << " below "
+       << (o.claim_against.empty() ? std::string("every other model") : absl::StrJoin(o.claim_against, " and "))
+       << " on " << absl::StrJoin(o.claim, ", ") << " with disjoint intervals, recall at most 2 points lower"
+       << (o.claim_gap_over.empty() ? std::string() : absl::StrCat(", reliance gap above ", o.claim_gap_over))
+       << "): " << (holds ? "holds" : "does not hold") << "\n";
   }
   report["runs"] = jruns;
   report["claim"] = jclaims;

@@ -32,6 +32,11 @@ struct ReportCommandOptions {
   std::string notes_path;   // markdown appended to report.md (which seeds and worlds did what)
   // Metrics (ReportMetrics names) for which `focus` must beat every other label.
   std::vector<std::string> claim = {"chair_s", "chair_i"};
+  // The labels `focus` must beat on `claim` (empty: every other label), each with disjoint
+  // intervals and recall at most 2 points lower.
+  std::vector<std::string> claim_against;
+  // When set, `focus`'s reliance gap must also be above this label's (it uses the image more).
+  std::string claim_gap_over;
   int resamples = 2000;
   uint64_t seed = 0;
   bool overwrite = false;

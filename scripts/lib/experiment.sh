@@ -6,13 +6,17 @@
 # used unchanged on the report world (seed $REPORT_WORLD_SEED), which no tuning ever saw.
 MFPO=${MFPO:-build/worker/mfpo}
 SFT_BASELINE=${SFT_BASELINE:-common/data/sft-baseline}
+MFPO_ARGS=()  # given to every mfpo command (experiment.sh --threads N: (--threads N))
 DEV_WORLD_SEED=10
 REPORT_WORLD_SEED=11
 
 # Defaults of a job (override by setting the variable before calling `preference_job`).
+# lr 2e-5: on the development world lr 1e-4 made every preference method degenerate (15-25% of
+# descriptions like "There is a green There.", recall -11 to -18 points) and 4e-5 half as much;
+# at 2e-5 no method loses more than 3.3 points of recall (docs/results.md has the numbers).
 job_defaults() {
   VARIANT=mfpo BETA=0.1 DELTA=0 W_TEXT=1 W_IMAGE=1 W_MARGIN=1
-  LR=1e-4 MICRO_BATCH=8 EPOCHS=1 WARMUP=0.05 CURRICULUM=easy_to_hard TIERS=3
+  LR=2e-5 MICRO_BATCH=8 EPOCHS=1 WARMUP=0.05 CURRICULUM=easy_to_hard TIERS=3
   MAX_SAMPLES=1200 EVAL_IMAGES=200 SEED=1 EVAL_SUITES='["chair", "pope", "amber", "reliance"]'
 }
 
@@ -34,7 +38,7 @@ checkpoint: {keep_last: 1}
 evaluation: {data: $world, limit: $EVAL_IMAGES, max_new_tokens: 32, batch_size: 64, suites: $EVAL_SUITES}
 YAML
   echo "== $name: mfpo train --spec $out.yaml"
-  "$MFPO" train --spec "$out.yaml"
+  "$MFPO" "${MFPO_ARGS[@]}" train --spec "$out.yaml"
 }
 
 # sft_eval WORLD OUT_DIR [MODEL]: the starting model's evaluation (the table's SFT row).
@@ -42,7 +46,7 @@ sft_eval() {
   local world=$1 out=$2 model=${3:-$SFT_BASELINE}
   if [ -e "$out/scores.jsonl" ]; then echo "== SFT evaluation: kept $out"; return; fi
   echo "== SFT evaluation: mfpo eval --model $model"
-  "$MFPO" eval --model "$model" --data "$world" --out "$out" --limit "$EVAL_IMAGES" --max_new_tokens 32 \
+  "$MFPO" "${MFPO_ARGS[@]}" eval --model "$model" --data "$world" --out "$out" --limit "$EVAL_IMAGES" --max_new_tokens 32 \
     --batch_size 64 --overwrite
 }
 
@@ -56,6 +60,6 @@ image_preferences() {
     model) args+=(--model "$SFT_BASELINE") ;;
   esac
   echo "== datagen ($grounder): mfpo perturb ${args[*]}" >&2
-  "$MFPO" perturb "${args[@]}" >&2
+  "$MFPO" "${MFPO_ARGS[@]}" perturb "${args[@]}" >&2
   echo "$out/manifest-0-$MAX_SAMPLES.jsonl"
 }
