@@ -56,6 +56,7 @@ const char* FileKind(mode_t mode) {
   if (S_ISSOCK(mode)) return "a socket";
   if (S_ISCHR(mode)) return "a character device";
   if (S_ISBLK(mode)) return "a block device";
+  if (S_ISREG(mode)) return "a regular file";
   return "not a regular file";
 }
 

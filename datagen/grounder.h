@@ -35,7 +35,7 @@
 
 #include "absl/status/statusor.h"
 #include "datagen/preference_formats.h"
-#include "worker/object_text.h"
+#include "common/text/object_text.h"
 
 namespace mfpo {
 

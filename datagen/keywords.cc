@@ -13,7 +13,7 @@
 #include "absl/strings/str_split.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
-#include "worker/object_text.h"
+#include "common/text/object_text.h"
 
 namespace mfpo {
 namespace {

@@ -10,7 +10,7 @@
 
 #include "absl/strings/match.h"
 #include "datagen/scene_world.h"
-#include "worker/object_text.h"
+#include "common/text/object_text.h"
 
 namespace mfpo {
 namespace {

@@ -107,7 +107,9 @@ absl::Status CheckShardProducedRecords(const ShardReport& r) {
 }
 
 std::string ShardReportText(const ShardReport& r) {
-  return absl::StrCat("records ", r.records, ", written ", r.done, ", skipped ", r.skipped, ", errors ", r.errors,
+  // `done` counts every record in the manifest, `skipped` those an earlier run had already written.
+  return absl::StrCat("records ", r.records, ", written ", r.done - r.skipped, ", skipped ", r.skipped,
+                      " (already done)", ", errors ", r.errors,
                       ", global fallbacks ", r.fallbacks, "\nmanifest ", r.manifest_path, "\nerrors ", r.errors_path,
                       "\n");
 }
@@ -343,9 +345,10 @@ absl::StatusOr<ShardReport> RunPerturbShard(const ShardOptions& shard, const Per
   report.skipped = c.skipped;
   MFPO_RETURN_IF_ERROR(WriteFileAtomically(report.manifest_path, manifest_text));
   MFPO_RETURN_IF_ERROR(WriteFileAtomically(report.errors_path, errors_text));
-  spdlog::info("datagen: shard done: {} records, {} written ({} skipped as already done), {} errors, {} global fallbacks, "
-               "{:.1f} s",
-               report.records, report.done, report.skipped, report.errors, report.fallbacks, report.seconds);
+  spdlog::info("datagen: shard done: {} records, {} written, {} skipped as already done, {} errors, {} global "
+               "fallbacks, {:.1f} s",
+               report.records, report.done - report.skipped, report.skipped, report.errors, report.fallbacks,
+               report.seconds);
   return report;
 }
 

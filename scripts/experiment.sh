@@ -33,13 +33,15 @@ case $EXPERIMENT in
 esac
 source scripts/lib/experiment.sh
 SEEDS=1 WORLD_KIND=report QUICK=0 OUT=
+# value FLAG WHAT "$@": the flag's non-empty value (exits 2 when it is missing or empty).
+value() { [ -n "${3:-}" ] || { echo "experiment.sh: $1 needs $2" >&2; exit 2; }; printf '%s' "$3"; }
 while [ $# -gt 0 ]; do
   case $1 in
-    --seeds) SEEDS=${2:?--seeds needs a list}; shift ;;
-    --world) WORLD_KIND=${2:?--world needs report or dev}; shift ;;
+    --seeds) SEEDS=$(value --seeds 'a list of seeds, e.g. "1 2 3"' "${2:-}") || exit 2; shift ;;
+    --world) WORLD_KIND=$(value --world 'report or dev' "${2:-}") || exit 2; shift ;;
     --quick) QUICK=1 ;;
-    --out) OUT=${2:?--out needs a directory}; shift ;;
-    --model) SFT_BASELINE=${2:?--model needs a directory}; shift ;;
+    --out) OUT=$(value --out 'a directory' "${2:-}") || exit 2; shift ;;
+    --model) SFT_BASELINE=$(value --model 'a model directory' "${2:-}") || exit 2; shift ;;
     --threads) case ${2:-} in ''|*[!0-9]*) echo "experiment.sh: --threads needs a number" >&2; exit 2 ;; esac
       MFPO_ARGS=(--threads "$2"); shift ;;
     -h|--help) usage; exit 0 ;;
@@ -48,6 +50,9 @@ while [ $# -gt 0 ]; do
   shift
 done
 for s in $SEEDS; do case $s in *[!0-9]*) echo "experiment.sh: seeds must be non-negative integers" >&2; exit 2 ;; esac; done
+[ -n "${SEEDS// /}" ] || { echo "experiment.sh: --seeds is empty" >&2; exit 2; }
+DUP=$(tr ' ' '\n' <<<"$SEEDS" | sed '/^$/d' | sort | uniq -d | head -1)
+[ -z "$DUP" ] || { echo "experiment.sh: seed $DUP is given twice in --seeds" >&2; exit 2; }
 case $WORLD_KIND in
   report) WORLD_SEED=$REPORT_WORLD_SEED ;;
   dev) WORLD_SEED=$DEV_WORLD_SEED ;;
@@ -68,11 +73,16 @@ stage() { echo; echo "== [$(( $(date +%s) - T0 )) s] $*"; }
 WORLD=$OUT/world
 WANT="seed=$WORLD_SEED train=$TRAIN_IMAGES test=$EVAL_IMAGES"
 if [ -e "$WORLD/world.json" ]; then
-  HAVE=$(tr -d ' \n' < "$WORLD/world.json" | sed -E 's/.*"seed":([0-9]+).*"test":([0-9]+).*"train":([0-9]+).*/seed=\1 train=\3 test=\2/')
-  if [ "$HAVE" != "$WANT" ]; then
-    echo "experiment.sh: $WORLD was made with other settings ($HAVE, want $WANT): remove $OUT or choose another --out" >&2
+  # The world this run would make (0.5 s), compared whole with the one found.
+  CHECK=$(mktemp -d)
+  "$MFPO" world --out "$CHECK/world" --seed "$WORLD_SEED" --train "$TRAIN_IMAGES" --val 0 --test "$EVAL_IMAGES" >/dev/null
+  if ! cmp -s "$CHECK/world/world.json" "$WORLD/world.json"; then
+    rm -rf "$CHECK"
+    echo "experiment.sh: $WORLD was made with other settings ($(tr -d ' \n' < "$WORLD/world.json"); this run makes" \
+      "$WANT): remove $OUT or choose another --out" >&2
     exit 2
   fi
+  rm -rf "$CHECK"
   stage "world: kept $WORLD ($WANT)"
 else
   stage "world: seed $WORLD_SEED ($WORLD_KIND), $TRAIN_IMAGES training and $EVAL_IMAGES test images"
@@ -137,7 +147,7 @@ LIST=$(IFS=,; echo "${SFT_RUNS[*]}${SFT_RUNS[*]:+,}${RUNS[*]}")
 cat > "$OUT/notes.md" <<MD
 ## How this was made
 
-\`bash scripts/experiment.sh $EXPERIMENT --seeds "$SEEDS" --world $WORLD_KIND$([ "$QUICK" = 1 ] && echo " --quick")\` ($(date -u +%Y-%m-%d), $(( $(date +%s) - T0 )) s).
+\`bash scripts/experiment.sh $EXPERIMENT --seeds "$SEEDS" --world $WORLD_KIND$(if [ "$QUICK" = 1 ]; then echo " --quick"; fi) --out $OUT${MFPO_ARGS[*]:+ ${MFPO_ARGS[*]}}\` ($(date -u +%Y-%m-%d), $(( $(date +%s) - T0 )) s).
 
 - Starting model: \`$SFT_BASELINE\` (\`scripts/sft-baseline.sh\`: worlds of seeds 7, 0 and 1).
 - World: seed $WORLD_SEED ($WORLD_KIND; hyper-parameters were chosen on the development world, seed

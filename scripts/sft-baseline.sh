@@ -9,7 +9,7 @@
 # need the same thread count (2) and BLAS (OpenBLAS 0.3.21); elsewhere the numbers agree within noise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MFPO=build/worker/mfpo
+MFPO=build/cli/mfpo
 step() { if [ -e "$1" ]; then echo "== skip ($1 exists): $2"; return 1; fi; echo "== $2"; }
 if step out/init "init-model (tiny preset)"; then
   "$MFPO" init-model --preset tiny --seed 0 --out out/init

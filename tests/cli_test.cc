@@ -210,6 +210,34 @@ TEST_F(CliTest, WorldThenEvalWritesAnswersAndReport) {
   Result bad = Mfpo("eval --model " + Model() + " --data " + world + " --out " + eval + " --suite chair,mmhal");
   EXPECT_EQ(bad.code, 2);
   EXPECT_TRUE(absl::StrContains(bad.all, "unknown suite 'mmhal'")) << bad.all;
+  Result negative = Mfpo("eval --model " + Model() + " --data " + world + " --out " + eval + "-n --limit -5");
+  EXPECT_TRUE(absl::StrContains(negative.all, "--limit must be >= 0")) << negative.all;
+  Result no_suite = Mfpo("eval --model " + Model() + " --data " + world + " --out " + eval + "-n --suite ''");
+  EXPECT_TRUE(absl::StrContains(no_suite.all, "--suite names no suite")) << no_suite.all;
+  EXPECT_FALSE(fs::exists(eval + "-n"));
+  {
+    // A corrupt test image fails that image, not the evaluation.
+    const fs::path copy = *dir_ / "world-corrupt";
+    fs::copy(world, copy, fs::copy_options::recursive);
+    std::string first_test;
+    std::ifstream ann(copy / "annotations.jsonl");
+    for (std::string l; std::getline(ann, l);) {
+      auto j = nlohmann::json::parse(l);
+      if (j["split"] == "test") {
+        first_test = j["image"].get<std::string>();
+        break;
+      }
+    }
+    ASSERT_FALSE(first_test.empty());
+    std::ofstream(copy / first_test, std::ios::trunc) << "not a png";
+    Result c = Mfpo("eval --model " + Model() + " --data " + copy.string() + " --out " + eval +
+                    "-c --suite chair,pope --limit 3 --max-new-tokens 4");
+    ASSERT_EQ(c.code, 0) << c.all;
+    auto cj = nlohmann::json::parse(ReadAll(fs::path(eval + "-c") / "report.json"));
+    EXPECT_EQ(cj["images"], 2);
+    ASSERT_EQ(cj["skipped_images"].size(), 1u);
+    EXPECT_TRUE(absl::StrContains(c.all, "left out")) << c.all;
+  }
 
   // The report over two evaluations (the same model twice: every paired difference is 0).
   const std::string eval2 = (*dir_ / "eval2").string(), report_dir = (*dir_ / "report").string();
@@ -231,8 +259,43 @@ TEST_F(CliTest, WorldThenEvalWritesAnswersAndReport) {
   ASSERT_EQ(gap.code, 0) << gap.all;
   auto gj = nlohmann::json::parse(ReadAll(fs::path(report_dir + "g") / "report.json"));
   EXPECT_EQ(gj["claim"]["all"]["SFT"]["claim"]["reliance_gap_above"], false);
-  Result unknown = Mfpo("report --runs 'A=" + eval + ",B=" + eval2 + "' --claim_against C --out " + report_dir + "u");
-  EXPECT_TRUE(absl::StrContains(unknown.all, "'C' is not one of the other labels")) << unknown.all;
+  Result unknown = Mfpo("report --runs 'A=" + eval + ",B=" + eval2 + "' --claim_against ' C' --out " + report_dir + "u");
+  EXPECT_TRUE(absl::StrContains(unknown.all, "'C' is not one of the other labels")) << unknown.all;  // trimmed
+  // One model alone: nothing to compare, the claim is n/a rather than "holds".
+  Result alone = Mfpo("report --runs 'A=" + eval + "' --out " + report_dir + "n");
+  ASSERT_EQ(alone.code, 0) << alone.all;
+  EXPECT_TRUE(absl::StrContains(alone.out, "n/a (no other model")) << alone.out;
+  EXPECT_TRUE(nlohmann::json::parse(ReadAll(fs::path(report_dir + "n") / "report.json"))["claim"]["all"]["holds"].is_null());
+  // Eval-only runs: no training curves, and the report does not claim to have drawn them.
+  EXPECT_FALSE(fs::exists(fs::path(report_dir + "n") / "loss_terms.png"));
+  EXPECT_FALSE(absl::StrContains(alone.out, "loss_terms.png")) << alone.out;
+  // Runs on other images (a shorter scores.jsonl) are refused, not paired silently.
+  const std::string half = (*dir_ / "eval-half").string();
+  fs::create_directory(half);
+  fs::copy(eval, half, fs::copy_options::recursive);
+  {
+    std::ifstream in(fs::path(eval) / "scores.jsonl");
+    std::ofstream o(fs::path(half) / "scores.jsonl", std::ios::trunc);
+    std::string l;
+    for (int i = 0; i < 3 && std::getline(in, l); ++i) o << l << "\n";
+  }
+  Result fewer = Mfpo("report --runs 'A=" + eval + ",B=" + half + "' --out " + report_dir + "h");
+  EXPECT_EQ(fewer.code, 1);
+  EXPECT_TRUE(absl::StrContains(fewer.all, "were not scored on the same test images")) << fewer.all;
+  // An evaluation that did not finish (no report.json) is refused.
+  fs::remove(fs::path(half) / "report.json");
+  Result unfinished = Mfpo("report --runs 'A=" + eval + ",B=" + half + "' --out " + report_dir + "f");
+  EXPECT_TRUE(absl::StrContains(unfinished.all, "the evaluation did not finish")) << unfinished.all;
+  // Seeded and unseeded runs mixed, bad seeds and labels, --out onto a run: refused.
+  Result mixed = Mfpo("report --runs 'A=" + eval + ",B@1=" + eval2 + "' --out " + report_dir + "m");
+  EXPECT_TRUE(absl::StrContains(mixed.all, "either every run names its seed")) << mixed.all;
+  Result seed = Mfpo("report --runs 'A@x=" + eval + "' --out " + report_dir + "s");
+  EXPECT_TRUE(absl::StrContains(seed.all, "must be a non-negative integer")) << seed.all;
+  Result pipe = Mfpo("report --runs 'A|B=" + eval + "' --out " + report_dir + "p");
+  EXPECT_TRUE(absl::StrContains(pipe.all, "may not contain '|'")) << pipe.all;
+  Result onto = Mfpo("report --runs 'A=" + eval + ",B=" + eval2 + "' --out " + eval2 + " --overwrite");
+  EXPECT_TRUE(absl::StrContains(onto.all, "is the directory of run 'B'")) << onto.all;
+  EXPECT_TRUE(fs::exists(fs::path(eval2) / "scores.jsonl"));
   auto png = ReadImageFile(report_dir + "/table.png");
   ASSERT_TRUE(png.ok()) << png.status();
   EXPECT_GT(png->cols, 300);
@@ -360,6 +423,10 @@ TEST_F(CliTest, PerturbThenTrainThenEvaluate) {
   EXPECT_EQ(report["images"], 2);
   EXPECT_TRUE(report.contains("pope"));
   EXPECT_FALSE(report.contains("reliance"));  // only the suites the spec names
+  // A rerun of the finished job keeps its evaluation (same checkpoint, same settings).
+  Result again = Mfpo("train --spec " + spec);
+  ASSERT_EQ(again.code, 0) << again.all;
+  EXPECT_TRUE(absl::StrContains(again.out, "== evaluation: kept")) << again.out;
 
   Result bad = Mfpo("perturb --manifest " + world + "/train.jsonl --out " + (d / "x").string() + " --grounder sam");
   EXPECT_EQ(bad.code, 2);

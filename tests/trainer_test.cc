@@ -113,6 +113,57 @@ TEST_F(TrainerTest, ResumeIsBitwiseIdentical) {
   EXPECT_NE(a, ReadAll(*root_ / "model" / "model.safetensors"));  // it did train
 }
 
+// The coordinator runs the stages one by one, each in a fresh process: a TrainingJob opened per
+// stage, each reading what the stage before it wrote, trains the same model as RunTraining.
+TEST_F(TrainerTest, StagesInFreshJobsEqualOneRun) {
+  std::ostringstream p1, p2;
+  ASSERT_TRUE(RunTraining(Spec("whole", 1e-3), {}, p1).ok()) << p1.str();
+  const v1::JobSpec spec = Spec("staged", 1e-3);
+  {
+    auto job = TrainingJob::Open(spec);
+    ASSERT_TRUE(job.ok()) << job.status();
+    EXPECT_EQ((*job)->ScoreDifficulty().status().code(), absl::StatusCode::kFailedPrecondition);  // reference first
+    ASSERT_TRUE((*job)->ReferencePass().ok());
+  }
+  ASSERT_TRUE(fs::exists(*root_ / "staged" / "reference_logps.safetensors"));
+  int phases = 0;
+  {
+    auto job = TrainingJob::Open(spec);
+    ASSERT_TRUE(job.ok()) << job.status();
+    ASSERT_TRUE((*job)->ReferencePass().ok());  // the cache, not a second pass
+    auto curriculum = (*job)->ScoreDifficulty();
+    ASSERT_TRUE(curriculum.ok()) << curriculum.status();
+    phases = static_cast<int>(curriculum->phases.size());
+    EXPECT_EQ(curriculum->total_steps, 6);
+    EXPECT_EQ((*job)->TrainPhase(*curriculum, phases, {}, p2).status().code(), absl::StatusCode::kInvalidArgument);
+  }
+  auto plan = nlohmann::json::parse(ReadAll(*root_ / "staged" / "curriculum.json"));
+  ASSERT_EQ(plan["phases"].size(), 3u);
+  EXPECT_EQ(plan["phases"][0]["name"], "easy");
+  EXPECT_EQ(plan["phases"][0]["ids"].size(), 8u);
+  EXPECT_EQ(plan, nlohmann::json::parse(ReadAll(*root_ / "whole" / "curriculum.json")));
+  for (int p = 0; p < phases; ++p) {
+    auto job = TrainingJob::Open(spec);
+    ASSERT_TRUE(job.ok()) << job.status();
+    ASSERT_TRUE((*job)->ReferencePass().ok());
+    auto curriculum = (*job)->ScoreDifficulty();
+    ASSERT_TRUE(curriculum.ok());
+    auto r = (*job)->TrainPhase(*curriculum, p, {}, p2);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_TRUE(r->completed);
+  }
+  const auto a = ReadAll(*root_ / "whole" / "checkpoints" / "step-000006" / "model.safetensors");
+  ASSERT_FALSE(a.empty());
+  EXPECT_TRUE(a == ReadAll(*root_ / "staged" / "checkpoints" / "step-000006" / "model.safetensors"))
+      << "stages in fresh jobs trained another model than one run";
+  EXPECT_EQ(ReadAll(*root_ / "whole" / "metrics.jsonl").size() > 0, true);
+  // Every step logged once, in order.
+  std::ifstream metrics(*root_ / "staged" / "metrics.jsonl");
+  int expect = 0;
+  for (std::string l; std::getline(metrics, l); ++expect) EXPECT_EQ(nlohmann::json::parse(l)["step"], expect);
+  EXPECT_EQ(expect, 6);
+}
+
 // A rerun in the same output_dir with another starting model is another job: refused before
 // anything is reused, naming what differs.
 TEST_F(TrainerTest, RerunWithAnotherStartingModelIsRefused) {

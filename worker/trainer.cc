@@ -373,6 +373,13 @@ absl::Status ScoreAll(LlavaModel& model, int64_t pad_id, const std::vector<Prefe
   return absl::OkStatus();
 }
 
+LoadModelOptions LoadOptionsFor(const v1::JobSpec& spec, const torch::Device& device) {
+  LoadModelOptions load;
+  load.dtype = spec.model().dtype() == "bfloat16" ? torch::kBFloat16 : torch::kFloat32;
+  load.device = device;
+  return load;
+}
+
 // output_dir/checkpoints/step-NNNNNN: the one place the directory name is made.
 fs::path CheckpointDir(const fs::path& root, int64_t step) { return root / absl::StrFormat("step-%06d", step); }
 
@@ -398,19 +405,47 @@ std::vector<Checkpoint> ListCheckpoints(const fs::path& root) {
 
 }  // namespace
 
-absl::StatusOr<TrainResult> RunTraining(const v1::JobSpec& spec, const TrainControl& control,
-                                        std::ostream& progress) {
+struct TrainingJob::State {
+  v1::JobSpec spec;
+  torch::Device device{torch::kCPU};
+  bool bf16 = false;
+  ObjectiveConfig objective;
+  LoadedModel policy;
+  Dataset data;
+  fs::path out_dir, ckpt_root;
+  std::unique_ptr<DirectoryLock> lock;
+  std::string data_fingerprint;
+  int64_t micro = 0;
+  // ReferencePass.
+  bool referenced = false;
+  std::string fingerprint;  // of the reference model, tokenizer, perturbation and data
+  torch::Tensor ref_logps, entropy;
+  std::optional<LoadedModel> online_reference;
+  // TrainPhase: built at the first phase; `step` is the optimizer step the policy in memory is at.
+  std::vector<torch::Tensor> params;
+  std::unique_ptr<torch::optim::AdamW> optimizer;
+  int64_t step = 0;
+};
+
+TrainingJob::TrainingJob(std::unique_ptr<State> state) : s_(std::move(state)) {}
+TrainingJob::~TrainingJob() = default;
+int64_t TrainingJob::samples() const { return static_cast<int64_t>(s_->data.examples.size()); }
+
+absl::StatusOr<std::unique_ptr<TrainingJob>> TrainingJob::Open(const v1::JobSpec& spec) {
   MFPO_RETURN_IF_ERROR(ValidateJobSpec(spec));
+  auto s = std::make_unique<State>();
+  s->spec = spec;
   absl::StatusOr<torch::Device> resolved = ResolveDevice(spec.resources().device());
   if (!resolved.ok()) return Annotate(resolved.status(), "resources.device");
-  const torch::Device device = *resolved;
-  MFPO_ASSIGN_OR_RETURN(const bool bf16, ResolveBf16Autocast(spec.resources().precision(), device));
+  s->device = *resolved;
+  MFPO_ASSIGN_OR_RETURN(s->bf16, ResolveBf16Autocast(spec.resources().precision(), s->device));
   if (spec.resources().workers() != 1)
     return absl::UnimplementedError("resources.workers: data-parallel training lands with the distributed trainer");
   torch::set_num_threads(spec.resources().threads() > 0 ? spec.resources().threads()
                                                         : static_cast<int>(std::thread::hardware_concurrency()));
-  const fs::path out_dir(spec.output_dir());
-  const fs::path ckpt_root = out_dir / "checkpoints";
+  s->out_dir = fs::path(spec.output_dir());
+  s->ckpt_root = s->out_dir / "checkpoints";
+  const fs::path& out_dir = s->out_dir;
   std::error_code ec;
   // The run's files must not land among its inputs.
   for (const auto& [what, dir] : std::vector<std::pair<std::string, std::string>>{
@@ -420,7 +455,7 @@ absl::StatusOr<TrainResult> RunTraining(const v1::JobSpec& spec, const TrainCont
     if (!dir.empty() && fs::equivalent(out_dir, dir, ec))
       return absl::InvalidArgumentError(absl::StrCat("output_dir: ", out_dir.string(), " is ", what, "; use a directory of its own"));
 
-  ObjectiveConfig objective;
+  ObjectiveConfig& objective = s->objective;
   MFPO_ASSIGN_OR_RETURN(objective.variant, ParseObjectiveVariant(spec.objective().variant()));
   objective.beta = spec.objective().beta();
   objective.delta = spec.objective().delta();
@@ -431,12 +466,10 @@ absl::StatusOr<TrainResult> RunTraining(const v1::JobSpec& spec, const TrainCont
     objective.w_image = objective.w_margin = 0;
   }
 
-  LoadModelOptions load;
-  load.dtype = spec.model().dtype() == "bfloat16" ? torch::kBFloat16 : torch::kFloat32;
-  load.device = device;
-  MFPO_ASSIGN_OR_RETURN(LoadedModel policy, LoadModelDir(spec.model().path(), load));
-  policy.model->SetActivationCheckpointing(spec.optimizer().activation_checkpointing());
-  MFPO_ASSIGN_OR_RETURN(Dataset data, LoadDataset(spec, policy, objective));
+  MFPO_ASSIGN_OR_RETURN(s->policy, LoadModelDir(spec.model().path(), LoadOptionsFor(spec, s->device)));
+  s->policy.model->SetActivationCheckpointing(spec.optimizer().activation_checkpointing());
+  MFPO_ASSIGN_OR_RETURN(s->data, LoadDataset(spec, s->policy, objective));
+  const Dataset& data = s->data;
   if (data.examples.empty()) {
     std::string reasons;
     for (size_t i = 0; i < data.errors.size() && i < 5; ++i) absl::StrAppend(&reasons, "\n  ", data.errors[i]);
@@ -444,186 +477,225 @@ absl::StatusOr<TrainResult> RunTraining(const v1::JobSpec& spec, const TrainCont
                                                    reasons, data.errors.size() > 5 ? "\n  ..." : ""));
   }
   // Only now, with everything read, is output_dir touched: the run record first.
-  const std::string data_fingerprint = DataFingerprint(data.examples);
+  s->data_fingerprint = DataFingerprint(data.examples);
   fs::create_directories(out_dir, ec);
   if (ec) return absl::InternalError(absl::StrCat(out_dir.string(), ": ", ec.message()));
-  MFPO_ASSIGN_OR_RETURN(std::unique_ptr<DirectoryLock> lock, DirectoryLock::Acquire(out_dir.string()));
+  MFPO_ASSIGN_OR_RETURN(s->lock, DirectoryLock::Acquire(out_dir.string()));
   {
     MFPO_ASSIGN_OR_RETURN(uint64_t model_hash, ModelHash(spec.model().path()));
-    MFPO_RETURN_IF_ERROR(CheckRunRecord(out_dir, spec, absl::StrFormat("%016x", model_hash), data_fingerprint));
+    MFPO_RETURN_IF_ERROR(CheckRunRecord(out_dir, spec, absl::StrFormat("%016x", model_hash), s->data_fingerprint));
   }
-  fs::create_directories(ckpt_root, ec);
-  if (ec) return absl::InternalError(absl::StrCat(ckpt_root.string(), ": ", ec.message()));
+  fs::create_directories(s->ckpt_root, ec);
+  if (ec) return absl::InternalError(absl::StrCat(s->ckpt_root.string(), ": ", ec.message()));
   // Incomplete checkpoints (a crash while writing) are removed at start-up.
-  for (const auto& e : fs::directory_iterator(ckpt_root, ec))
+  for (const auto& e : fs::directory_iterator(s->ckpt_root, ec))
     if (absl::EndsWith(e.path().filename().string(), ".tmp")) fs::remove_all(e.path(), ec);
   if (!data.errors.empty()) {
     MFPO_RETURN_IF_ERROR(WriteFileAtomically((out_dir / "data_errors.txt").string(), absl::StrJoin(data.errors, "\n") + "\n"));
     spdlog::warn("{} records rejected (see {})", data.errors.size(), (out_dir / "data_errors.txt").string());
   }
-  const int64_t n = static_cast<int64_t>(data.examples.size());
-  const int64_t micro = spec.optimizer().micro_batch();
+  s->micro = spec.optimizer().micro_batch();
+  return std::unique_ptr<TrainingJob>(new TrainingJob(std::move(s)));
+}
 
-  // Reference log-probs (cached) and difficulty.
+absl::Status TrainingJob::ReferencePass() {
+  State& st = *s_;
+  const v1::JobSpec& spec = st.spec;
+  const ObjectiveConfig& objective = st.objective;
+  LoadedModel& policy = st.policy;
+  const int64_t n = samples();
+  std::error_code ec;
   const std::string reference_dir = spec.model().reference_path().empty() ? spec.model().path() : spec.model().reference_path();
   const std::string perturbation = absl::StrCat(ObjectiveVariantName(objective.variant), "/t=", spec.objective().noise_step(),
-                                                "/seed=", spec.seed(), "/n=", n, "/data=", data_fingerprint);
-  MFPO_ASSIGN_OR_RETURN(std::string fingerprint, ReferenceFingerprint(reference_dir, perturbation));
-  const fs::path cache_path = out_dir / "reference_logps.safetensors";
-  torch::Tensor ref_logps, entropy;
+                                                "/seed=", spec.seed(), "/n=", n, "/data=", st.data_fingerprint);
+  MFPO_ASSIGN_OR_RETURN(st.fingerprint, ReferenceFingerprint(reference_dir, perturbation));
+  const fs::path cache_path = st.out_dir / "reference_logps.safetensors";
+  const LoadModelOptions load = LoadOptionsFor(spec, st.device);
   // Online reference: a second, frozen copy of the reference model scores every micro-batch
   // during training (zero-copy loading shares its pages with the policy's until the policy
   // writes them). Only the policy's entropy is computed up front, for the curriculum.
-  std::optional<LoadedModel> online_reference;
   if (spec.objective().online_reference() && objective.needs_reference()) {
-    MFPO_ASSIGN_OR_RETURN(online_reference, LoadModelDir(reference_dir, load));
-    online_reference->model->eval();
-    for (auto& prm : online_reference->model->parameters()) prm.set_requires_grad(false);
-    ref_logps = torch::zeros({n, 3});
-    entropy = torch::zeros({n});
+    MFPO_ASSIGN_OR_RETURN(st.online_reference, LoadModelDir(reference_dir, load));
+    st.online_reference->model->eval();
+    for (auto& prm : st.online_reference->model->parameters()) prm.set_requires_grad(false);
+    st.ref_logps = torch::zeros({n, 3});
+    st.entropy = torch::zeros({n});
     if (spec.curriculum().mode() == "easy_to_hard") {
       torch::Tensor unused;
-      MFPO_RETURN_IF_ERROR(ScoreAll(policy.model, policy.config.pad_token_id, data.examples, objective, micro, bf16,
-                                    "difficulty scoring", &unused, &entropy));
+      MFPO_RETURN_IF_ERROR(ScoreAll(policy.model, policy.config.pad_token_id, st.data.examples, objective, st.micro,
+                                    st.bf16, "difficulty scoring", &unused, &st.entropy));
     }
   } else if (!objective.needs_reference() && spec.curriculum().mode() == "end_to_end") {
     // Plain SFT: neither reference log-probs nor difficulty are needed.
-    ref_logps = torch::zeros({n, 3});
-    entropy = torch::zeros({n});
+    st.ref_logps = torch::zeros({n, 3});
+    st.entropy = torch::zeros({n});
   } else if (fs::exists(cache_path, ec)) {
     MFPO_ASSIGN_OR_RETURN(auto cache, SafetensorsFile::Open(cache_path.string()));
     auto it = cache->metadata().find("fingerprint");
-    if (it == cache->metadata().end() || it->second != fingerprint)
+    if (it == cache->metadata().end() || it->second != st.fingerprint)
       return absl::FailedPreconditionError(absl::StrCat(
           cache_path.string(), ": reference cache fingerprint ", it == cache->metadata().end() ? "(none)" : it->second,
-          " does not match the reference model / tokenizer / data of this job (", fingerprint,
+          " does not match the reference model / tokenizer / data of this job (", st.fingerprint,
           "); the output_dir belongs to another run: choose a new output_dir"));
-    MFPO_ASSIGN_OR_RETURN(ref_logps, cache->Load("logps", torch::kFloat32));
-    MFPO_ASSIGN_OR_RETURN(entropy, cache->Load("entropy", torch::kFloat32));
-    if (ref_logps.size(0) != n) return absl::FailedPreconditionError(absl::StrCat(cache_path.string(), ": wrong sample count"));
-    spdlog::info("reference log-probs: using the cache {} ({})", cache_path.string(), fingerprint);
+    MFPO_ASSIGN_OR_RETURN(st.ref_logps, cache->Load("logps", torch::kFloat32));
+    MFPO_ASSIGN_OR_RETURN(st.entropy, cache->Load("entropy", torch::kFloat32));
+    if (st.ref_logps.size(0) != n) return absl::FailedPreconditionError(absl::StrCat(cache_path.string(), ": wrong sample count"));
+    spdlog::info("reference log-probs: using the cache {} ({})", cache_path.string(), st.fingerprint);
   } else {
     if (reference_dir == spec.model().path()) {
-      MFPO_RETURN_IF_ERROR(ScoreAll(policy.model, policy.config.pad_token_id, data.examples, objective, micro, bf16,
-                                    "reference pass", &ref_logps, &entropy));
+      MFPO_RETURN_IF_ERROR(ScoreAll(policy.model, policy.config.pad_token_id, st.data.examples, objective, st.micro,
+                                    st.bf16, "reference pass", &st.ref_logps, &st.entropy));
     } else {
       MFPO_ASSIGN_OR_RETURN(LoadedModel reference, LoadModelDir(reference_dir, load));
       torch::Tensor unused;
-      MFPO_RETURN_IF_ERROR(ScoreAll(reference.model, reference.config.pad_token_id, data.examples, objective, micro, bf16,
-                                    "reference pass", &ref_logps, &unused));
-      MFPO_RETURN_IF_ERROR(ScoreAll(policy.model, policy.config.pad_token_id, data.examples, objective, micro, bf16,
-                                    "difficulty scoring", &unused, &entropy));
+      MFPO_RETURN_IF_ERROR(ScoreAll(reference.model, reference.config.pad_token_id, st.data.examples, objective,
+                                    st.micro, st.bf16, "reference pass", &st.ref_logps, &unused));
+      MFPO_RETURN_IF_ERROR(ScoreAll(policy.model, policy.config.pad_token_id, st.data.examples, objective, st.micro,
+                                    st.bf16, "difficulty scoring", &unused, &st.entropy));
     }
     json ids = json::array();
-    for (const auto& ex : data.examples) ids.push_back(ex.id);
-    MFPO_RETURN_IF_ERROR(WriteSafetensors(cache_path.string(), {{"logps", ref_logps}, {"entropy", entropy}},
-                                          {{"fingerprint", fingerprint}, {"ids", ids.dump()}}));
+    for (const auto& ex : st.data.examples) ids.push_back(ex.id);
+    MFPO_RETURN_IF_ERROR(WriteSafetensors(cache_path.string(), {{"logps", st.ref_logps}, {"entropy", st.entropy}},
+                                          {{"fingerprint", st.fingerprint}, {"ids", ids.dump()}}));
   }
+  st.referenced = true;
+  return absl::OkStatus();
+}
 
-  // Curriculum: phases of example indices, easiest first.
-  std::vector<std::vector<int64_t>> phases;
-  std::vector<std::string> phase_names;
+absl::StatusOr<Curriculum> TrainingJob::ScoreDifficulty() {
+  State& st = *s_;
+  if (!st.referenced) return absl::FailedPreconditionError("ScoreDifficulty needs ReferencePass first");
+  const v1::JobSpec& spec = st.spec;
+  const int64_t n = samples();
+  Curriculum c;
   std::vector<int64_t> order(n);
   std::iota(order.begin(), order.end(), 0);
   if (spec.curriculum().mode() == "easy_to_hard") {
-    auto e = entropy.accessor<float, 1>();
+    auto e = st.entropy.accessor<float, 1>();
     std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return e[a] < e[b]; });
     const int tiers = spec.curriculum().tiers();
     for (int t = 0; t < tiers; ++t) {
-      phases.emplace_back(order.begin() + n * t / tiers, order.begin() + n * (t + 1) / tiers);
-      phase_names.push_back(tiers == 3 ? std::vector<std::string>{"easy", "medium", "hard"}[t] : absl::StrCat("tier", t));
+      c.phases.emplace_back(order.begin() + n * t / tiers, order.begin() + n * (t + 1) / tiers);
+      c.phase_names.push_back(tiers == 3 ? std::vector<std::string>{"easy", "medium", "hard"}[t] : absl::StrCat("tier", t));
     }
   } else {
-    phases.push_back(order);
-    phase_names.push_back("all");
+    c.phases.push_back(order);
+    c.phase_names.push_back("all");
   }
-  const int64_t per_step = micro * spec.optimizer().grad_accum();
-  std::vector<int64_t> phase_steps;
-  int64_t total_steps = 0;
-  for (const auto& p : phases) {
-    const int64_t s = (static_cast<int64_t>(p.size()) + per_step - 1) / per_step * spec.optimizer().epochs();
-    phase_steps.push_back(s);
-    total_steps += s;
+  const int64_t per_step = st.micro * spec.optimizer().grad_accum();
+  for (const auto& p : c.phases) {
+    const int64_t steps = (static_cast<int64_t>(p.size()) + per_step - 1) / per_step * spec.optimizer().epochs();
+    c.phase_steps.push_back(steps);
+    c.total_steps += steps;
   }
+  json phases = json::array();
+  for (size_t p = 0; p < c.phases.size(); ++p) {
+    json ids = json::array();
+    for (int64_t i : c.phases[p]) ids.push_back(st.data.examples[i].id);
+    phases.push_back({{"name", c.phase_names[p]}, {"steps", c.phase_steps[p]}, {"ids", ids}});
+  }
+  MFPO_RETURN_IF_ERROR(WriteFileAtomically(
+      (st.out_dir / "curriculum.json").string(),
+      json{{"fingerprint", st.fingerprint}, {"mode", spec.curriculum().mode()}, {"total_steps", c.total_steps},
+           {"phases", phases}}.dump(1) + "\n"));
+  return c;
+}
 
-  // Trainable parameters. The vision tower runs without autograd unless some of it trains.
-  bool vision_trains = false;
-  for (const auto& prefix : spec.optimizer().trainable()) vision_trains = vision_trains || absl::StartsWith(prefix, "vision_tower");
-  policy.model->FreezeVisionTower(!vision_trains);
-  std::vector<torch::Tensor> params;
-  for (auto& item : policy.model->named_parameters(true)) {
-    bool train = false;
-    for (const auto& prefix : spec.optimizer().trainable()) train = train || absl::StartsWith(item.key(), prefix);
-    item.value().set_requires_grad(train);
-    if (train) params.push_back(item.value());
+absl::Status TrainingJob::SaveCheckpoint(const Curriculum& c, int64_t step, int phase) {
+  State& st = *s_;
+  std::error_code ec;
+  const fs::path final_dir = CheckpointDir(st.ckpt_root, step);
+  if (fs::exists(final_dir, ec)) return absl::OkStatus();
+  const fs::path tmp = fs::path(final_dir.string() + ".tmp");
+  fs::remove_all(tmp, ec);
+  // Written whole under step-N.tmp and renamed; every file goes through a path that reports the
+  // OS error (the optimizer state through WriteFileStreamed: LibTorch's own file writer aborts
+  // from a destructor on a full disk). On failure the partial directory is removed and the
+  // earlier checkpoints stay.
+  absl::Status written = [&]() -> absl::Status {
+    MFPO_RETURN_IF_ERROR(SaveModelWeights(tmp.string(), st.policy.model));
+    MFPO_RETURN_IF_ERROR(CopyModelSideFiles(st.spec.model().path(), tmp.string()));
+    MFPO_RETURN_IF_ERROR(WriteFileStreamed((tmp / "optimizer.pt").string(), [&](const PieceWriter& write) {
+      return CatchAll("serialising the optimizer state", [&] { torch::save(*st.optimizer, write); });
+    }));
+    MFPO_RETURN_IF_ERROR(WriteFileAtomically((tmp / "trainer_state.json").string(),
+                                             json{{"global_step", step}, {"phase", c.phase_names[phase]},
+                                                  {"total_steps", c.total_steps}, {"fingerprint", st.fingerprint}}
+                                                     .dump(2) + "\n"));
+    MFPO_RETURN_IF_ERROR(WriteFileAtomically((tmp / "job_spec.json").string(), JobSpecToJson(st.spec)));
+    if (std::rename(tmp.c_str(), final_dir.c_str()) != 0) return ErrnoStatus(errno, final_dir.string(), "cannot rename");
+    return absl::OkStatus();
+  }();
+  if (!written.ok()) {
+    fs::remove_all(tmp, ec);
+    const auto kept = ListCheckpoints(st.ckpt_root);
+    return Annotate(written, absl::StrCat("writing the checkpoint of step ", step, " (",
+                                          kept.empty() ? std::string("no earlier checkpoint")
+                                                       : absl::StrCat("kept ", kept.back().dir.string()),
+                                          "; rerun the same command to resume once the cause is fixed)"));
   }
-  if (params.empty()) return absl::InvalidArgumentError("optimizer.trainable selects no parameters");
-  torch::optim::AdamW optimizer(params, torch::optim::AdamWOptions(spec.optimizer().lr())
-                                            .betas({spec.optimizer().beta1(), spec.optimizer().beta2()})
-                                            .eps(spec.optimizer().eps())
-                                            .weight_decay(spec.optimizer().weight_decay()));
+  const int keep = st.spec.checkpoint().keep_last();
+  auto all = ListCheckpoints(st.ckpt_root);
+  for (size_t i = 0; keep > 0 && i + keep < all.size(); ++i) fs::remove_all(all[i].dir, ec);
+  return absl::OkStatus();
+}
 
-  // Resume.
-  int64_t global_step = 0;
+absl::StatusOr<TrainResult> TrainingJob::TrainPhase(const Curriculum& c, int p, const TrainControl& control,
+                                                    std::ostream& progress) {
+  State& st = *s_;
+  const v1::JobSpec& spec = st.spec;
+  LoadedModel& policy = st.policy;
+  if (!st.referenced) return absl::FailedPreconditionError("TrainPhase needs ReferencePass first");
+  if (p < 0 || p >= static_cast<int>(c.phases.size()))
+    return absl::InvalidArgumentError(absl::StrCat("phase ", p, " is not one of the curriculum's ", c.phases.size()));
+  std::error_code ec;
+  if (!st.optimizer) {
+    // Trainable parameters. The vision tower runs without autograd unless some of it trains.
+    bool vision_trains = false;
+    for (const auto& prefix : spec.optimizer().trainable()) vision_trains = vision_trains || absl::StartsWith(prefix, "vision_tower");
+    policy.model->FreezeVisionTower(!vision_trains);
+    for (auto& item : policy.model->named_parameters(true)) {
+      bool train = false;
+      for (const auto& prefix : spec.optimizer().trainable()) train = train || absl::StartsWith(item.key(), prefix);
+      item.value().set_requires_grad(train);
+      if (train) st.params.push_back(item.value());
+    }
+    if (st.params.empty()) return absl::InvalidArgumentError("optimizer.trainable selects no parameters");
+    st.optimizer = std::make_unique<torch::optim::AdamW>(st.params, torch::optim::AdamWOptions(spec.optimizer().lr())
+                                                                        .betas({spec.optimizer().beta1(), spec.optimizer().beta2()})
+                                                                        .eps(spec.optimizer().eps())
+                                                                        .weight_decay(spec.optimizer().weight_decay()));
+  }
+  torch::optim::AdamW& optimizer = *st.optimizer;
+  const std::vector<torch::Tensor>& params = st.params;
+
+  // Resume from the newest checkpoint when it is ahead of the policy in memory.
   if (control.resume) {
-    auto ckpts = ListCheckpoints(ckpt_root);
-    if (!ckpts.empty()) {
-      const Checkpoint& c = ckpts.back();
-      MFPO_ASSIGN_OR_RETURN(SafetensorsCheckpoint weights, SafetensorsCheckpoint::Open(c.dir.string()));
+    auto ckpts = ListCheckpoints(st.ckpt_root);
+    if (!ckpts.empty() && ckpts.back().step > st.step) {
+      const Checkpoint& ck = ckpts.back();
+      MFPO_ASSIGN_OR_RETURN(SafetensorsCheckpoint weights, SafetensorsCheckpoint::Open(ck.dir.string()));
       MFPO_RETURN_IF_ERROR(LoadWeights(weights, *policy.model).status());
-      const std::string optimizer_path = (c.dir / "optimizer.pt").string();
+      const std::string optimizer_path = (ck.dir / "optimizer.pt").string();
       MFPO_RETURN_IF_ERROR(CheckRegularFile(optimizer_path, "optimizer state"));
       MFPO_RETURN_IF_ERROR(CatchAll(absl::StrCat(optimizer_path, ": loading optimizer state"),
                                     [&] { torch::load(optimizer, optimizer_path); }));
-      global_step = c.step;
-      spdlog::info("resumed from {} (step {})", c.dir.string(), global_step);
+      st.step = ck.step;
+      spdlog::info("resumed from {} (step {})", ck.dir.string(), st.step);
     }
   }
+  int64_t first = 0;  // the phase's first global step
+  for (int q = 0; q < p; ++q) first += c.phase_steps[q];
+  const int64_t end = first + c.phase_steps[p];
+  if (st.step >= end) return TrainResult{CheckpointDir(st.ckpt_root, end).string(), end, true};
 
-  // A checkpoint is written whole under step-N.tmp and renamed; every file goes through a path
-  // that reports the OS error (the optimizer state through WriteFileStreamed: LibTorch's own
-  // file writer aborts from a destructor on a full disk). On failure the partial directory is
-  // removed and the earlier checkpoints stay.
-  auto save_checkpoint = [&](int64_t step, int phase) -> absl::Status {
-    const fs::path final_dir = CheckpointDir(ckpt_root, step);
-    if (fs::exists(final_dir, ec)) return absl::OkStatus();
-    const fs::path tmp = fs::path(final_dir.string() + ".tmp");
-    fs::remove_all(tmp, ec);
-    absl::Status written = [&]() -> absl::Status {
-      MFPO_RETURN_IF_ERROR(SaveModelWeights(tmp.string(), policy.model));
-      MFPO_RETURN_IF_ERROR(CopyModelSideFiles(spec.model().path(), tmp.string()));
-      MFPO_RETURN_IF_ERROR(WriteFileStreamed((tmp / "optimizer.pt").string(), [&](const PieceWriter& write) {
-        return CatchAll("serialising the optimizer state", [&] { torch::save(optimizer, write); });
-      }));
-      MFPO_RETURN_IF_ERROR(WriteFileAtomically((tmp / "trainer_state.json").string(),
-                                               json{{"global_step", step}, {"phase", phase_names[phase]},
-                                                    {"total_steps", total_steps}, {"fingerprint", fingerprint}}
-                                                       .dump(2) + "\n"));
-      MFPO_RETURN_IF_ERROR(WriteFileAtomically((tmp / "job_spec.json").string(), JobSpecToJson(spec)));
-      if (std::rename(tmp.c_str(), final_dir.c_str()) != 0) return ErrnoStatus(errno, final_dir.string(), "cannot rename");
-      return absl::OkStatus();
-    }();
-    if (!written.ok()) {
-      fs::remove_all(tmp, ec);
-      const auto kept = ListCheckpoints(ckpt_root);
-      return Annotate(written, absl::StrCat("writing the checkpoint of step ", step, " (",
-                                            kept.empty() ? std::string("no earlier checkpoint")
-                                                         : absl::StrCat("kept ", kept.back().dir.string()),
-                                            "; rerun the same command to resume once the cause is fixed)"));
-    }
-    const int keep = spec.checkpoint().keep_last();
-    auto all = ListCheckpoints(ckpt_root);
-    for (size_t i = 0; keep > 0 && i + keep < all.size(); ++i) fs::remove_all(all[i].dir, ec);
-    return absl::OkStatus();
-  };
-
-  // metrics.jsonl holds one line per step: lines of steps after the checkpoint resumed from (a
-  // run killed between checkpoints) are dropped before training repeats those steps.
-  const fs::path metrics_path = out_dir / "metrics.jsonl";
+  // metrics.jsonl holds one line per step: lines of steps from the resume point on (a run killed
+  // between checkpoints) are dropped before training repeats those steps.
+  const fs::path metrics_path = st.out_dir / "metrics.jsonl";
   if (fs::exists(metrics_path, ec)) {
     std::string kept;
     MFPO_RETURN_IF_ERROR(ReadJsonl(metrics_path.string(), [&](int, const json& j) -> absl::Status {
-      if (j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() < global_step)
+      if (j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() < st.step)
         kept += j.dump() + "\n";
       return absl::OkStatus();
     }, [](int, const std::string&) {}));
@@ -631,102 +703,118 @@ absl::StatusOr<TrainResult> RunTraining(const v1::JobSpec& spec, const TrainCont
   }
   std::ofstream metrics_out(metrics_path, std::ios::app);
   if (!metrics_out) return ErrnoStatus(errno, metrics_path.string(), "cannot open for appending");
+  const int64_t micro = st.micro;
+  const int64_t per_step = micro * spec.optimizer().grad_accum();
   const auto t0 = Clock::now();
-  int64_t step = 0, samples_done = 0;
+  int64_t samples_done = 0;
   policy.model->train();
-  for (size_t p = 0; p < phases.size(); ++p) {
-    for (int64_t s = 0; s < phase_steps[p]; ++s, ++step) {
-      if (step < global_step) continue;  // done before the resume point
-      if (control.stop_after_steps > 0 && step >= control.stop_after_steps) {
-        MFPO_RETURN_IF_ERROR(save_checkpoint(step, static_cast<int>(p)));
-        progress << "\nstopped after " << step << " steps (checkpoint written)\n";
-        return TrainResult{CheckpointDir(ckpt_root, step).string(), step, false};
-      }
-      // The data order is a pure function of (seed, phase, epoch): resuming needs no cursor state.
-      const int64_t steps_per_epoch = phase_steps[p] / spec.optimizer().epochs();
-      const int64_t epoch = s / steps_per_epoch;
-      std::vector<int64_t> idx = phases[p];
-      std::mt19937_64 rng(SampleSeed(spec.seed(), absl::StrCat("phase", p, "epoch", epoch)));
-      std::shuffle(idx.begin(), idx.end(), rng);
-      const int64_t begin = (s % steps_per_epoch) * per_step;
-      const double lr = ScheduledLearningRate(spec.optimizer().lr(), spec.optimizer().warmup_ratio(), step, total_steps);
-      for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
-      optimizer.zero_grad();
-      std::map<std::string, double> sums;
-      int micro_batches = 0;
-      for (int a = 0; a < spec.optimizer().grad_accum(); ++a) {
-        const int64_t mb = begin + a * micro;
-        if (mb >= static_cast<int64_t>(idx.size())) break;
-        std::vector<PreferenceExample> batch;
-        std::vector<int64_t> rows;
-        for (int64_t k = mb; k < std::min<int64_t>(mb + micro, idx.size()); ++k) {
-          batch.push_back(data.examples[idx[k]]);
-          rows.push_back(idx[k]);
-        }
-        absl::StatusOr<StepLogps> policy_out, reference_out;
-        {
-          AutocastRegion autocast(device, bf16);
-          policy_out = ComputeStepLogps(policy.model, policy.config.pad_token_id, batch, objective);
-          if (online_reference) {
-            torch::NoGradGuard no_grad;
-            reference_out = ComputeStepLogps(online_reference->model, online_reference->config.pad_token_id, batch,
-                                             objective);
-          }
-        }
-        MFPO_RETURN_IF_ERROR(policy_out.status());
-        const StepLogps& out = *policy_out;
-        ResponseLogps ref;
-        if (online_reference) {
-          MFPO_RETURN_IF_ERROR(reference_out.status());
-          ref = reference_out->logps;
-        } else {
-          torch::Tensor r = ref_logps.index_select(0, torch::tensor(rows, torch::kInt64)).to(device);
-          ref = {r.select(1, 0), r.select(1, 1), r.select(1, 2)};
-        }
-        ObjectiveOutput obj = ComputeObjective(objective, out.logps, ref, out.chosen_tokens);
-        MFPO_RETURN_IF_ERROR(CatchAll("backward", [&] { (obj.loss / spec.optimizer().grad_accum()).backward(); }));
-        for (const auto& [k, v] : obj.metrics) sums[k] += v;
-        ++micro_batches;
-        samples_done += static_cast<int64_t>(batch.size());
-      }
-      double grad_norm = 0;
-      {
-        torch::NoGradGuard no_grad;
-        std::vector<torch::Tensor> norms;
-        for (const auto& prm : params)
-          if (prm.grad().defined()) norms.push_back(prm.grad().norm(2).to(torch::kFloat64));
-        grad_norm = norms.empty() ? 0.0 : torch::stack(norms).norm(2).item<double>();
-        if (spec.optimizer().max_grad_norm() > 0 && grad_norm > spec.optimizer().max_grad_norm()) {
-          const double scale = spec.optimizer().max_grad_norm() / (grad_norm + 1e-6);
-          for (auto& prm : params)
-            if (prm.grad().defined()) prm.grad().mul_(scale);
-        }
-      }
-      optimizer.step();
-      json line = {{"step", step}, {"phase", phase_names[p]}, {"lr", lr}, {"grad_norm", grad_norm}};
-      for (const auto& [k, v] : sums) line[k] = v / std::max(1, micro_batches);
-      const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-      const double rate = samples_done / std::max(secs, 1e-9);
-      line["samples_per_second"] = rate;
-      metrics_out << line.dump() << "\n";
-      metrics_out.flush();
-      if (!metrics_out) return ErrnoStatus(errno, metrics_path.string(), "write failed");
-      const double eta = (total_steps - step - 1) * per_step / std::max(rate, 1e-9);
-      std::string rewards;
-      if (line.contains("reward_acc_text"))
-        rewards += absl::StrFormat(" acc_text %.2f", line["reward_acc_text"].get<double>());
-      if (line.contains("reward_acc_image"))
-        rewards += absl::StrFormat(" acc_image %.2f", line["reward_acc_image"].get<double>());
-      progress << absl::StrFormat("\r[%s] step %d/%d loss %.4f%s  %.1f samples/s  ETA %.0f s   ", phase_names[p],
-                                  step + 1, total_steps, line.value("loss", 0.0), rewards, rate, eta)
-               << std::flush;
-      const int every = spec.checkpoint().every_steps();
-      if ((every > 0 && (step + 1) % every == 0) || s + 1 == phase_steps[p])
-        MFPO_RETURN_IF_ERROR(save_checkpoint(step + 1, static_cast<int>(p)));
+  for (int64_t s = 0; s < c.phase_steps[p]; ++s) {
+    const int64_t step = first + s;
+    if (step < st.step) continue;  // done before the resume point
+    if (control.stop_after_steps > 0 && step >= control.stop_after_steps) {
+      MFPO_RETURN_IF_ERROR(SaveCheckpoint(c, step, p));
+      progress << "\nstopped after " << step << " steps (checkpoint written)\n";
+      return TrainResult{CheckpointDir(st.ckpt_root, step).string(), step, false};
     }
+    // The data order is a pure function of (seed, phase, epoch): resuming needs no cursor state.
+    const int64_t steps_per_epoch = c.phase_steps[p] / spec.optimizer().epochs();
+    const int64_t epoch = s / steps_per_epoch;
+    std::vector<int64_t> idx = c.phases[p];
+    std::mt19937_64 rng(SampleSeed(spec.seed(), absl::StrCat("phase", p, "epoch", epoch)));
+    std::shuffle(idx.begin(), idx.end(), rng);
+    const int64_t begin = (s % steps_per_epoch) * per_step;
+    const double lr = ScheduledLearningRate(spec.optimizer().lr(), spec.optimizer().warmup_ratio(), step, c.total_steps);
+    for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+    optimizer.zero_grad();
+    std::map<std::string, double> sums;
+    int micro_batches = 0;
+    for (int a = 0; a < spec.optimizer().grad_accum(); ++a) {
+      const int64_t mb = begin + a * micro;
+      if (mb >= static_cast<int64_t>(idx.size())) break;
+      std::vector<PreferenceExample> batch;
+      std::vector<int64_t> rows;
+      for (int64_t k = mb; k < std::min<int64_t>(mb + micro, idx.size()); ++k) {
+        batch.push_back(st.data.examples[idx[k]]);
+        rows.push_back(idx[k]);
+      }
+      absl::StatusOr<StepLogps> policy_out, reference_out;
+      {
+        AutocastRegion autocast(st.device, st.bf16);
+        policy_out = ComputeStepLogps(policy.model, policy.config.pad_token_id, batch, st.objective);
+        if (st.online_reference) {
+          torch::NoGradGuard no_grad;
+          reference_out = ComputeStepLogps(st.online_reference->model, st.online_reference->config.pad_token_id, batch,
+                                           st.objective);
+        }
+      }
+      MFPO_RETURN_IF_ERROR(policy_out.status());
+      const StepLogps& out = *policy_out;
+      ResponseLogps ref;
+      if (st.online_reference) {
+        MFPO_RETURN_IF_ERROR(reference_out.status());
+        ref = reference_out->logps;
+      } else {
+        torch::Tensor r = st.ref_logps.index_select(0, torch::tensor(rows, torch::kInt64)).to(st.device);
+        ref = {r.select(1, 0), r.select(1, 1), r.select(1, 2)};
+      }
+      ObjectiveOutput obj = ComputeObjective(st.objective, out.logps, ref, out.chosen_tokens);
+      MFPO_RETURN_IF_ERROR(CatchAll("backward", [&] { (obj.loss / spec.optimizer().grad_accum()).backward(); }));
+      for (const auto& [k, v] : obj.metrics) sums[k] += v;
+      ++micro_batches;
+      samples_done += static_cast<int64_t>(batch.size());
+    }
+    double grad_norm = 0;
+    {
+      torch::NoGradGuard no_grad;
+      std::vector<torch::Tensor> norms;
+      for (const auto& prm : params)
+        if (prm.grad().defined()) norms.push_back(prm.grad().norm(2).to(torch::kFloat64));
+      grad_norm = norms.empty() ? 0.0 : torch::stack(norms).norm(2).item<double>();
+      if (spec.optimizer().max_grad_norm() > 0 && grad_norm > spec.optimizer().max_grad_norm()) {
+        const double scale = spec.optimizer().max_grad_norm() / (grad_norm + 1e-6);
+        for (const auto& prm : params)
+          if (prm.grad().defined()) prm.grad().mul_(scale);
+      }
+    }
+    optimizer.step();
+    st.step = step + 1;
+    json line = {{"step", step}, {"phase", c.phase_names[p]}, {"lr", lr}, {"grad_norm", grad_norm}};
+    for (const auto& [k, v] : sums) line[k] = v / std::max(1, micro_batches);
+    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    const double rate = samples_done / std::max(secs, 1e-9);
+    line["samples_per_second"] = rate;
+    metrics_out << line.dump() << "\n";
+    metrics_out.flush();
+    if (!metrics_out) return ErrnoStatus(errno, metrics_path.string(), "write failed");
+    const double eta = (c.total_steps - step - 1) * per_step / std::max(rate, 1e-9);
+    std::string rewards;
+    if (line.contains("reward_acc_text"))
+      rewards += absl::StrFormat(" acc_text %.2f", line["reward_acc_text"].get<double>());
+    if (line.contains("reward_acc_image"))
+      rewards += absl::StrFormat(" acc_image %.2f", line["reward_acc_image"].get<double>());
+    progress << absl::StrFormat("\r[%s] step %d/%d loss %.4f%s  %.1f samples/s  ETA %.0f s   ", c.phase_names[p],
+                                step + 1, c.total_steps, line.value("loss", 0.0), rewards, rate, eta)
+             << std::flush;
+    const int every = spec.checkpoint().every_steps();
+    if ((every > 0 && (step + 1) % every == 0) || s + 1 == c.phase_steps[p])
+      MFPO_RETURN_IF_ERROR(SaveCheckpoint(c, step + 1, p));
   }
-  progress << "\ntrained " << total_steps << " steps; checkpoints in " << ckpt_root.string() << "\n";
-  return TrainResult{CheckpointDir(ckpt_root, total_steps).string(), total_steps, true};
+  return TrainResult{CheckpointDir(st.ckpt_root, end).string(), end, true};
+}
+
+absl::StatusOr<TrainResult> RunTraining(const v1::JobSpec& spec, const TrainControl& control,
+                                        std::ostream& progress) {
+  MFPO_ASSIGN_OR_RETURN(std::unique_ptr<TrainingJob> job, TrainingJob::Open(spec));
+  MFPO_RETURN_IF_ERROR(job->ReferencePass());
+  MFPO_ASSIGN_OR_RETURN(Curriculum curriculum, job->ScoreDifficulty());
+  TrainResult result;
+  for (int p = 0; p < static_cast<int>(curriculum.phases.size()); ++p) {
+    MFPO_ASSIGN_OR_RETURN(result, job->TrainPhase(curriculum, p, control, progress));
+    if (!result.completed) return result;
+  }
+  progress << "\ntrained " << curriculum.total_steps << " steps; checkpoints in " << spec.output_dir()
+           << "/checkpoints\n";
+  return result;
 }
 
 }  // namespace mfpo

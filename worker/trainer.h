@@ -1,19 +1,32 @@
-// The single-process MFPO trainer: `mfpo train --spec job.yaml`.
+// The MFPO trainer, as the stages that the coordinator schedules one by one (and `mfpo train
+// --spec job.yaml` runs in a row, RunTraining):
 //
-// Pipeline: load the policy -> read the preference manifest (bad records are reported and
-// skipped) -> make each record's perturbed image (its rejected_image, or global DDPM noise at
-// objective.noise_step, seeded per image; mDPO: always a random crop, seeded per sample) -> reference
-// pass (frozen reference, log-probs of (y_w|m), (y_l|m), (y_w|m') cached on disk under a
-// fingerprint of the reference weights, tokenizer and perturbation) -> difficulty = the policy's
-// mean token entropy on y_w -> easy / medium / hard phases (or one shuffled phase) -> AdamW with
-// linear warm-up and cosine decay, clipping and accumulation -> a checkpoint directory per
-// phase end (and every N steps) -> resume from the newest complete checkpoint.
+//   TrainingJob::Open      load the policy, read and tokenise the preference manifest (bad records
+//                          are reported in output_dir/data_errors.txt and skipped), make each
+//                          record's perturbed image (its rejected_image, or global DDPM noise at
+//                          objective.noise_step, seeded per image; mDPO: always a random crop,
+//                          seeded per sample), check output_dir's run record (run.json).
+//   ReferencePass          frozen reference log-probs of (y_w|m), (y_l|m), (y_w|m') and the
+//                          policy's mean token entropy on y_w (the same forward pass when the
+//                          reference is the starting policy) -> reference_logps.safetensors,
+//                          keyed by a fingerprint of the reference weights, tokenizer and data.
+//   ScoreDifficulty        the curriculum: samples sorted by entropy into easy / medium / hard
+//                          (or one shuffled phase) -> curriculum.json.
+//   TrainPhase(p)          AdamW with linear warm-up and cosine decay over the whole run,
+//                          clipping and accumulation, from the newest complete checkpoint to the
+//                          end of phase p -> checkpoints/step-N (phase ends and every N steps),
+//                          metrics.jsonl.
+//
+// Each stage's output is on disk, so any stage can run in a fresh process after the ones before
+// it; a stage whose output exists and matches reuses it.
 #ifndef MFPO_WORKER_TRAINER_H_
 #define MFPO_WORKER_TRAINER_H_
 
 #include <cstdint>
+#include <memory>
 #include <ostream>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -44,8 +57,43 @@ struct TrainResult {
   bool completed = false;        // false when stopped early by TrainControl::stop_after_steps
 };
 
-// Runs a whole local job: reference pass (or its cache), difficulty scoring, the curriculum's
-// phases, checkpoints and metrics.jsonl. Does not run the spec's evaluation (RunTrainJob does).
+// The curriculum of a job (ScoreDifficulty's output).
+struct Curriculum {
+  std::vector<std::string> phase_names;      // easy, medium, hard / tier<i> / all
+  std::vector<std::vector<int64_t>> phases;  // example indices of each phase, easiest first
+  std::vector<int64_t> phase_steps;          // optimizer steps of each phase (all epochs)
+  int64_t total_steps = 0;
+};
+
+// One training job's state between its stages (its loaded policy and data, the reference
+// log-probs, the curriculum). Holds output_dir's lock while open.
+class TrainingJob {
+ public:
+  // Validates the spec, loads the policy and the data, and takes output_dir (run record, lock).
+  static absl::StatusOr<std::unique_ptr<TrainingJob>> Open(const v1::JobSpec& spec);
+  ~TrainingJob();
+
+  // Reference log-probs and entropy: reuses reference_logps.safetensors when its fingerprint
+  // matches, refuses one that does not, computes and writes it otherwise.
+  absl::Status ReferencePass();
+  // Curriculum from the entropy of ReferencePass (curriculum.json, rewritten identically).
+  absl::StatusOr<Curriculum> ScoreDifficulty();
+  // Trains phase `phase` of `curriculum` from the newest checkpoint (steps before it are skipped;
+  // a checkpoint past this phase makes this a no-op). `control.stop_after_steps` may stop it
+  // early with a checkpoint (result.completed false).
+  absl::StatusOr<TrainResult> TrainPhase(const Curriculum& curriculum, int phase, const TrainControl& control,
+                                         std::ostream& progress);
+  int64_t samples() const;
+
+ private:
+  struct State;
+  explicit TrainingJob(std::unique_ptr<State> state);
+  absl::Status SaveCheckpoint(const Curriculum& curriculum, int64_t step, int phase);
+  std::unique_ptr<State> s_;
+};
+
+// Runs a whole local job: the stages above in a row. Does not run the spec's evaluation
+// (`mfpo train`, cli/train_command.cc, does).
 absl::StatusOr<TrainResult> RunTraining(const v1::JobSpec& spec, const TrainControl& control,
                                         std::ostream& progress);
 

@@ -1,10 +1,10 @@
-# Shared by scripts/run-default.sh, scripts/claim.sh and scripts/ablate.sh (sourced, not run):
+# Shared by scripts/experiment.sh (and so scripts/run-default.sh), sourced, not run:
 # one preference job (spec written from variables, `mfpo train`, which runs datagen's output
 # through the reference pass, difficulty scoring, the curriculum phases and the evaluation).
 #
 # The hyper-parameters below were chosen on the development world (seed $DEV_WORLD_SEED) and are
 # used unchanged on the report world (seed $REPORT_WORLD_SEED), which no tuning ever saw.
-MFPO=${MFPO:-build/worker/mfpo}
+MFPO=${MFPO:-build/cli/mfpo}
 SFT_BASELINE=${SFT_BASELINE:-common/data/sft-baseline}
 MFPO_ARGS=()  # given to every mfpo command (experiment.sh --threads N: (--threads N))
 DEV_WORLD_SEED=10
@@ -44,7 +44,8 @@ YAML
 # sft_eval WORLD OUT_DIR [MODEL]: the starting model's evaluation (the table's SFT row).
 sft_eval() {
   local world=$1 out=$2 model=${3:-$SFT_BASELINE}
-  if [ -e "$out/scores.jsonl" ]; then echo "== SFT evaluation: kept $out"; return; fi
+  # report.json is an evaluation's last file: a directory without it is redone.
+  if [ -e "$out/report.json" ]; then echo "== SFT evaluation: kept $out"; return; fi
   echo "== SFT evaluation: mfpo eval --model $model"
   "$MFPO" "${MFPO_ARGS[@]}" eval --model "$model" --data "$world" --out "$out" --limit "$EVAL_IMAGES" --max_new_tokens 32 \
     --batch_size 64 --overwrite

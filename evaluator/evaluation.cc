@@ -1,4 +1,4 @@
-#include "worker/eval_commands.h"
+#include "evaluator/evaluation.h"
 
 #include <algorithm>
 #include <chrono>
@@ -24,8 +24,8 @@
 #include "common/status_macros.h"
 #include "common/torch_seam.h"
 #include "datagen/diffusion_noise.h"
-#include "worker/eval_stats.h"
-#include "worker/hallucination_metrics.h"
+#include "evaluator/eval_stats.h"
+#include "evaluator/hallucination_metrics.h"
 
 namespace mfpo {
 namespace fs = std::filesystem;
@@ -363,14 +363,23 @@ absl::Status RunScore(const ScoreCommandOptions& o, std::ostream& out) {
   return absl::OkStatus();
 }
 
+nlohmann::json EvalOptionsJson(const EvalCommandOptions& o) {
+  return {{"model", o.model_dir}, {"data", o.data_dir}, {"split", o.split}, {"suites", o.suites},
+          {"limit", o.limit}, {"batch_size", o.batch_size}, {"max_new_tokens", o.max_new_tokens},
+          {"short_answer_tokens", o.short_answer_tokens}, {"bootstrap_resamples", o.bootstrap_resamples},
+          {"noise_step", o.noise_step}, {"seed", o.seed}, {"dtype", o.dtype}};
+}
+
 absl::Status RunEval(const EvalCommandOptions& o, std::ostream& out) {
   if (o.model_dir.empty()) return absl::InvalidArgumentError("--model is required");
   if (o.data_dir.empty()) return absl::InvalidArgumentError("--data is required");
   if (o.out_dir.empty()) return absl::InvalidArgumentError("--out is required");
+  if (o.suites.empty()) return absl::InvalidArgumentError("--suite names no suite (chair,pope,amber,reliance)");
   for (const auto& s : o.suites)
     if (s != "chair" && s != "pope" && s != "amber" && s != "reliance")
-      return absl::InvalidArgumentError(absl::StrCat("--suite: unknown suite '", s, "'"));
+      return absl::InvalidArgumentError(absl::StrCat("--suite: unknown suite '", s, "' (chair, pope, amber, reliance)"));
   if (o.batch_size <= 0) return absl::InvalidArgumentError("--batch-size must be positive");
+  if (o.limit < 0) return absl::InvalidArgumentError("--limit must be >= 0 (0: every image of the split)");
   MFPO_RETURN_IF_ERROR(CheckNewOutputDir(o.out_dir, o.overwrite));
   auto wants = [&](const char* s) { return std::find(o.suites.begin(), o.suites.end(), s) != o.suites.end(); };
   const fs::path data(o.data_dir);
@@ -386,6 +395,25 @@ absl::Status RunEval(const EvalCommandOptions& o, std::ostream& out) {
   }));
   if (images.empty())
     return absl::InvalidArgumentError(absl::StrCat(o.data_dir, ": no '", o.split, "' images in annotations.jsonl"));
+  // An image that cannot be read fails that image, not the evaluation: it is left out of every
+  // suite and listed in the report (`mfpo report` then refuses to pair this run with one that
+  // scored it).
+  json skipped = json::array();
+  {
+    std::vector<WorldImage> readable;
+    for (auto& w : images) {
+      absl::StatusOr<cv::Mat> decoded = ReadImageFile(w.image);
+      if (decoded.ok()) {
+        readable.push_back(std::move(w));
+        continue;
+      }
+      spdlog::warn("eval: image {} left out: {}", w.id, std::string(decoded.status().message()));
+      skipped.push_back({{"id", w.id}, {"error", std::string(decoded.status().message())}});
+    }
+    images = std::move(readable);
+  }
+  if (images.empty())
+    return absl::InvalidArgumentError(absl::StrCat(o.data_dir, ": none of the '", o.split, "' images can be read"));
   LoadModelOptions load;
   if (o.dtype == "bfloat16") load.dtype = torch::kBFloat16;
   else if (o.dtype != "float32") return absl::InvalidArgumentError("--dtype: float32 or bfloat16");
@@ -397,7 +425,14 @@ absl::Status RunEval(const EvalCommandOptions& o, std::ostream& out) {
   fs::create_directories(o.out_dir, ec);
   if (ec) return absl::InternalError(absl::StrCat(o.out_dir, ": ", ec.message()));
   std::ostringstream answers_out;  // written with the report at the end: a failed run leaves none
-  json report = {{"model", o.model_dir}, {"data", o.data_dir}, {"split", o.split}, {"images", images.size()}};
+  json report = {{"model", o.model_dir}, {"data", o.data_dir}, {"split", o.split}, {"images", images.size()},
+                 {"skipped_images", skipped}, {"options", EvalOptionsJson(o)}};
+  // The world's parameters (seed, sizes, priors): `mfpo report` refuses to pair runs of two worlds.
+  if (std::error_code ec; fs::exists(fs::path(o.data_dir) / "world.json", ec)) {
+    json world;
+    MFPO_RETURN_IF_ERROR(ReadJsonFile((fs::path(o.data_dir) / "world.json").string(), &world));
+    report["world"] = world;
+  }
   std::vector<std::pair<std::string, std::string>> table;
   auto pct = [](double v) { return absl::StrFormat("%.1f", 100 * v); };
   // Each image's counts (scores.jsonl): the confidence intervals resample images.
@@ -513,6 +548,10 @@ absl::Status RunEval(const EvalCommandOptions& o, std::ostream& out) {
       types.push_back(j.value("type", ""));
       return absl::OkStatus();
     }));
+    if (qs.empty())
+      return absl::InvalidArgumentError(absl::StrCat((data / (o.split + ".jsonl")).string(),
+                                                     ": no questions with an answer for the evaluated images (the "
+                                                     "reliance suite needs them; leave it out with --suite)"));
     std::vector<Query> noised = qs;
     for (auto& q : noised) q.noised = true;
     MFPO_ASSIGN_OR_RETURN(auto clean_answers, answerer.Run(qs, "reliance-clean", o.short_answer_tokens));
@@ -564,10 +603,20 @@ absl::Status RunEval(const EvalCommandOptions& o, std::ostream& out) {
   md << "\n95% bootstrap intervals over the images (" << o.bootstrap_resamples << " resamples, %):\n\n"
      << "| Metric | Value [95% CI] |\n|---|---|\n";
   for (const auto& [k, v] : ci_table) md << "| " << k << " | " << v << " |\n";
-  MFPO_RETURN_IF_ERROR(WriteFileAtomically((fs::path(o.out_dir) / "scores.jsonl").string(), ImageScoresJsonl(scores)));
-  MFPO_RETURN_IF_ERROR(WriteFileAtomically((fs::path(o.out_dir) / "answers.jsonl").string(), answers_out.str()));
-  MFPO_RETURN_IF_ERROR(WriteFileAtomically((fs::path(o.out_dir) / "report.json").string(), report.dump(2) + "\n"));
-  MFPO_RETURN_IF_ERROR(WriteFileAtomically((fs::path(o.out_dir) / "report.md").string(), md.str()));
+  // The four files or none (report.json last: readers take it as the mark of a finished run): a
+  // failed write (a full disk) removes what was written, so the same command can run again.
+  {
+    const std::vector<std::pair<std::string, std::string>> files = {{"scores.jsonl", ImageScoresJsonl(scores)},
+                                                                    {"answers.jsonl", answers_out.str()},
+                                                                    {"report.md", md.str()},
+                                                                    {"report.json", report.dump(2) + "\n"}};
+    for (size_t i = 0; i < files.size(); ++i) {
+      absl::Status written = WriteFileAtomically((fs::path(o.out_dir) / files[i].first).string(), files[i].second);
+      if (written.ok()) continue;
+      for (size_t k = 0; k < i; ++k) fs::remove(fs::path(o.out_dir) / files[k].first, ec);
+      return Annotate(written, "nothing of this evaluation was kept; rerun the same command once the cause is fixed");
+    }
+  }
   out << "evaluation of " << o.model_dir << " on " << images.size() << " " << o.split << " images\n";
   PrintTable(out, table);
   out << "95% bootstrap intervals over the images (%):\n";

@@ -1,4 +1,4 @@
-#include "worker/hallucination_metrics.h"
+#include "evaluator/hallucination_metrics.h"
 
 #include <algorithm>
 #include <random>

@@ -1,12 +1,15 @@
-#include "worker/train_command.h"
+#include "cli/train_command.h"
 
 #include <filesystem>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include <nlohmann/json.hpp>
+
 #include "common/file_util.h"
+#include "common/jsonl.h"
 #include "common/status_macros.h"
-#include "worker/eval_commands.h"
+#include "evaluator/evaluation.h"
 #include "worker/job_spec.h"
 #include "worker/trainer.h"
 
@@ -39,7 +42,18 @@ absl::Status RunTrainCommand(const TrainCommandOptions& options, std::ostream& o
   eval.seed = spec.evaluation().seed();
   eval.batch_size = spec.evaluation().batch_size();
   eval.dtype = spec.model().dtype();
-  eval.overwrite = true;  // the job's own directory: a rerun of the job evaluates again
+  eval.overwrite = true;  // the job's own directory: a rerun with other settings evaluates again
+  // A finished evaluation of this checkpoint with the same settings is kept (a rerun of a whole
+  // experiment does not pay every evaluation again).
+  const std::filesystem::path done = std::filesystem::path(eval.out_dir) / "report.json";
+  if (std::error_code ec; std::filesystem::exists(done, ec)) {
+    nlohmann::json previous;
+    if (ReadJsonFile(done.string(), &previous).ok() && previous.is_object() && previous.contains("options") &&
+        previous["options"] == EvalOptionsJson(eval)) {
+      out << "== evaluation: kept " << eval.out_dir << " (the same checkpoint and settings)\n";
+      return absl::OkStatus();
+    }
+  }
   out << "== evaluation of " << result.final_checkpoint << " on " << eval.data_dir << " (" << eval.split << ")\n";
   return Annotate(RunEval(eval, out), "evaluation");
 }

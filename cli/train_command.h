@@ -1,7 +1,7 @@
 // `mfpo train`: one local job end to end: training (worker/trainer.h), then the spec's
 // evaluation section on the final checkpoint (worker/eval_commands.h).
-#ifndef MFPO_WORKER_TRAIN_COMMAND_H_
-#define MFPO_WORKER_TRAIN_COMMAND_H_
+#ifndef MFPO_CLI_TRAIN_COMMAND_H_
+#define MFPO_CLI_TRAIN_COMMAND_H_
 
 #include <cstdint>
 #include <ostream>
@@ -22,4 +22,4 @@ absl::Status RunTrainCommand(const TrainCommandOptions& options, std::ostream& o
 
 }  // namespace mfpo
 
-#endif  // MFPO_WORKER_TRAIN_COMMAND_H_
+#endif  // MFPO_CLI_TRAIN_COMMAND_H_

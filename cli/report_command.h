@@ -2,8 +2,8 @@
 // the result table with 95% bootstrap intervals over the test images, paired differences of one
 // model against the others, means over seeds, and PNG plots of the training curves and of the
 // table. Reads what `mfpo eval` / `mfpo train` wrote; writes report.md, report.json, *.png.
-#ifndef MFPO_WORKER_REPORT_COMMAND_H_
-#define MFPO_WORKER_REPORT_COMMAND_H_
+#ifndef MFPO_CLI_REPORT_COMMAND_H_
+#define MFPO_CLI_REPORT_COMMAND_H_
 
 #include <cstdint>
 #include <ostream>
@@ -45,4 +45,4 @@ absl::Status RunReport(const ReportCommandOptions& options, std::ostream& out);
 
 }  // namespace mfpo
 
-#endif  // MFPO_WORKER_REPORT_COMMAND_H_
+#endif  // MFPO_CLI_REPORT_COMMAND_H_

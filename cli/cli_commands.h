@@ -1,7 +1,7 @@
 // The offline subcommands of the `mfpo` tool. main() parses flags into these Options structs;
 // everything here returns Status and writes user-facing output to the given stream.
-#ifndef MFPO_WORKER_CLI_COMMANDS_H_
-#define MFPO_WORKER_CLI_COMMANDS_H_
+#ifndef MFPO_CLI_CLI_COMMANDS_H_
+#define MFPO_CLI_CLI_COMMANDS_H_
 
 #include <cstdint>
 #include <ostream>
@@ -65,4 +65,4 @@ absl::Status RunImport(const ImportCommandOptions& options, std::ostream& out, s
 
 }  // namespace mfpo
 
-#endif  // MFPO_WORKER_CLI_COMMANDS_H_
+#endif  // MFPO_CLI_CLI_COMMANDS_H_

@@ -1,4 +1,4 @@
-#include "worker/object_text.h"
+#include "common/text/object_text.h"
 
 #include <cctype>
 #include <fstream>

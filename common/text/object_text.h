@@ -3,8 +3,8 @@
 // the special cases: baby/adult <animal> -> <animal>, passenger jet/train, bow tie -> tie,
 // toilet seat -> toilet, and "seat" dropped when "toilet" is present), keep the words of the
 // synonym table, map them to canonical names.
-#ifndef MFPO_WORKER_OBJECT_TEXT_H_
-#define MFPO_WORKER_OBJECT_TEXT_H_
+#ifndef MFPO_COMMON_TEXT_OBJECT_TEXT_H_
+#define MFPO_COMMON_TEXT_OBJECT_TEXT_H_
 
 #include <map>
 #include <set>
@@ -49,9 +49,9 @@ class ObjectVocabulary {
   std::vector<std::string> categories_;
 };
 
-// The COCO table (datagen/data/coco_synonyms.txt, CHAIR's synonyms.txt), compiled in.
+// The COCO table (common/text/coco_synonyms.txt, CHAIR's synonyms.txt), compiled in.
 std::string CocoSynonymTable();
 
 }  // namespace mfpo
 
-#endif  // MFPO_WORKER_OBJECT_TEXT_H_
+#endif  // MFPO_COMMON_TEXT_OBJECT_TEXT_H_

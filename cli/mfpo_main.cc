@@ -14,16 +14,17 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/str_cat.h"
+#include "cli/cli_commands.h"
+#include "cli/report_command.h"
+#include "cli/train_command.h"
 #include "common/cli_util.h"
 #include "common/torch_seam.h"
 #include "datagen/perturb_flags.h"
-#include "worker/cli_commands.h"
-#include "worker/eval_commands.h"
+#include "evaluator/evaluation.h"
 #include "worker/job_spec.h"
-#include "worker/report_command.h"
-#include "worker/train_command.h"
 #include "worker/vision_pretrain.h"
 
 ABSL_FLAG(std::string, model, "", "model directory (Hugging Face LLaVA layout)");
@@ -78,6 +79,16 @@ ABSL_FLAG(std::string, dtype, "float32",
 
 namespace {
 
+// A comma-separated flag value as a list: items trimmed, empty items dropped.
+std::vector<std::string> List(const std::string& value) {
+  std::vector<std::string> out;
+  for (absl::string_view item : absl::StrSplit(value, ',')) {
+    item = absl::StripAsciiWhitespace(item);
+    if (!item.empty()) out.emplace_back(item);
+  }
+  return out;
+}
+
 constexpr char kUsage[] = R"(mfpo <command> [flags]
 
 Commands:
@@ -107,11 +118,13 @@ Commands:
   generate --model DIR --image FILE --prompt TEXT [--max-new-tokens N] [--json]
       [--dtype bfloat16]
       greedy answer to the prompt about the image
-  convert-model --model DIR --out DIR --dtype bfloat16|float16|float32
-      a copy of a model directory with its weights in another dtype
-  report --runs LABEL[@SEED]=DIR,... --out DIR [--focus LABEL] [--notes FILE]
-      the experiment report over evaluated runs: table with 95% bootstrap intervals, paired
-      differences, means over seeds, PNG plots of the training curves and of the table
+  convert-model --model DIR --out DIR [--dtype float32|bfloat16|float16]
+      a copy of a model directory with its weights in another dtype (default float32)
+  report --runs LABEL[@SEED]=DIR,... --out DIR [--focus LABEL] [--notes FILE] [--title TEXT]
+      [--claim chair_s,chair_i] [--claim_against LABEL,...] [--claim_gap_over LABEL] [--overwrite]
+      the experiment report over evaluated runs (all on the same test images): table with 95%
+      bootstrap intervals, paired differences of --focus against the others, means over seeds,
+      the claim check, PNG plots of the training curves and of the table
 
 mfpo <command> --help lists the command's flags.
 )";
@@ -147,7 +160,8 @@ const std::vector<mfpo::CommandFlags>& Commands() {
 
 const std::vector<std::string> kGlobalFlags = {"threads"};
 
-int Run(const std::vector<char*>& args);
+// `given`: the flags named on the command line (to tell `--suite ''` from no --suite).
+int Run(const std::vector<char*>& args, const std::vector<std::string>& given);
 
 }  // namespace
 
@@ -188,13 +202,13 @@ int main(int argc, char** argv) {
   }
   // The last seam: whatever a command throws (it should not) becomes an error, not an abort.
   int code = 1;
-  absl::Status thrown = mfpo::CatchAll(absl::StrCat("mfpo ", args[1]), [&] { code = Run(args); });
+  absl::Status thrown = mfpo::CatchAll(absl::StrCat("mfpo ", args[1]), [&] { code = Run(args, mfpo::GivenFlagNames(normalised)); });
   return thrown.ok() ? code : Exit(thrown);
 }
 
 namespace {
 
-int Run(const std::vector<char*>& args) {
+int Run(const std::vector<char*>& args, const std::vector<std::string>& given) {
   const int threads = absl::GetFlag(FLAGS_threads);
   if (threads < 0 || threads > 1024) return Exit(absl::InvalidArgumentError("--threads must be in [0, 1024] (0: one per core)"));
   torch::set_num_threads(threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency()));
@@ -269,7 +283,7 @@ int Run(const std::vector<char*>& args) {
     o.model_dir = absl::GetFlag(FLAGS_model);
     o.data_dir = absl::GetFlag(FLAGS_data);
     o.out_dir = absl::GetFlag(FLAGS_out);
-    if (!absl::GetFlag(FLAGS_suite).empty()) o.suites = absl::StrSplit(absl::GetFlag(FLAGS_suite), ',');
+    if (std::find(given.begin(), given.end(), "suite") != given.end()) o.suites = List(absl::GetFlag(FLAGS_suite));
     o.split = absl::GetFlag(FLAGS_split);
     o.limit = absl::GetFlag(FLAGS_limit);
     o.batch_size = absl::GetFlag(FLAGS_batch_size);
@@ -304,8 +318,8 @@ int Run(const std::vector<char*>& args) {
     o.title = absl::GetFlag(FLAGS_title);
     o.focus = absl::GetFlag(FLAGS_focus);
     o.notes_path = absl::GetFlag(FLAGS_notes);
-    o.claim = absl::StrSplit(absl::GetFlag(FLAGS_claim), ',', absl::SkipEmpty());
-    o.claim_against = absl::StrSplit(absl::GetFlag(FLAGS_claim_against), ',', absl::SkipEmpty());
+    o.claim = List(absl::GetFlag(FLAGS_claim));
+    o.claim_against = List(absl::GetFlag(FLAGS_claim_against));
     o.claim_gap_over = absl::GetFlag(FLAGS_claim_gap_over);
     o.resamples = absl::GetFlag(FLAGS_bootstrap_resamples);
     o.seed = absl::GetFlag(FLAGS_seed);

@@ -1,4 +1,4 @@
-#include "worker/cli_commands.h"
+#include "cli/cli_commands.h"
 
 #include <chrono>
 #include <filesystem>

@@ -1,8 +1,8 @@
 // Offline hallucination metrics: CHAIR (Object HalBench), POPE and AMBER (generative,
 // exact-match mode). Pure functions over answers and ground truth; the `mfpo score` and
 // `mfpo eval` commands feed them.
-#ifndef MFPO_WORKER_HALLUCINATION_METRICS_H_
-#define MFPO_WORKER_HALLUCINATION_METRICS_H_
+#ifndef MFPO_EVALUATOR_HALLUCINATION_METRICS_H_
+#define MFPO_EVALUATOR_HALLUCINATION_METRICS_H_
 
 #include <cstdint>
 #include <map>
@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "worker/object_text.h"
+#include "common/text/object_text.h"
 
 namespace mfpo {
 
@@ -103,4 +103,4 @@ class AmberScorer {
 
 }  // namespace mfpo
 
-#endif  // MFPO_WORKER_HALLUCINATION_METRICS_H_
+#endif  // MFPO_EVALUATOR_HALLUCINATION_METRICS_H_

@@ -1,8 +1,8 @@
 // Small PNG charts drawn with OpenCV for the experiment report: line charts (loss terms and
 // reward accuracies per step, one panel per run) and a grouped bar chart with error bars (the
 // result table). No plotting library is needed on the machine.
-#ifndef MFPO_WORKER_CHARTS_H_
-#define MFPO_WORKER_CHARTS_H_
+#ifndef MFPO_CLI_CHARTS_H_
+#define MFPO_CLI_CHARTS_H_
 
 #include <string>
 #include <vector>
@@ -37,4 +37,4 @@ std::vector<double> MovingAverage(const std::vector<double>& y, int window);
 
 }  // namespace mfpo
 
-#endif  // MFPO_WORKER_CHARTS_H_
+#endif  // MFPO_CLI_CHARTS_H_

@@ -1,4 +1,4 @@
-#include "worker/eval_stats.h"
+#include "evaluator/eval_stats.h"
 
 #include <cmath>
 #include <filesystem>

@@ -1,11 +1,13 @@
 // `mfpo score` (metrics for answers from any system) and `mfpo eval` (generate + score).
-#ifndef MFPO_WORKER_EVAL_COMMANDS_H_
-#define MFPO_WORKER_EVAL_COMMANDS_H_
+#ifndef MFPO_EVALUATOR_EVALUATION_H_
+#define MFPO_EVALUATOR_EVALUATION_H_
 
 #include <cstdint>
 #include <ostream>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "absl/status/status.h"
 
@@ -42,7 +44,10 @@ struct EvalCommandOptions {
   bool overwrite = false;  // write into an out_dir that is not empty (refused otherwise)
 };
 absl::Status RunEval(const EvalCommandOptions& options, std::ostream& out);
+// Everything that decides an evaluation's numbers (report.json "options"): an evaluation whose
+// report holds the same options need not run again.
+nlohmann::json EvalOptionsJson(const EvalCommandOptions& options);
 
 }  // namespace mfpo
 
-#endif  // MFPO_WORKER_EVAL_COMMANDS_H_
+#endif  // MFPO_EVALUATOR_EVALUATION_H_

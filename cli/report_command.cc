@@ -1,4 +1,4 @@
-#include "worker/report_command.h"
+#include "cli/report_command.h"
 
 #include <algorithm>
 #include <cmath>
@@ -15,8 +15,8 @@
 #include "common/file_util.h"
 #include "common/jsonl.h"
 #include "common/status_macros.h"
-#include "worker/charts.h"
-#include "worker/eval_stats.h"
+#include "cli/charts.h"
+#include "evaluator/eval_stats.h"
 
 namespace mfpo {
 namespace fs = std::filesystem;
@@ -30,6 +30,7 @@ struct LoadedRun {
   ImageScores scores;
   std::map<std::string, Interval> ci;
   std::vector<json> steps;  // metrics.jsonl of a training run (empty for an eval-only run)
+  json world;               // the evaluated world's world.json (null for evaluations older than it)
 };
 
 // The table's columns: heading and the metrics shown in it (" / " between several).
@@ -85,6 +86,14 @@ absl::StatusOr<LoadedRun> LoadRun(const ReportRun& r, const ReportCommandOptions
     return absl::NotFoundError(absl::StrCat(r.dir, ": neither scores.jsonl nor eval/scores.jsonl (run '", r.label,
                                             "'; `mfpo eval` writes it)"));
   }
+  // report.json is the evaluation's last file: without it the evaluation did not finish.
+  const fs::path eval_report = fs::path(l.eval_dir) / "report.json";
+  if (!fs::exists(eval_report, ec))
+    return absl::FailedPreconditionError(absl::StrCat(l.eval_dir, ": scores.jsonl without report.json: the evaluation "
+                                                      "did not finish (run '", r.label, "'); rerun it"));
+  json eval_json;
+  MFPO_RETURN_IF_ERROR(ReadJsonFile(eval_report.string(), &eval_json));
+  if (eval_json.is_object() && eval_json.contains("world")) l.world = eval_json["world"];
   MFPO_ASSIGN_OR_RETURN(l.scores, ReadImageScores((fs::path(l.eval_dir) / "scores.jsonl").string()));
   l.ci = BootstrapIntervals(l.scores, ReportMetrics(), o.resamples, o.seed);
   if (fs::exists(dir / "metrics.jsonl", ec)) {
@@ -102,7 +111,10 @@ std::vector<double> Column(const std::vector<json>& steps, const std::string& ke
   return v;
 }
 
-absl::Status WritePlots(const fs::path& out, const std::vector<const LoadedRun*>& runs, const std::string& seed_note) {
+// Writes the charts; `written` gets the file names (the line charts only when some run has
+// metrics.jsonl).
+absl::Status WritePlots(const fs::path& out, const std::vector<const LoadedRun*>& runs, const std::string& seed_note,
+                        std::vector<std::string>* written) {
   std::vector<LinePanel> loss_panels, acc_panels;
   for (const LoadedRun* r : runs) {
     if (r->steps.empty()) continue;
@@ -124,12 +136,16 @@ absl::Status WritePlots(const fs::path& out, const std::vector<const LoadedRun*>
     if (!loss.series.empty()) loss_panels.push_back(loss);
     if (!acc.series.empty()) acc_panels.push_back(acc);
   }
-  if (!loss_panels.empty())
+  if (!loss_panels.empty()) {
     MFPO_RETURN_IF_ERROR(WriteLineChart((out / "loss_terms.png").string(), absl::StrCat("Loss terms per step", seed_note),
                                         loss_panels));
-  if (!acc_panels.empty())
+    written->push_back("loss_terms.png");
+  }
+  if (!acc_panels.empty()) {
     MFPO_RETURN_IF_ERROR(WriteLineChart((out / "reward_accuracy.png").string(),
                                         absl::StrCat("Text and image reward accuracy per step", seed_note), acc_panels));
+    written->push_back("reward_accuracy.png");
+  }
   std::vector<std::string> labels;
   for (const LoadedRun* r : runs) labels.push_back(r->run.label);
   std::vector<BarGroup> groups;
@@ -143,8 +159,10 @@ absl::Status WritePlots(const fs::path& out, const std::vector<const LoadedRun*>
     }
     groups.push_back(g);
   }
-  return WriteBarChart((out / "table.png").string(), absl::StrCat("Hallucination metrics (%)", seed_note), "%", labels,
-                       groups);
+  MFPO_RETURN_IF_ERROR(WriteBarChart((out / "table.png").string(), absl::StrCat("Hallucination metrics (%)", seed_note),
+                                     "%", labels, groups));
+  written->insert(written->begin(), "table.png");
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -162,7 +180,14 @@ absl::StatusOr<ReportRun> ParseReportRun(const std::string& text) {
     r.label = r.label.substr(0, at);
     if (r.seed.empty() || r.label.empty())
       return absl::InvalidArgumentError(absl::StrCat("--runs: '", text, "': empty label or seed around '@'"));
+    if (r.seed.size() > 9 || r.seed.find_first_not_of("0123456789") != std::string::npos)
+      return absl::InvalidArgumentError(
+          absl::StrCat("--runs: '", text, "': the seed after '@' must be a non-negative integer (at most 9 digits)"));
   }
+  for (unsigned char ch : r.label)
+    if (ch == '|' || ch < 0x20 || ch == 0x7f)
+      return absl::InvalidArgumentError(
+          absl::StrCat("--runs: '", text, "': a label may not contain '|' or control characters (it heads a table row)"));
   return r;
 }
 
@@ -171,9 +196,11 @@ absl::Status RunReport(const ReportCommandOptions& o, std::ostream& out) {
   if (o.out_dir.empty()) return absl::InvalidArgumentError("--out is required");
   if (o.resamples < 100 || o.resamples > 100000)
     return absl::InvalidArgumentError("--bootstrap-resamples must be in [100, 100000]");
+  if (o.claim.empty()) return absl::InvalidArgumentError("--claim names no metric (e.g. --claim chair_s,chair_i)");
   for (const std::string& m : o.claim)
     if (std::find(ReportMetrics().begin(), ReportMetrics().end(), m) == ReportMetrics().end())
-      return absl::InvalidArgumentError(absl::StrCat("--claim: unknown metric '", m, "'"));
+      return absl::InvalidArgumentError(absl::StrCat("--claim: unknown metric '", m, "' (one of ",
+                                                     absl::StrJoin(ReportMetrics(), ", "), ")"));
   // Labels and seeds in order of first appearance; one run per (label, seed).
   std::vector<std::string> labels, seeds;
   std::set<std::pair<std::string, std::string>> seen;
@@ -184,6 +211,10 @@ absl::Status RunReport(const ReportCommandOptions& o, std::ostream& out) {
     if (std::find(labels.begin(), labels.end(), r.label) == labels.end()) labels.push_back(r.label);
     if (std::find(seeds.begin(), seeds.end(), r.seed) == seeds.end()) seeds.push_back(r.seed);
   }
+  if (seeds.size() > 1 && std::find(seeds.begin(), seeds.end(), "") != seeds.end())
+    return absl::InvalidArgumentError(
+        "--runs: either every run names its seed (LABEL@SEED=DIR) or none does; a run without a seed "
+        "(e.g. the SFT model's evaluation) is given once per seed, as SFT@1=DIR,SFT@2=DIR");
   const std::string focus = o.focus.empty() ? labels.back() : o.focus;
   if (std::find(labels.begin(), labels.end(), focus) == labels.end())
     return absl::InvalidArgumentError(absl::StrCat("--focus: '", focus, "' is not one of the labels of --runs"));
@@ -197,12 +228,48 @@ absl::Status RunReport(const ReportCommandOptions& o, std::ostream& out) {
   if (!o.notes_path.empty()) {
     MFPO_ASSIGN_OR_RETURN(notes, ReadFileToString(o.notes_path, "notes file", 1 << 20));
   }
+  {
+    std::error_code ec;
+    for (const ReportRun& r : o.runs)
+      for (const fs::path& d : {fs::path(r.dir), fs::path(r.dir) / "eval"})
+        if (fs::equivalent(o.out_dir, d, ec))
+          return absl::InvalidArgumentError(absl::StrCat("--out ", o.out_dir, " is the directory of run '", r.label,
+                                                         "' (", d.string(), "): the report would overwrite its files"));
+  }
   MFPO_RETURN_IF_ERROR(CheckNewOutputDir(o.out_dir, o.overwrite));
 
   std::vector<LoadedRun> runs;
   for (const ReportRun& r : o.runs) {
     MFPO_ASSIGN_OR_RETURN(LoadedRun l, LoadRun(r, o));
     runs.push_back(std::move(l));
+  }
+  // Every run must be scored on the same test images: paired differences match images by id.
+  {
+    auto sorted_ids = [](const LoadedRun& r) {
+      std::vector<std::string> ids = r.scores.ids;
+      std::sort(ids.begin(), ids.end());
+      return ids;
+    };
+    const std::vector<std::string> first_ids = sorted_ids(runs.front());
+    const LoadedRun* with_world = nullptr;
+    for (const LoadedRun& r : runs) {
+      if (r.world.is_null()) continue;
+      if (!with_world) with_world = &r;
+      if (r.world != with_world->world)
+        return absl::FailedPreconditionError(absl::StrCat(
+            "run '", r.run.label, "' was evaluated on world ", r.world.dump(), " but run '", with_world->run.label,
+            "' on world ", with_world->world.dump(), ": evaluate every run on the same world"));
+    }
+    for (const LoadedRun& r : runs) {
+      const std::vector<std::string> ids = sorted_ids(r);
+      if (ids == first_ids) continue;
+      std::vector<std::string> only;
+      std::set_symmetric_difference(ids.begin(), ids.end(), first_ids.begin(), first_ids.end(), std::back_inserter(only));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "run '", r.run.label, "' (", r.eval_dir, ", ", ids.size(), " images) and run '", runs.front().run.label, "' (",
+          runs.front().eval_dir, ", ", first_ids.size(), " images) were not scored on the same test images (e.g. '",
+          only.front(), "' is in only one of them): evaluate every run on the same world and --limit"));
+    }
   }
   auto find = [&](const std::string& label, const std::string& seed) -> const LoadedRun* {
     for (const auto& r : runs)
@@ -219,7 +286,7 @@ absl::Status RunReport(const ReportCommandOptions& o, std::ostream& out) {
      << " resamples). Lower is better for CHAIR and AMBER Hal; higher for recall, POPE F1 and the reliance gap "
         "(accuracy on clean images minus accuracy on globally noised ones: how much the answers depend on the "
         "image).\n";
-  int claim_holds = 0;
+  int claim_holds = 0, claim_seeds = 0;  // seeds where the claim holds / could be checked
   for (const std::string& seed : seeds) {
     md << "\n## " << (seed.empty() ? "Results" : absl::StrCat("Seed ", seed)) << "\n\n| model |";
     for (const auto& [h, _] : Columns()) md << " " << h << " |";
@@ -243,7 +310,11 @@ absl::Status RunReport(const ReportCommandOptions& o, std::ostream& out) {
     }
     // The focus model against each other model of this seed, on the same images.
     const LoadedRun* f = find(focus, seed);
-    if (!f) continue;
+    if (!f) {
+      md << "\nClaim: n/a (no " << focus << " run for this seed)\n";
+      jclaims[seed.empty() ? "all" : seed] = {{"holds", nullptr}};
+      continue;
+    }
     md << "\nPaired differences " << focus << " minus each other model (same images resampled for both; * = the "
        << "interval excludes 0):\n\n| vs |";
     for (const auto& m : kKeyMetrics) md << " " << ShortName(m) << " |";
@@ -251,7 +322,12 @@ absl::Status RunReport(const ReportCommandOptions& o, std::ostream& out) {
     for (size_t i = 0; i < kKeyMetrics.size(); ++i) md << "---|";
     md << "\n";
     bool holds = true;
+    int compared = 0;  // models the claim was checked against
     json jseed = json::object();
+    // The models the claim needs in this seed (every other one when --claim_against is empty).
+    std::vector<std::string> missing;
+    for (const std::string& l : named)
+      if (!find(l, seed)) missing.push_back(l);
     for (const std::string& label : labels) {
       const LoadedRun* r = find(label, seed);
       if (!r || label == focus) continue;
@@ -279,6 +355,7 @@ absl::Status RunReport(const ReportCommandOptions& o, std::ostream& out) {
         jseed[label] = {{"differences", jd}, {"claim", jc}};
         continue;
       }
+      ++compared;
       for (const std::string& m : o.claim) {
         const Interval &a = f->ci.at(m), &b = r->ci.at(m);
         const bool lower = LowerIsBetter(m);
@@ -294,18 +371,31 @@ absl::Status RunReport(const ReportCommandOptions& o, std::ostream& out) {
       holds = holds && !(recall_drop > 0.02);
       jseed[label] = {{"differences", jd}, {"claim", jc}};
     }
-    jseed["holds"] = holds;
-    claim_holds += holds;
+    const bool decidable = compared > 0 && missing.empty();
+    jseed["holds"] = decidable ? json(holds) : json(nullptr);
+    if (decidable) {
+      ++claim_seeds;
+      claim_holds += holds;
+    }
     jclaims[seed.empty() ? "all" : seed] = jseed;
-    md << "\nClaim (" << focus << " below "
+    std::vector<std::string> metric_words;
+    for (const std::string& m : o.claim)
+      metric_words.push_back(absl::StrCat(ShortName(m), LowerIsBetter(m) ? " (lower)" : " (higher)"));
+    md << "\nClaim (" << focus << " better than "
        << (o.claim_against.empty() ? std::string("every other model") : absl::StrJoin(o.claim_against, " and "))
-       << " on " << absl::StrJoin(o.claim, ", ") << " with disjoint intervals, recall at most 2 points lower"
+       << " on " << absl::StrJoin(metric_words, ", ") << " with disjoint intervals, recall at most 2 points lower"
        << (o.claim_gap_over.empty() ? std::string() : absl::StrCat(", reliance gap above ", o.claim_gap_over))
-       << "): " << (holds ? "holds" : "does not hold") << "\n";
+       << "): "
+       << (!decidable ? absl::StrCat("n/a (", missing.empty() ? std::string("no other model")
+                                                             : absl::StrCat("no run of ", absl::StrJoin(missing, ", ")),
+                                     " in this seed)")
+                      : std::string(holds ? "holds" : "does not hold"))
+       << "\n";
   }
   report["runs"] = jruns;
   report["claim"] = jclaims;
   report["claim_holds_seeds"] = claim_holds;
+  report["claim_checked_seeds"] = claim_seeds;
   // Means over seeds.
   if (seeds.size() > 1) {
     md << "\n## Mean over " << seeds.size() << " seeds (standard deviation across seeds)\n\n| model |";
@@ -330,7 +420,7 @@ absl::Status RunReport(const ReportCommandOptions& o, std::ostream& out) {
       md << "\n";
     }
     report["mean_over_seeds"] = jmean;
-    md << "\nThe claim holds in " << claim_holds << " of " << seeds.size() << " seeds.\n";
+    md << "\nThe claim holds in " << claim_holds << " of " << claim_seeds << " seeds where it could be checked.\n";
   }
   // Plots of the first seed.
   std::vector<const LoadedRun*> first;
@@ -340,13 +430,15 @@ absl::Status RunReport(const ReportCommandOptions& o, std::ostream& out) {
   std::error_code ec;
   fs::create_directories(o.out_dir, ec);
   if (ec) return absl::InternalError(absl::StrCat(o.out_dir, ": ", ec.message()));
-  MFPO_RETURN_IF_ERROR(WritePlots(o.out_dir, first, seed_note));
-  md << "\nPlots" << seed_note << ": `table.png` (the table as bars), `loss_terms.png`, `reward_accuracy.png`.\n";
+  std::vector<std::string> plots;
+  MFPO_RETURN_IF_ERROR(WritePlots(o.out_dir, first, seed_note, &plots));
+  md << "\nPlots" << seed_note << ": `" << absl::StrJoin(plots, "`, `") << "`"
+     << (plots.size() == 1 ? " (no run has metrics.jsonl: no loss or reward-accuracy plots)" : "") << ".\n";
   if (!notes.empty()) md << "\n" << notes << (notes.back() == '\n' ? "" : "\n");
   MFPO_RETURN_IF_ERROR(WriteFileAtomically((fs::path(o.out_dir) / "report.json").string(), report.dump(2) + "\n"));
   MFPO_RETURN_IF_ERROR(WriteFileAtomically((fs::path(o.out_dir) / "report.md").string(), md.str()));
-  out << md.str() << "\nwrote " << (fs::path(o.out_dir) / "report.md").string() << ", report.json, table.png, "
-      << "loss_terms.png, reward_accuracy.png\n";
+  out << md.str() << "\nwrote " << (fs::path(o.out_dir) / "report.md").string() << ", report.json, "
+      << absl::StrJoin(plots, ", ") << "\n";
   return absl::OkStatus();
 }
 

@@ -1,4 +1,4 @@
-#include "worker/charts.h"
+#include "cli/charts.h"
 
 #include <algorithm>
 #include <cmath>

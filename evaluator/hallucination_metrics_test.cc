@@ -1,4 +1,4 @@
-#include "worker/hallucination_metrics.h"
+#include "evaluator/hallucination_metrics.h"
 
 #include <gtest/gtest.h>
 
@@ -7,7 +7,7 @@
 namespace mfpo {
 namespace {
 
-const std::string kCoco = std::string(MFPO_SOURCE_DIR) + "/datagen/data/coco_synonyms.txt";
+const std::string kCoco = std::string(MFPO_SOURCE_DIR) + "/common/text/coco_synonyms.txt";
 
 class ChairTest : public ::testing::Test {
  protected:

@@ -4,8 +4,8 @@
 // the intervals come from resampling images with replacement (percentile bootstrap). Paired
 // differences between two models resample the same images for both, which is the test of
 // "model B hallucinates less than model A on these images".
-#ifndef MFPO_WORKER_EVAL_STATS_H_
-#define MFPO_WORKER_EVAL_STATS_H_
+#ifndef MFPO_EVALUATOR_EVAL_STATS_H_
+#define MFPO_EVALUATOR_EVAL_STATS_H_
 
 #include <cstdint>
 #include <map>
@@ -53,4 +53,4 @@ std::string ImageScoresJsonl(const ImageScores& scores);
 
 }  // namespace mfpo
 
-#endif  // MFPO_WORKER_EVAL_STATS_H_
+#endif  // MFPO_EVALUATOR_EVAL_STATS_H_
