@@ -224,6 +224,29 @@ TEST_F(TrainerTest, RerunWithAnotherTrainingSpecIsRefusedButEvaluationMayChange)
   EXPECT_TRUE(r->completed);
 }
 
+// A run record written before a spec field existed (objective.image_term_on_fallback, default
+// true) reads the missing field as today's default: the run continues; a spec that sets the
+// field to something else is refused like any change.
+TEST_F(TrainerTest, RunRecordWithoutANewerFieldReadsItsDefault) {
+  TrainControl stop;
+  stop.stop_after_steps = 1;
+  std::ostringstream progress;
+  ASSERT_TRUE(RunTraining(Small("oldrecord", 1e-3), stop, progress).ok()) << progress.str();
+  const fs::path record = *root_ / "oldrecord" / "run.json";
+  auto j = nlohmann::json::parse(ReadAll(record));
+  ASSERT_TRUE(j["spec"]["objective"].contains("image_term_on_fallback")) << j.dump();
+  j["spec"]["objective"].erase("image_term_on_fallback");
+  std::ofstream(record, std::ios::trunc) << j.dump(2);
+  v1::JobSpec other = Small("oldrecord", 1e-3);
+  other.mutable_objective()->set_image_term_on_fallback(false);
+  absl::Status refused = RunTraining(other, {}, progress).status();
+  EXPECT_TRUE(absl::IsFailedPrecondition(refused)) << refused;
+  EXPECT_TRUE(absl::StrContains(refused.message(), "image_term_on_fallback")) << refused;
+  auto r = RunTraining(Small("oldrecord", 1e-3), {}, progress);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->completed);
+}
+
 // The data file edited in place (same path, same spec): the run record's data fingerprint
 // differs, so the old run is not continued on other data (nor its reference cache reused).
 TEST_F(TrainerTest, RerunWithEditedDataIsRefused) {
