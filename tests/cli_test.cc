@@ -286,29 +286,27 @@ TEST_F(CliTest, WorldThenEvalWritesAnswersAndReport) {
   fs::remove(fs::path(half) / "report.json");
   Result unfinished = Mfpo("report --runs 'A=" + eval + ",B=" + half + "' --out " + report_dir + "f");
   EXPECT_TRUE(absl::StrContains(unfinished.all, "the evaluation did not finish")) << unfinished.all;
-  // Seeded and unseeded runs mixed, bad seeds and labels, --out onto a run: refused.
-  Result mixed = Mfpo("report --runs 'A=" + eval + ",B@1=" + eval2 + "' --out " + report_dir + "m");
-  EXPECT_TRUE(absl::StrContains(mixed.all, "either every run names its seed")) << mixed.all;
-  Result seed = Mfpo("report --runs 'A@x=" + eval + "' --out " + report_dir + "s");
-  EXPECT_TRUE(absl::StrContains(seed.all, "must be a non-negative integer")) << seed.all;
-  Result pipe = Mfpo("report --runs 'A|B=" + eval + "' --out " + report_dir + "p");
-  EXPECT_TRUE(absl::StrContains(pipe.all, "may not contain '|'")) << pipe.all;
-  Result onto = Mfpo("report --runs 'A=" + eval + ",B=" + eval2 + "' --out " + eval2 + " --overwrite");
-  EXPECT_TRUE(absl::StrContains(onto.all, "is the directory of run 'B'")) << onto.all;
-  EXPECT_TRUE(fs::exists(fs::path(eval2) / "scores.jsonl"));
   auto png = ReadImageFile(report_dir + "/table.png");
   ASSERT_TRUE(png.ok()) << png.status();
   EXPECT_GT(png->cols, 300);
-  // Bad input: a missing run directory, a label given twice, a malformed entry, an unknown focus.
-  Result missing = Mfpo("report --runs 'A=" + eval + ",B=" + (*dir_ / "nope").string() + "' --out " + report_dir + "x");
-  EXPECT_EQ(missing.code, 1);
-  EXPECT_TRUE(absl::StrContains(missing.all, "nope: not a directory (run 'B')")) << missing.all;
-  Result twice = Mfpo("report --runs 'A=" + eval + ",A=" + eval2 + "' --out " + report_dir + "y");
-  EXPECT_TRUE(absl::StrContains(twice.all, "'A' is given twice")) << twice.all;
-  Result malformed = Mfpo("report --runs " + eval + " --out " + report_dir + "z");
-  EXPECT_TRUE(absl::StrContains(malformed.all, "is not LABEL=DIR")) << malformed.all;
-  Result focus = Mfpo("report --runs 'A=" + eval + "' --focus B --out " + report_dir + "w");
-  EXPECT_TRUE(absl::StrContains(focus.all, "--focus: 'B'")) << focus.all;
+  // Bad input, each refused with a message that names it (and nothing written).
+  const std::vector<std::pair<std::string, std::string>> refused = {
+      {"'A=" + eval + ",B@1=" + eval2 + "' --out " + report_dir + "m", "either every run names its seed"},
+      {"'A@x=" + eval + "' --out " + report_dir + "s", "must be a non-negative integer"},
+      {"'A|B=" + eval + "' --out " + report_dir + "p", "may not contain '|'"},
+      {"'A=" + eval + ",B=" + eval2 + "' --out " + eval2 + " --overwrite", "is the directory of run 'B'"},
+      {"'A=" + eval + ",B=" + (*dir_ / "nope").string() + "' --out " + report_dir + "x",
+       "nope: not a directory (run 'B')"},
+      {"'A=" + eval + ",A=" + eval2 + "' --out " + report_dir + "y", "'A' is given twice"},
+      {eval + " --out " + report_dir + "z", "is not LABEL=DIR"},
+      {"'A=" + eval + "' --focus B --out " + report_dir + "w", "--focus: 'B'"}};
+  for (const auto& [args, message] : refused) {
+    Result r = Mfpo("report --runs " + args);
+    EXPECT_NE(r.code, 0) << args;
+    EXPECT_TRUE(absl::StrContains(r.all, message)) << args << "\n" << r.all;
+  }
+  EXPECT_TRUE(fs::exists(fs::path(eval2) / "scores.jsonl"));  // --out onto a run wrote nothing there
+  EXPECT_FALSE(fs::exists(report_dir + "x"));
   Result again = Mfpo("report --runs 'A=" + eval + "' --out " + report_dir);
   EXPECT_TRUE(absl::StrContains(again.all, "--overwrite")) << again.all;  // not empty
 }
