@@ -425,6 +425,7 @@ struct TrainingJob::State {
   std::vector<torch::Tensor> params;
   std::unique_ptr<torch::optim::AdamW> optimizer;
   int64_t step = 0;
+  bool metrics_trimmed = false;  // metrics.jsonl cut to `step` once; later phases only append
 };
 
 TrainingJob::TrainingJob(std::unique_ptr<State> state) : s_(std::move(state)) {}
@@ -690,9 +691,10 @@ absl::StatusOr<TrainResult> TrainingJob::TrainPhase(const Curriculum& c, int p, 
   if (st.step >= end) return TrainResult{CheckpointDir(st.ckpt_root, end).string(), end, true};
 
   // metrics.jsonl holds one line per step: lines of steps from the resume point on (a run killed
-  // between checkpoints) are dropped before training repeats those steps.
+  // between checkpoints) are dropped before training repeats those steps. Once per job: the
+  // phases after it in this process append to a file that is already in step.
   const fs::path metrics_path = st.out_dir / "metrics.jsonl";
-  if (fs::exists(metrics_path, ec)) {
+  if (!st.metrics_trimmed && fs::exists(metrics_path, ec)) {
     std::string kept;
     MFPO_RETURN_IF_ERROR(ReadJsonl(metrics_path.string(), [&](int, const json& j) -> absl::Status {
       if (j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() < st.step)
@@ -701,6 +703,7 @@ absl::StatusOr<TrainResult> TrainingJob::TrainPhase(const Curriculum& c, int p, 
     }, [](int, const std::string&) {}));
     MFPO_RETURN_IF_ERROR(WriteFileAtomically(metrics_path.string(), kept));
   }
+  st.metrics_trimmed = true;
   std::ofstream metrics_out(metrics_path, std::ios::app);
   if (!metrics_out) return ErrnoStatus(errno, metrics_path.string(), "cannot open for appending");
   const int64_t micro = st.micro;
