@@ -12,7 +12,7 @@
 #            (20% of the image) / global noise
 #
 #   bash scripts/experiment.sh EXPERIMENT [--seeds "1 2 3"] [--world report|dev] [--quick]
-#                              [--out DIR] [--model SFT_DIR] [--threads N]
+#                              [--out DIR] [--model SFT_DIR] [--threads N] [--main DIR]
 #
 # Each seed is a training seed (data order, crops, noise); the evaluation questions are the same
 # for every run. --world dev is the development world (seed 10) on which the hyper-parameters
@@ -21,10 +21,12 @@
 # (the trainer resumes or refuses a changed spec). Writes OUT/report/report.md etc.
 # --threads N caps each mfpo command's CPU threads (default: one per core), e.g. to run an
 # ablation in the background of a build; results then differ from a full-core run by float
-# summation order only.
+# summation order only. An ablation's row that is exactly the main experiment's MFPO job (the
+# full objective, delta 0, easy-to-hard, rejected images from regions) reuses the finished run
+# in --main DIR (default: the main experiment's default --out for the same world and mode).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-usage() { sed -n 2,24p "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n 2,26p "$0" | sed 's/^# \{0,1\}//'; }
 EXPERIMENT=${1:-}
 case $EXPERIMENT in
   main|table4|table5|table7|table8) shift ;;
@@ -32,7 +34,7 @@ case $EXPERIMENT in
   *) echo "experiment.sh: first argument must be main, table4, table5, table7 or table8" >&2; usage >&2; exit 2 ;;
 esac
 source scripts/lib/experiment.sh
-SEEDS=1 WORLD_KIND=report QUICK=0 OUT=
+SEEDS=1 WORLD_KIND=report QUICK=0 OUT= MAIN_OUT=
 # value FLAG WHAT "$@": the flag's non-empty value (exits 2 when it is missing or empty).
 value() { [ -n "${3:-}" ] || { echo "experiment.sh: $1 needs $2" >&2; exit 2; }; printf '%s' "$3"; }
 while [ $# -gt 0 ]; do
@@ -42,6 +44,7 @@ while [ $# -gt 0 ]; do
     --quick) QUICK=1 ;;
     --out) OUT=$(value --out 'a directory' "${2:-}") || exit 2; shift ;;
     --model) SFT_BASELINE=$(value --model 'a model directory' "${2:-}") || exit 2; shift ;;
+    --main) MAIN_OUT=$(value --main 'a directory' "${2:-}") || exit 2; shift ;;
     --threads) case ${2:-} in ''|*[!0-9]*) echo "experiment.sh: --threads needs a number" >&2; exit 2 ;; esac
       MFPO_ARGS=(--threads "$2"); shift ;;
     -h|--help) usage; exit 0 ;;
@@ -66,6 +69,7 @@ run_defaults
 # Enough training images for MAX_SAMPLES pairs (4-5 pairs per image).
 TRAIN_IMAGES=$(( MAX_SAMPLES / 4 + 10 ))
 OUT=${OUT:-out/$EXPERIMENT-$WORLD_KIND$(if [ "$QUICK" = 1 ]; then echo -quick; fi)}
+MAIN_OUT=${MAIN_OUT:-out/main-$WORLD_KIND$(if [ "$QUICK" = 1 ]; then echo -quick; fi)}
 mkdir -p "$OUT"
 T0=$(date +%s)
 stage() { echo; echo "== [$(( $(date +%s) - T0 )) s] $*"; }
@@ -98,11 +102,25 @@ run() {
   shift 2
   for s in $SEEDS; do
     stage "$label, seed $s"
-    ( run_defaults
+    local dir
+    dir=$( run_defaults
       SEED=$s MANIFEST_USED=$MANIFEST
       for kv in "$@"; do eval "$kv"; done
-      preference_job "$EXPERIMENT-$name-s$s" "$OUT/$name-s$s" "$MANIFEST_USED" "$WORLD" )
-    RUNS+=("$label@$s=$OUT/$name-s$s")
+      # A row that is the main experiment's MFPO job (same spec but for its name and paths,
+      # same world, byte-identical datagen manifest) reuses that finished run.
+      MAIN_RUN=$MAIN_OUT/mfpo-s$s
+      if [ "$EXPERIMENT" != main ] && [ -e "$MAIN_RUN/eval/report.json" ] && [ -e "$MAIN_RUN.yaml" ] &&
+         cmp -s "$MANIFEST_USED" "$MAIN_OUT/datagen/$(basename "$MANIFEST_USED")" &&
+         cmp -s "$WORLD/world.json" "$MAIN_OUT/world/world.json" &&
+         preference_spec "main-mfpo-s$s" "$MAIN_RUN" "$MAIN_OUT/datagen/$(basename "$MANIFEST_USED")" "$MAIN_OUT/world" |
+           cmp -s - "$MAIN_RUN.yaml"; then
+        echo "== the main experiment's MFPO run of seed $s has this spec: reusing $MAIN_RUN" >&2
+        echo "$MAIN_RUN"
+      else
+        preference_job "$EXPERIMENT-$name-s$s" "$OUT/$name-s$s" "$MANIFEST_USED" "$WORLD" >&2
+        echo "$OUT/$name-s$s"
+      fi )
+    RUNS+=("$label@$s=$dir")
   done
 }
 

@@ -203,6 +203,7 @@ v1::JobSpec DefaultJobSpec() {
   opt->add_trainable("multi_modal_projector");
   opt->add_trainable("language_model");
   opt->set_activation_checkpointing(false);
+  opt->set_shard_state(false);
   s.mutable_curriculum()->set_mode("easy_to_hard");
   s.mutable_curriculum()->set_tiers(3);
   s.mutable_datagen()->set_grounder("regions");
@@ -219,6 +220,7 @@ v1::JobSpec DefaultJobSpec() {
   s.mutable_resources()->set_device("cpu");
   s.mutable_resources()->set_workers(1);
   s.mutable_resources()->set_precision("auto");
+  s.mutable_resources()->set_collective_timeout_s(300);
   return s;
 }
 
@@ -280,7 +282,9 @@ absl::Status ValidateJobSpec(const v1::JobSpec& s) {
   if (s.resources().threads() < 0) return Bad("resources.threads", "must be >= 0");
   if (s.resources().device() != "cpu" && s.resources().device() != "cuda")
     return Bad("resources.device", absl::StrCat("'", s.resources().device(), "' is not cpu or cuda"));
-  if (s.resources().workers() < 1) return Bad("resources.workers", "must be >= 1");
+  if (s.resources().workers() < 1 || s.resources().workers() > 4096) return Bad("resources.workers", "must be in [1, 4096]");
+  if (s.resources().collective_timeout_s() < 1 || s.resources().collective_timeout_s() > 86400)
+    return Bad("resources.collective_timeout_s", "must be in [1, 86400]");
   if (s.resources().precision() != "auto" && s.resources().precision() != "fp32" && s.resources().precision() != "bf16")
     return Bad("resources.precision", absl::StrCat("'", s.resources().precision(), "' is not auto, fp32 or bf16"));
   return absl::OkStatus();

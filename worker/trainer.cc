@@ -32,8 +32,10 @@
 #include "common/torch_seam.h"
 #include "datagen/diffusion_noise.h"
 #include "datagen/preference_formats.h"
+#include "worker/grad_reducer.h"
 #include "worker/job_spec.h"
 #include "worker/mfpo_objective.h"
+#include "worker/optimizer_state.h"
 #include "worker/preference_step.h"
 
 namespace mfpo {
@@ -373,6 +375,80 @@ absl::Status ScoreAll(LlavaModel& model, int64_t pad_id, const std::vector<Prefe
   return absl::OkStatus();
 }
 
+// ScoreAll on this rank's contiguous shard of the examples, all-reduced so that every rank
+// holds every row (rows of other shards are zero before the sum, so the sum is exact). With
+// one rank it is ScoreAll itself.
+absl::Status ShardedScoreAll(Collective& g, LlavaModel& model, int64_t pad_id, const std::vector<PreferenceExample>& examples,
+                             const ObjectiveConfig& objective, int64_t micro, bool bf16, const char* what,
+                             torch::Tensor* logps, torch::Tensor* entropy) {
+  if (g.size() == 1) return ScoreAll(model, pad_id, examples, objective, micro, bf16, what, logps, entropy);
+  const int64_t n = static_cast<int64_t>(examples.size());
+  const int64_t b = n * g.rank() / g.size(), e = n * (g.rank() + 1) / g.size();
+  const std::vector<PreferenceExample> shard(examples.begin() + b, examples.begin() + e);
+  torch::Tensor shard_logps, shard_entropy;
+  absl::Status scored = ScoreAll(model, pad_id, shard, objective, micro, bf16,
+                                 absl::StrCat(what, " (rank ", g.rank(), ": samples ", b, "-", e, ")").c_str(),
+                                 &shard_logps, &shard_entropy);
+  MFPO_RETURN_IF_ERROR(g.Agree(scored, what));
+  *logps = torch::zeros({n, 3}, torch::kFloat32);
+  *entropy = torch::zeros({n}, torch::kFloat32);
+  logps->slice(0, b, e).copy_(shard_logps);
+  entropy->slice(0, b, e).copy_(shard_entropy);
+  MFPO_RETURN_IF_ERROR(g.AllReduceSum(*logps, absl::StrCat("all-reduce of the ", what, " log-probs")));
+  return g.AllReduceSum(*entropy, absl::StrCat("all-reduce of the ", what, " entropy"));
+}
+
+// DDP's precondition: every rank starts from the same weights and trains on the same data.
+// Checked by an all-gather of per-parameter checksums (sum and sum of squares in float64) and
+// the data fingerprint; every rank sees the same gathered table, so all refuse together.
+absl::Status SameStartOnEveryRank(Collective& g, LlavaModel& model, const std::string& data_fingerprint,
+                                  const v1::JobSpec& spec) {
+  std::vector<std::string> names;
+  std::vector<torch::Tensor> params;
+  for (auto& item : model->named_parameters(true)) {
+    names.push_back(item.key());
+    params.push_back(item.value());
+  }
+  const int64_t n = static_cast<int64_t>(params.size());
+  torch::Tensor sums = torch::zeros({n + 1, 2}, torch::kFloat64);
+  MFPO_RETURN_IF_ERROR(CatchAll("checksumming the weights", [&] {
+    torch::NoGradGuard no_grad;
+    for (int64_t i = 0; i < n; ++i) {
+      const torch::Tensor f = params[i].detach().to(torch::kCPU).to(torch::kFloat64);
+      sums[i][0] = f.sum();
+      sums[i][1] = f.square().sum();
+    }
+  }));
+  uint64_t h = 0;
+  if (!absl::SimpleHexAtoi(data_fingerprint, &h)) h = 0;
+  sums[n][0] = static_cast<double>(h >> 32);
+  sums[n][1] = static_cast<double>(h & 0xffffffffu);
+  MFPO_ASSIGN_OR_RETURN(torch::Tensor all, g.AllGather(sums, "all-gather of the weight and data checksums"));
+  for (int r = 1; r < g.size(); ++r) {
+    if (torch::equal(all[r], all[0])) continue;
+    if (!torch::equal(all[r][n], all[0][n]))
+      return absl::FailedPreconditionError(absl::StrCat(
+          "rank ", r, " read other training data than rank 0 (", spec.data().train(),
+          " differs between the ranks' machines): every rank must see the same data.train"));
+    for (int64_t i = 0; i < n; ++i)
+      if (!torch::equal(all[r][i], all[0][i]))
+        return absl::FailedPreconditionError(absl::StrCat(
+            "rank ", r, " loaded other weights than rank 0 (first difference: ", names[i], ") from ",
+            spec.model().path(), ": every rank must start from the same model"));
+  }
+  return absl::OkStatus();
+}
+
+// Names of every metric ComputeObjective can report, in a fixed order: each step all-reduces
+// their sums and counts (a rank that had no micro-batch contributes nothing).
+const std::vector<std::string>& StepMetricNames() {
+  static const auto* names = new std::vector<std::string>{
+      "logp_chosen", "loss_sft", "loss", "logp_rejected", "reward_chosen", "reward_rejected", "margin_text",
+      "reward_acc_text", "loss_text", "image_pairs", "logp_chosen_perturbed", "reward_chosen_perturbed",
+      "margin_image", "reward_acc_image", "loss_image", "loss_margin"};
+  return *names;
+}
+
 LoadModelOptions LoadOptionsFor(const v1::JobSpec& spec, const torch::Device& device) {
   LoadModelOptions load;
   load.dtype = spec.model().dtype() == "bfloat16" ? torch::kBFloat16 : torch::kFloat32;
@@ -403,9 +479,13 @@ std::vector<Checkpoint> ListCheckpoints(const fs::path& root) {
   return out;
 }
 
+// A rank's optimizer state file in a checkpoint.
+std::string OptimizerFileName(int rank, int world) { return absl::StrFormat("rank-%05d-of-%05d.safetensors", rank, world); }
+
 }  // namespace
 
 struct TrainingJob::State {
+  std::unique_ptr<Collective> group;  // first: destroyed last (the reducer uses it)
   v1::JobSpec spec;
   torch::Device device{torch::kCPU};
   bool bf16 = false;
@@ -426,22 +506,37 @@ struct TrainingJob::State {
   std::unique_ptr<torch::optim::AdamW> optimizer;
   int64_t step = 0;
   bool metrics_trimmed = false;  // metrics.jsonl cut to `step` once; later phases only append
+  // Data parallel.
+  int64_t micro_batches_per_step = 1;  // over all ranks: resources.workers x optimizer.grad_accum
+  int64_t accum = 1;                   // this rank's share of them
+  NamedParams named_params;            // the trainable parameters, with names
+  NamedParams owned;                   // those whose AdamW state this rank keeps
+  std::vector<int> owner;              // per trainable parameter: the rank keeping its state
+  std::unique_ptr<GradientReducer> reducer;
 };
 
 TrainingJob::TrainingJob(std::unique_ptr<State> state) : s_(std::move(state)) {}
 TrainingJob::~TrainingJob() = default;
 int64_t TrainingJob::samples() const { return static_cast<int64_t>(s_->data.examples.size()); }
+int TrainingJob::rank() const { return s_->group->rank(); }
 
-absl::StatusOr<std::unique_ptr<TrainingJob>> TrainingJob::Open(const v1::JobSpec& spec) {
+absl::StatusOr<std::unique_ptr<TrainingJob>> TrainingJob::Open(const v1::JobSpec& spec, const GroupOptions& group) {
   MFPO_RETURN_IF_ERROR(ValidateJobSpec(spec));
   auto s = std::make_unique<State>();
   s->spec = spec;
+  // The step's micro-batches over all ranks; each rank accumulates its share.
+  s->micro_batches_per_step = static_cast<int64_t>(spec.resources().workers()) * spec.optimizer().grad_accum();
+  if (s->micro_batches_per_step % group.world_size != 0)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "world size ", group.world_size, " does not divide the ", s->micro_batches_per_step,
+        " micro-batches of an optimizer step (resources.workers ", spec.resources().workers(), " x optimizer.grad_accum ",
+        spec.optimizer().grad_accum(), "): the global batch could not be kept"));
+  s->accum = s->micro_batches_per_step / group.world_size;
   absl::StatusOr<torch::Device> resolved = ResolveDevice(spec.resources().device());
   if (!resolved.ok()) return Annotate(resolved.status(), "resources.device");
   s->device = *resolved;
+  if (s->device.is_cuda() && group.world_size > 1) s->device = torch::Device(torch::kCUDA, group.local_rank);
   MFPO_ASSIGN_OR_RETURN(s->bf16, ResolveBf16Autocast(spec.resources().precision(), s->device));
-  if (spec.resources().workers() != 1)
-    return absl::UnimplementedError("resources.workers: data-parallel training lands with the distributed trainer");
   torch::set_num_threads(spec.resources().threads() > 0 ? spec.resources().threads()
                                                         : static_cast<int>(std::thread::hardware_concurrency()));
   s->out_dir = fs::path(spec.output_dir());
@@ -467,40 +562,63 @@ absl::StatusOr<std::unique_ptr<TrainingJob>> TrainingJob::Open(const v1::JobSpec
     objective.w_image = objective.w_margin = 0;
   }
 
-  MFPO_ASSIGN_OR_RETURN(s->policy, LoadModelDir(spec.model().path(), LoadOptionsFor(spec, s->device)));
-  s->policy.model->SetActivationCheckpointing(spec.optimizer().activation_checkpointing());
-  MFPO_ASSIGN_OR_RETURN(s->data, LoadDataset(spec, s->policy, objective));
+  GroupOptions options = group;
+  options.timeout_ms = static_cast<int64_t>(spec.resources().collective_timeout_s()) * 1000;
+  MFPO_ASSIGN_OR_RETURN(s->group, Collective::Join(options, s->device));
+  Collective& g = *s->group;
+  const bool writer = g.rank() == 0;
+
+  // Every rank loads the policy and the data; a failure on any rank stops all of them.
+  absl::Status loaded = [&]() -> absl::Status {
+    MFPO_ASSIGN_OR_RETURN(s->policy, LoadModelDir(spec.model().path(), LoadOptionsFor(spec, s->device)));
+    s->policy.model->SetActivationCheckpointing(spec.optimizer().activation_checkpointing());
+    MFPO_ASSIGN_OR_RETURN(s->data, LoadDataset(spec, s->policy, objective));
+    if (s->data.examples.empty()) {
+      std::string reasons;
+      for (size_t i = 0; i < s->data.errors.size() && i < 5; ++i) absl::StrAppend(&reasons, "\n  ", s->data.errors[i]);
+      return absl::InvalidArgumentError(absl::StrCat(spec.data().train(), ": no usable records",
+                                                     reasons.empty() ? "" : ":", reasons,
+                                                     s->data.errors.size() > 5 ? "\n  ..." : ""));
+    }
+    s->data_fingerprint = DataFingerprint(s->data.examples);
+    return absl::OkStatus();
+  }();
+  MFPO_RETURN_IF_ERROR(g.Agree(loaded, "loading the model and the data"));
+  if (g.size() > 1) MFPO_RETURN_IF_ERROR(SameStartOnEveryRank(g, s->policy.model, s->data_fingerprint, spec));
   const Dataset& data = s->data;
-  if (data.examples.empty()) {
-    std::string reasons;
-    for (size_t i = 0; i < data.errors.size() && i < 5; ++i) absl::StrAppend(&reasons, "\n  ", data.errors[i]);
-    return absl::InvalidArgumentError(absl::StrCat(spec.data().train(), ": no usable records", reasons.empty() ? "" : ":",
-                                                   reasons, data.errors.size() > 5 ? "\n  ..." : ""));
-  }
-  // Only now, with everything read, is output_dir touched: the run record first.
-  s->data_fingerprint = DataFingerprint(data.examples);
-  fs::create_directories(out_dir, ec);
-  if (ec) return absl::InternalError(absl::StrCat(out_dir.string(), ": ", ec.message()));
-  MFPO_ASSIGN_OR_RETURN(s->lock, DirectoryLock::Acquire(out_dir.string()));
-  {
-    MFPO_ASSIGN_OR_RETURN(uint64_t model_hash, ModelHash(spec.model().path()));
-    MFPO_RETURN_IF_ERROR(CheckRunRecord(out_dir, spec, absl::StrFormat("%016x", model_hash), s->data_fingerprint));
-  }
-  fs::create_directories(s->ckpt_root, ec);
-  if (ec) return absl::InternalError(absl::StrCat(s->ckpt_root.string(), ": ", ec.message()));
-  // Incomplete checkpoints (a crash while writing) are removed at start-up.
-  for (const auto& e : fs::directory_iterator(s->ckpt_root, ec))
-    if (absl::EndsWith(e.path().filename().string(), ".tmp")) fs::remove_all(e.path(), ec);
-  if (!data.errors.empty()) {
-    MFPO_RETURN_IF_ERROR(WriteFileAtomically((out_dir / "data_errors.txt").string(), absl::StrJoin(data.errors, "\n") + "\n"));
-    spdlog::warn("{} records rejected (see {})", data.errors.size(), (out_dir / "data_errors.txt").string());
-  }
+
+  // Only now, with everything read, is output_dir touched (by rank 0): the run record first.
+  absl::Status taken = [&]() -> absl::Status {
+    if (!writer) return absl::OkStatus();
+    fs::create_directories(out_dir, ec);
+    if (ec) return absl::InternalError(absl::StrCat(out_dir.string(), ": ", ec.message()));
+    MFPO_ASSIGN_OR_RETURN(s->lock, DirectoryLock::Acquire(out_dir.string()));
+    {
+      MFPO_ASSIGN_OR_RETURN(uint64_t model_hash, ModelHash(spec.model().path()));
+      MFPO_RETURN_IF_ERROR(CheckRunRecord(out_dir, spec, absl::StrFormat("%016x", model_hash), s->data_fingerprint));
+    }
+    fs::create_directories(s->ckpt_root, ec);
+    if (ec) return absl::InternalError(absl::StrCat(s->ckpt_root.string(), ": ", ec.message()));
+    // Incomplete checkpoints (a crash while writing) are removed at start-up.
+    for (const auto& e : fs::directory_iterator(s->ckpt_root, ec))
+      if (absl::EndsWith(e.path().filename().string(), ".tmp")) fs::remove_all(e.path(), ec);
+    if (!data.errors.empty()) {
+      MFPO_RETURN_IF_ERROR(WriteFileAtomically((out_dir / "data_errors.txt").string(), absl::StrJoin(data.errors, "\n") + "\n"));
+      spdlog::warn("{} records rejected (see {})", data.errors.size(), (out_dir / "data_errors.txt").string());
+    }
+    return absl::OkStatus();
+  }();
+  MFPO_RETURN_IF_ERROR(g.Agree(taken, absl::StrCat("taking ", out_dir.string())));
+  if (g.size() > 1)
+    spdlog::info("rank {} of {}: {} examples, {} micro-batches of {} per optimizer step ({} on this rank)", g.rank(),
+                 g.size(), data.examples.size(), s->micro_batches_per_step, spec.optimizer().micro_batch(), s->accum);
   s->micro = spec.optimizer().micro_batch();
   return std::unique_ptr<TrainingJob>(new TrainingJob(std::move(s)));
 }
 
 absl::Status TrainingJob::ReferencePass() {
   State& st = *s_;
+  Collective& g = *st.group;
   const v1::JobSpec& spec = st.spec;
   const ObjectiveConfig& objective = st.objective;
   LoadedModel& policy = st.policy;
@@ -512,25 +630,39 @@ absl::Status TrainingJob::ReferencePass() {
   MFPO_ASSIGN_OR_RETURN(st.fingerprint, ReferenceFingerprint(reference_dir, perturbation));
   const fs::path cache_path = st.out_dir / "reference_logps.safetensors";
   const LoadModelOptions load = LoadOptionsFor(spec, st.device);
+  const bool writer = g.rank() == 0;
   // Online reference: a second, frozen copy of the reference model scores every micro-batch
   // during training (zero-copy loading shares its pages with the policy's until the policy
   // writes them). Only the policy's entropy is computed up front, for the curriculum.
   if (spec.objective().online_reference() && objective.needs_reference()) {
-    MFPO_ASSIGN_OR_RETURN(st.online_reference, LoadModelDir(reference_dir, load));
+    absl::Status loaded = [&]() -> absl::Status {
+      MFPO_ASSIGN_OR_RETURN(st.online_reference, LoadModelDir(reference_dir, load));
+      return absl::OkStatus();
+    }();
+    MFPO_RETURN_IF_ERROR(g.Agree(loaded, "loading the online reference model"));
     st.online_reference->model->eval();
     for (auto& prm : st.online_reference->model->parameters()) prm.set_requires_grad(false);
     st.ref_logps = torch::zeros({n, 3});
     st.entropy = torch::zeros({n});
     if (spec.curriculum().mode() == "easy_to_hard") {
       torch::Tensor unused;
-      MFPO_RETURN_IF_ERROR(ScoreAll(policy.model, policy.config.pad_token_id, st.data.examples, objective, st.micro,
-                                    st.bf16, "difficulty scoring", &unused, &st.entropy));
+      MFPO_RETURN_IF_ERROR(ShardedScoreAll(g, policy.model, policy.config.pad_token_id, st.data.examples, objective,
+                                           st.micro, st.bf16, "difficulty scoring", &unused, &st.entropy));
     }
-  } else if (!objective.needs_reference() && spec.curriculum().mode() == "end_to_end") {
+    st.referenced = true;
+    return absl::OkStatus();
+  }
+  if (!objective.needs_reference() && spec.curriculum().mode() == "end_to_end") {
     // Plain SFT: neither reference log-probs nor difficulty are needed.
     st.ref_logps = torch::zeros({n, 3});
     st.entropy = torch::zeros({n});
-  } else if (fs::exists(cache_path, ec)) {
+    st.referenced = true;
+    return absl::OkStatus();
+  }
+  // Rank 0 reads the cache (the other ranks may not share its disk) and sends it.
+  torch::Tensor cached = torch::zeros({1}, torch::kFloat32);
+  absl::Status read = [&]() -> absl::Status {
+    if (!writer || !fs::exists(cache_path, ec)) return absl::OkStatus();
     MFPO_ASSIGN_OR_RETURN(auto cache, SafetensorsFile::Open(cache_path.string()));
     auto it = cache->metadata().find("fingerprint");
     if (it == cache->metadata().end() || it->second != st.fingerprint)
@@ -540,25 +672,48 @@ absl::Status TrainingJob::ReferencePass() {
           "); the output_dir belongs to another run: choose a new output_dir"));
     MFPO_ASSIGN_OR_RETURN(st.ref_logps, cache->Load("logps", torch::kFloat32));
     MFPO_ASSIGN_OR_RETURN(st.entropy, cache->Load("entropy", torch::kFloat32));
-    if (st.ref_logps.size(0) != n) return absl::FailedPreconditionError(absl::StrCat(cache_path.string(), ": wrong sample count"));
+    if (st.ref_logps.size(0) != n || st.entropy.size(0) != n)
+      return absl::FailedPreconditionError(absl::StrCat(cache_path.string(), ": wrong sample count"));
+    cached.fill_(1);
     spdlog::info("reference log-probs: using the cache {} ({})", cache_path.string(), st.fingerprint);
-  } else {
-    if (reference_dir == spec.model().path()) {
-      MFPO_RETURN_IF_ERROR(ScoreAll(policy.model, policy.config.pad_token_id, st.data.examples, objective, st.micro,
-                                    st.bf16, "reference pass", &st.ref_logps, &st.entropy));
-    } else {
-      MFPO_ASSIGN_OR_RETURN(LoadedModel reference, LoadModelDir(reference_dir, load));
-      torch::Tensor unused;
-      MFPO_RETURN_IF_ERROR(ScoreAll(reference.model, reference.config.pad_token_id, st.data.examples, objective,
-                                    st.micro, st.bf16, "reference pass", &st.ref_logps, &unused));
-      MFPO_RETURN_IF_ERROR(ScoreAll(policy.model, policy.config.pad_token_id, st.data.examples, objective, st.micro,
-                                    st.bf16, "difficulty scoring", &unused, &st.entropy));
+    return absl::OkStatus();
+  }();
+  MFPO_RETURN_IF_ERROR(g.Agree(read, "reading the reference cache"));
+  MFPO_RETURN_IF_ERROR(g.Broadcast(cached, 0, "broadcast of whether the reference cache is used"));
+  if (cached.item<float>() > 0) {
+    if (!writer) {
+      st.ref_logps = torch::zeros({n, 3}, torch::kFloat32);
+      st.entropy = torch::zeros({n}, torch::kFloat32);
     }
+    MFPO_RETURN_IF_ERROR(g.Broadcast(st.ref_logps, 0, "broadcast of the cached reference log-probs"));
+    MFPO_RETURN_IF_ERROR(g.Broadcast(st.entropy, 0, "broadcast of the cached entropy"));
+    st.referenced = true;
+    return absl::OkStatus();
+  }
+  if (reference_dir == spec.model().path()) {
+    MFPO_RETURN_IF_ERROR(ShardedScoreAll(g, policy.model, policy.config.pad_token_id, st.data.examples, objective,
+                                         st.micro, st.bf16, "reference pass", &st.ref_logps, &st.entropy));
+  } else {
+    std::optional<LoadedModel> reference;
+    absl::Status loaded = [&]() -> absl::Status {
+      MFPO_ASSIGN_OR_RETURN(reference, LoadModelDir(reference_dir, load));
+      return absl::OkStatus();
+    }();
+    MFPO_RETURN_IF_ERROR(g.Agree(loaded, "loading the reference model"));
+    torch::Tensor unused;
+    MFPO_RETURN_IF_ERROR(ShardedScoreAll(g, reference->model, reference->config.pad_token_id, st.data.examples,
+                                         objective, st.micro, st.bf16, "reference pass", &st.ref_logps, &unused));
+    MFPO_RETURN_IF_ERROR(ShardedScoreAll(g, policy.model, policy.config.pad_token_id, st.data.examples, objective,
+                                         st.micro, st.bf16, "difficulty scoring", &unused, &st.entropy));
+  }
+  absl::Status written = absl::OkStatus();
+  if (writer) {
     json ids = json::array();
     for (const auto& ex : st.data.examples) ids.push_back(ex.id);
-    MFPO_RETURN_IF_ERROR(WriteSafetensors(cache_path.string(), {{"logps", st.ref_logps}, {"entropy", st.entropy}},
-                                          {{"fingerprint", st.fingerprint}, {"ids", ids.dump()}}));
+    written = WriteSafetensors(cache_path.string(), {{"logps", st.ref_logps}, {"entropy", st.entropy}},
+                               {{"fingerprint", st.fingerprint}, {"ids", ids.dump()}});
   }
+  MFPO_RETURN_IF_ERROR(g.Agree(written, "writing the reference cache"));
   st.referenced = true;
   return absl::OkStatus();
 }
@@ -583,7 +738,8 @@ absl::StatusOr<Curriculum> TrainingJob::ScoreDifficulty() {
     c.phases.push_back(order);
     c.phase_names.push_back("all");
   }
-  const int64_t per_step = st.micro * spec.optimizer().grad_accum();
+  // The optimizer step's batch: the same for any number of ranks.
+  const int64_t per_step = st.micro * st.micro_batches_per_step;
   for (const auto& p : c.phases) {
     const int64_t steps = (static_cast<int64_t>(p.size()) + per_step - 1) / per_step * spec.optimizer().epochs();
     c.phase_steps.push_back(steps);
@@ -595,39 +751,79 @@ absl::StatusOr<Curriculum> TrainingJob::ScoreDifficulty() {
     for (int64_t i : c.phases[p]) ids.push_back(st.data.examples[i].id);
     phases.push_back({{"name", c.phase_names[p]}, {"steps", c.phase_steps[p]}, {"ids", ids}});
   }
-  MFPO_RETURN_IF_ERROR(WriteFileAtomically(
-      (st.out_dir / "curriculum.json").string(),
-      json{{"fingerprint", st.fingerprint}, {"mode", spec.curriculum().mode()}, {"total_steps", c.total_steps},
-           {"phases", phases}}.dump(1) + "\n"));
+  absl::Status written = absl::OkStatus();
+  if (st.group->rank() == 0)
+    written = WriteFileAtomically(
+        (st.out_dir / "curriculum.json").string(),
+        json{{"fingerprint", st.fingerprint}, {"mode", spec.curriculum().mode()}, {"total_steps", c.total_steps},
+             {"phases", phases}}.dump(1) + "\n");
+  MFPO_RETURN_IF_ERROR(st.group->Agree(written, "writing curriculum.json"));
   return c;
 }
 
 absl::Status TrainingJob::SaveCheckpoint(const Curriculum& c, int64_t step, int phase) {
   State& st = *s_;
+  Collective& g = *st.group;
+  const bool writer = g.rank() == 0;
   std::error_code ec;
   const fs::path final_dir = CheckpointDir(st.ckpt_root, step);
-  if (fs::exists(final_dir, ec)) return absl::OkStatus();
   const fs::path tmp = fs::path(final_dir.string() + ".tmp");
-  fs::remove_all(tmp, ec);
+  const std::string what = absl::StrCat("the checkpoint of step ", step);
+  // Rank 0 decides whether it exists and prepares step-N.tmp; the ranks write into it (a
+  // multi-machine run keeps output_dir on a volume every rank mounts).
+  torch::Tensor exists = torch::zeros({1});
+  absl::Status prepared = absl::OkStatus();
+  if (writer) {
+    if (fs::exists(final_dir, ec)) {
+      exists.fill_(1);
+    } else {
+      fs::remove_all(tmp, ec);
+      fs::create_directories(tmp / "optimizer", ec);
+      if (ec) prepared = absl::InternalError(absl::StrCat((tmp / "optimizer").string(), ": ", ec.message()));
+    }
+  }
+  MFPO_RETURN_IF_ERROR(g.Agree(prepared, absl::StrCat("preparing ", what)));
+  MFPO_RETURN_IF_ERROR(g.Broadcast(exists, 0, absl::StrCat("broadcast of whether ", what, " exists")));
+  if (exists.item<float>() > 0) return absl::OkStatus();
   // Written whole under step-N.tmp and renamed; every file goes through a path that reports the
-  // OS error (the optimizer state through WriteFileStreamed: LibTorch's own file writer aborts
-  // from a destructor on a full disk). On failure the partial directory is removed and the
-  // earlier checkpoints stay.
+  // OS error. Each rank writes optimizer/rank-R-of-N.safetensors: the AdamW state of the
+  // parameters it keeps (rank 0: all of them unless optimizer.shard_state) and its RNG state.
+  // On failure the partial directory is removed and the earlier checkpoints stay.
   absl::Status written = [&]() -> absl::Status {
-    MFPO_RETURN_IF_ERROR(SaveModelWeights(tmp.string(), st.policy.model));
-    MFPO_RETURN_IF_ERROR(CopyModelSideFiles(st.spec.model().path(), tmp.string()));
-    MFPO_RETURN_IF_ERROR(WriteFileStreamed((tmp / "optimizer.pt").string(), [&](const PieceWriter& write) {
-      return CatchAll("serialising the optimizer state", [&] { torch::save(*st.optimizer, write); });
-    }));
-    MFPO_RETURN_IF_ERROR(WriteFileAtomically((tmp / "trainer_state.json").string(),
-                                             json{{"global_step", step}, {"phase", c.phase_names[phase]},
-                                                  {"total_steps", c.total_steps}, {"fingerprint", st.fingerprint}}
-                                                     .dump(2) + "\n"));
-    MFPO_RETURN_IF_ERROR(WriteFileAtomically((tmp / "job_spec.json").string(), JobSpecToJson(st.spec)));
-    if (std::rename(tmp.c_str(), final_dir.c_str()) != 0) return ErrnoStatus(errno, final_dir.string(), "cannot rename");
-    return absl::OkStatus();
+    absl::Status mine = CatchAll("collecting the optimizer state", [&]() -> absl::Status {
+      NamedTensors tensors;
+      if (writer || st.spec.optimizer().shard_state()) tensors = AdamWStateTensors(*st.optimizer, st.owned);
+      {
+        at::Generator gen = at::detail::getDefaultCPUGenerator();
+        std::lock_guard<std::mutex> lock(gen.mutex());
+        tensors.emplace_back("rng_state.cpu", gen.get_state());
+      }
+      return WriteSafetensors((tmp / "optimizer" / OptimizerFileName(g.rank(), g.size())).string(), tensors,
+                              {{"rank", std::to_string(g.rank())}, {"world_size", std::to_string(g.size())},
+                               {"shard_state", st.spec.optimizer().shard_state() ? "true" : "false"}});
+    });
+    MFPO_RETURN_IF_ERROR(g.Agree(mine, absl::StrCat("writing the optimizer state of ", what)));
+    absl::Status rest = absl::OkStatus();
+    if (writer) {
+      rest = [&]() -> absl::Status {
+        MFPO_RETURN_IF_ERROR(SaveModelWeights(tmp.string(), st.policy.model));
+        MFPO_RETURN_IF_ERROR(CopyModelSideFiles(st.spec.model().path(), tmp.string()));
+        MFPO_RETURN_IF_ERROR(WriteFileAtomically(
+            (tmp / "trainer_state.json").string(),
+            json{{"global_step", step}, {"phase", c.phase_names[phase]}, {"total_steps", c.total_steps},
+                 {"fingerprint", st.fingerprint}, {"world_size", g.size()},
+                 {"micro_batches_per_step", st.micro_batches_per_step},
+                 {"shard_state", st.spec.optimizer().shard_state()}}
+                    .dump(2) + "\n"));
+        MFPO_RETURN_IF_ERROR(WriteFileAtomically((tmp / "job_spec.json").string(), JobSpecToJson(st.spec)));
+        if (std::rename(tmp.c_str(), final_dir.c_str()) != 0) return ErrnoStatus(errno, final_dir.string(), "cannot rename");
+        return absl::OkStatus();
+      }();
+    }
+    return g.Agree(rest, absl::StrCat("writing ", what));
   }();
   if (!written.ok()) {
+    if (!writer) return written;
     fs::remove_all(tmp, ec);
     const auto kept = ListCheckpoints(st.ckpt_root);
     return Annotate(written, absl::StrCat("writing the checkpoint of step ", step, " (",
@@ -635,56 +831,136 @@ absl::Status TrainingJob::SaveCheckpoint(const Curriculum& c, int64_t step, int 
                                                        : absl::StrCat("kept ", kept.back().dir.string()),
                                           "; rerun the same command to resume once the cause is fixed)"));
   }
+  if (!writer) return absl::OkStatus();
   const int keep = st.spec.checkpoint().keep_last();
   auto all = ListCheckpoints(st.ckpt_root);
   for (size_t i = 0; keep > 0 && i + keep < all.size(); ++i) fs::remove_all(all[i].dir, ec);
   return absl::OkStatus();
 }
 
+absl::Status TrainingJob::BuildOptimizer() {
+  State& st = *s_;
+  Collective& g = *st.group;
+  const v1::JobSpec& spec = st.spec;
+  // Trainable parameters. The vision tower runs without autograd unless some of it trains.
+  bool vision_trains = false;
+  for (const auto& prefix : spec.optimizer().trainable()) vision_trains = vision_trains || absl::StartsWith(prefix, "vision_tower");
+  st.policy.model->FreezeVisionTower(!vision_trains);
+  for (auto& item : st.policy.model->named_parameters(true)) {
+    bool train = false;
+    for (const auto& prefix : spec.optimizer().trainable()) train = train || absl::StartsWith(item.key(), prefix);
+    item.value().set_requires_grad(train);
+    if (train) {
+      st.params.push_back(item.value());
+      st.named_params.emplace_back(item.key(), item.value());
+    }
+  }
+  if (st.params.empty()) return absl::InvalidArgumentError("optimizer.trainable selects no parameters");
+  // DDP: every rank trains from rank 0's weights (already checked equal in Open).
+  if (g.size() > 1) {
+    torch::NoGradGuard no_grad;
+    for (const auto& [name, prm] : st.named_params)
+      MFPO_RETURN_IF_ERROR(g.Broadcast(prm.detach(), 0, absl::StrCat("broadcast of parameter ", name)));
+  }
+  // ZeRO-1: each rank keeps the AdamW state of its share of the parameters.
+  const bool shard = spec.optimizer().shard_state() && g.size() > 1;
+  std::vector<int64_t> numels;
+  for (const auto& prm : st.params) numels.push_back(prm.numel());
+  st.owner = shard ? OwnerOfParams(numels, g.size()) : std::vector<int>(st.params.size(), g.rank());
+  std::vector<torch::Tensor> owned;
+  for (size_t k = 0; k < st.params.size(); ++k)
+    if (st.owner[k] == g.rank()) {
+      st.owned.push_back(st.named_params[k]);
+      owned.push_back(st.params[k]);
+    }
+  if (owned.empty())
+    return absl::InvalidArgumentError(absl::StrCat("optimizer.shard_state: rank ", g.rank(), " of ", g.size(),
+                                                   " would keep no parameters (", st.params.size(),
+                                                   " trainable tensors): use fewer workers or no sharding"));
+  st.optimizer = std::make_unique<torch::optim::AdamW>(owned, torch::optim::AdamWOptions(spec.optimizer().lr())
+                                                                  .betas({spec.optimizer().beta1(), spec.optimizer().beta2()})
+                                                                  .eps(spec.optimizer().eps())
+                                                                  .weight_decay(spec.optimizer().weight_decay()));
+  if (g.size() > 1) st.reducer = std::make_unique<GradientReducer>(&g, st.params);
+  return absl::OkStatus();
+}
+
+absl::Status TrainingJob::Resume(const TrainControl& control) {
+  State& st = *s_;
+  Collective& g = *st.group;
+  // Rank 0 names the newest checkpoint; every rank loads it (from the shared output_dir).
+  torch::Tensor newest = torch::full({1}, -1.0, torch::kFloat64);
+  if (control.resume && g.rank() == 0) {
+    auto ckpts = ListCheckpoints(st.ckpt_root);
+    if (!ckpts.empty()) newest.fill_(static_cast<double>(ckpts.back().step));
+  }
+  MFPO_RETURN_IF_ERROR(g.Broadcast(newest, 0, "broadcast of the checkpoint to resume from"));
+  const int64_t step = static_cast<int64_t>(newest.item<double>());
+  if (step <= st.step) return absl::OkStatus();
+  const fs::path dir = CheckpointDir(st.ckpt_root, step);
+  absl::Status loaded = [&]() -> absl::Status {
+    MFPO_ASSIGN_OR_RETURN(SafetensorsCheckpoint weights, SafetensorsCheckpoint::Open(dir.string()));
+    MFPO_RETURN_IF_ERROR(LoadWeights(weights, *st.policy.model).status());
+    std::error_code ec;
+    const fs::path optimizer_dir = dir / "optimizer";
+    if (fs::is_directory(optimizer_dir, ec)) {
+      std::vector<std::shared_ptr<SafetensorsFile>> files;
+      std::vector<fs::path> paths;
+      for (const auto& e : fs::directory_iterator(optimizer_dir, ec))
+        if (e.path().extension() == ".safetensors") paths.push_back(e.path());
+      std::sort(paths.begin(), paths.end());
+      for (const auto& path : paths) {
+        MFPO_ASSIGN_OR_RETURN(auto f, SafetensorsFile::Open(path.string()));
+        files.push_back(std::move(f));
+      }
+      MFPO_RETURN_IF_ERROR(LoadAdamWState(*st.optimizer, st.owned, files));
+      // This rank's RNG state, when the checkpoint was written by as many ranks.
+      const fs::path own = optimizer_dir / OptimizerFileName(g.rank(), g.size());
+      if (fs::exists(own, ec)) {
+        MFPO_ASSIGN_OR_RETURN(auto f, SafetensorsFile::Open(own.string()));
+        if (f->Find("rng_state.cpu")) {
+          MFPO_ASSIGN_OR_RETURN(torch::Tensor rng, f->Load("rng_state.cpu", torch::kUInt8));
+          MFPO_RETURN_IF_ERROR(CatchAll(absl::StrCat(own.string(), ": restoring the RNG state"), [&] {
+            at::Generator gen = at::detail::getDefaultCPUGenerator();
+            std::lock_guard<std::mutex> lock(gen.mutex());
+            gen.set_state(rng);
+          }));
+        }
+      }
+    } else {
+      // A checkpoint of an earlier version: the whole AdamW state in LibTorch's format.
+      const std::string optimizer_path = (dir / "optimizer.pt").string();
+      if (st.spec.optimizer().shard_state() && g.size() > 1)
+        return absl::FailedPreconditionError(absl::StrCat(
+            optimizer_path, ": a checkpoint from before sharded optimizer state; resume it without optimizer.shard_state"));
+      MFPO_RETURN_IF_ERROR(CheckRegularFile(optimizer_path, "optimizer state"));
+      MFPO_RETURN_IF_ERROR(CatchAll(absl::StrCat(optimizer_path, ": loading optimizer state"),
+                                    [&] { torch::load(*st.optimizer, optimizer_path); }));
+    }
+    return absl::OkStatus();
+  }();
+  MFPO_RETURN_IF_ERROR(g.Agree(loaded, absl::StrCat("resuming from ", dir.string())));
+  st.step = step;
+  if (g.rank() == 0) spdlog::info("resumed from {} (step {})", dir.string(), st.step);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<TrainResult> TrainingJob::TrainPhase(const Curriculum& c, int p, const TrainControl& control,
                                                     std::ostream& progress) {
   State& st = *s_;
+  Collective& g = *st.group;
+  const bool writer = g.rank() == 0;
   const v1::JobSpec& spec = st.spec;
   LoadedModel& policy = st.policy;
   if (!st.referenced) return absl::FailedPreconditionError("TrainPhase needs ReferencePass first");
   if (p < 0 || p >= static_cast<int>(c.phases.size()))
     return absl::InvalidArgumentError(absl::StrCat("phase ", p, " is not one of the curriculum's ", c.phases.size()));
   std::error_code ec;
-  if (!st.optimizer) {
-    // Trainable parameters. The vision tower runs without autograd unless some of it trains.
-    bool vision_trains = false;
-    for (const auto& prefix : spec.optimizer().trainable()) vision_trains = vision_trains || absl::StartsWith(prefix, "vision_tower");
-    policy.model->FreezeVisionTower(!vision_trains);
-    for (auto& item : policy.model->named_parameters(true)) {
-      bool train = false;
-      for (const auto& prefix : spec.optimizer().trainable()) train = train || absl::StartsWith(item.key(), prefix);
-      item.value().set_requires_grad(train);
-      if (train) st.params.push_back(item.value());
-    }
-    if (st.params.empty()) return absl::InvalidArgumentError("optimizer.trainable selects no parameters");
-    st.optimizer = std::make_unique<torch::optim::AdamW>(st.params, torch::optim::AdamWOptions(spec.optimizer().lr())
-                                                                        .betas({spec.optimizer().beta1(), spec.optimizer().beta2()})
-                                                                        .eps(spec.optimizer().eps())
-                                                                        .weight_decay(spec.optimizer().weight_decay()));
-  }
+  if (!st.optimizer) MFPO_RETURN_IF_ERROR(BuildOptimizer());
   torch::optim::AdamW& optimizer = *st.optimizer;
   const std::vector<torch::Tensor>& params = st.params;
-
   // Resume from the newest checkpoint when it is ahead of the policy in memory.
-  if (control.resume) {
-    auto ckpts = ListCheckpoints(st.ckpt_root);
-    if (!ckpts.empty() && ckpts.back().step > st.step) {
-      const Checkpoint& ck = ckpts.back();
-      MFPO_ASSIGN_OR_RETURN(SafetensorsCheckpoint weights, SafetensorsCheckpoint::Open(ck.dir.string()));
-      MFPO_RETURN_IF_ERROR(LoadWeights(weights, *policy.model).status());
-      const std::string optimizer_path = (ck.dir / "optimizer.pt").string();
-      MFPO_RETURN_IF_ERROR(CheckRegularFile(optimizer_path, "optimizer state"));
-      MFPO_RETURN_IF_ERROR(CatchAll(absl::StrCat(optimizer_path, ": loading optimizer state"),
-                                    [&] { torch::load(optimizer, optimizer_path); }));
-      st.step = ck.step;
-      spdlog::info("resumed from {} (step {})", ck.dir.string(), st.step);
-    }
-  }
+  MFPO_RETURN_IF_ERROR(Resume(control));
   int64_t first = 0;  // the phase's first global step
   for (int q = 0; q < p; ++q) first += c.phase_steps[q];
   const int64_t end = first + c.phase_steps[p];
@@ -692,33 +968,42 @@ absl::StatusOr<TrainResult> TrainingJob::TrainPhase(const Curriculum& c, int p, 
 
   // metrics.jsonl holds one line per step: lines of steps from the resume point on (a run killed
   // between checkpoints) are dropped before training repeats those steps. Once per job: the
-  // phases after it in this process append to a file that is already in step.
+  // phases after it in this process append to a file that is already in step. Rank 0's file.
   const fs::path metrics_path = st.out_dir / "metrics.jsonl";
-  if (!st.metrics_trimmed && fs::exists(metrics_path, ec)) {
-    std::string kept;
-    MFPO_RETURN_IF_ERROR(ReadJsonl(metrics_path.string(), [&](int, const json& j) -> absl::Status {
-      if (j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() < st.step)
-        kept += j.dump() + "\n";
-      return absl::OkStatus();
-    }, [](int, const std::string&) {}));
-    MFPO_RETURN_IF_ERROR(WriteFileAtomically(metrics_path.string(), kept));
-  }
-  st.metrics_trimmed = true;
-  std::ofstream metrics_out(metrics_path, std::ios::app);
-  if (!metrics_out) return ErrnoStatus(errno, metrics_path.string(), "cannot open for appending");
+  std::ofstream metrics_out;
+  absl::Status opened = [&]() -> absl::Status {
+    if (!writer) return absl::OkStatus();
+    if (!st.metrics_trimmed && fs::exists(metrics_path, ec)) {
+      std::string kept;
+      MFPO_RETURN_IF_ERROR(ReadJsonl(metrics_path.string(), [&](int, const json& j) -> absl::Status {
+        if (j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() < st.step)
+          kept += j.dump() + "\n";
+        return absl::OkStatus();
+      }, [](int, const std::string&) {}));
+      MFPO_RETURN_IF_ERROR(WriteFileAtomically(metrics_path.string(), kept));
+    }
+    st.metrics_trimmed = true;
+    metrics_out.open(metrics_path, std::ios::app);
+    if (!metrics_out) return ErrnoStatus(errno, metrics_path.string(), "cannot open for appending");
+    return absl::OkStatus();
+  }();
+  MFPO_RETURN_IF_ERROR(g.Agree(opened, absl::StrCat("opening ", metrics_path.string())));
   const int64_t micro = st.micro;
-  const int64_t per_step = micro * spec.optimizer().grad_accum();
+  const int64_t per_step = micro * st.micro_batches_per_step;  // the step's batch over all ranks
+  const std::vector<std::string>& metric_names = StepMetricNames();
+  const int64_t k_metrics = static_cast<int64_t>(metric_names.size());
   const auto t0 = Clock::now();
-  int64_t samples_done = 0;
+  int64_t samples_done = 0;  // all ranks
   policy.model->train();
   for (int64_t s = 0; s < c.phase_steps[p]; ++s) {
     const int64_t step = first + s;
     if (step < st.step) continue;  // done before the resume point
     if (control.stop_after_steps > 0 && step >= control.stop_after_steps) {
       MFPO_RETURN_IF_ERROR(SaveCheckpoint(c, step, p));
-      progress << "\nstopped after " << step << " steps (checkpoint written)\n";
+      if (writer) progress << "\nstopped after " << step << " steps (checkpoint written)\n";
       return TrainResult{CheckpointDir(st.ckpt_root, step).string(), step, false};
     }
+    const auto step_start = Clock::now();
     // The data order is a pure function of (seed, phase, epoch): resuming needs no cursor state.
     const int64_t steps_per_epoch = c.phase_steps[p] / spec.optimizer().epochs();
     const int64_t epoch = s / steps_per_epoch;
@@ -728,44 +1013,87 @@ absl::StatusOr<TrainResult> TrainingJob::TrainPhase(const Curriculum& c, int p, 
     const int64_t begin = (s % steps_per_epoch) * per_step;
     const double lr = ScheduledLearningRate(spec.optimizer().lr(), spec.optimizer().warmup_ratio(), step, c.total_steps);
     for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
-    optimizer.zero_grad();
-    std::map<std::string, double> sums;
-    int micro_batches = 0;
-    for (int a = 0; a < spec.optimizer().grad_accum(); ++a) {
-      const int64_t mb = begin + a * micro;
-      if (mb >= static_cast<int64_t>(idx.size())) break;
-      std::vector<PreferenceExample> batch;
-      std::vector<int64_t> rows;
-      for (int64_t k = mb; k < std::min<int64_t>(mb + micro, idx.size()); ++k) {
-        batch.push_back(st.data.examples[idx[k]]);
-        rows.push_back(idx[k]);
-      }
-      absl::StatusOr<StepLogps> policy_out, reference_out;
-      {
-        AutocastRegion autocast(st.device, st.bf16);
-        policy_out = ComputeStepLogps(policy.model, policy.config.pad_token_id, batch, st.objective);
-        if (st.online_reference) {
-          torch::NoGradGuard no_grad;
-          reference_out = ComputeStepLogps(st.online_reference->model, st.online_reference->config.pad_token_id, batch,
-                                           st.objective);
+    {
+      torch::NoGradGuard no_grad;
+      for (const auto& prm : params)
+        if (prm.grad().defined()) {
+          prm.grad().detach_();
+          prm.grad().zero_();
         }
-      }
-      MFPO_RETURN_IF_ERROR(policy_out.status());
-      const StepLogps& out = *policy_out;
-      ResponseLogps ref;
-      if (st.online_reference) {
-        MFPO_RETURN_IF_ERROR(reference_out.status());
-        ref = reference_out->logps;
-      } else {
-        torch::Tensor r = st.ref_logps.index_select(0, torch::tensor(rows, torch::kInt64)).to(st.device);
-        ref = {r.select(1, 0), r.select(1, 1), r.select(1, 2)};
-      }
-      ObjectiveOutput obj = ComputeObjective(st.objective, out.logps, ref, out.chosen_tokens);
-      MFPO_RETURN_IF_ERROR(CatchAll("backward", [&] { (obj.loss / spec.optimizer().grad_accum()).backward(); }));
-      for (const auto& [k, v] : obj.metrics) sums[k] += v;
-      ++micro_batches;
-      samples_done += static_cast<int64_t>(batch.size());
     }
+    // The step's batch is idx[begin, begin + per_step), cut into micro-batches of `micro`; rank r
+    // takes micro-batches r*accum .. r*accum+accum-1 (one rank: all of them, in order), so any
+    // number of ranks trains on exactly the batch one process would.
+    std::vector<int64_t> starts;
+    for (int64_t a = 0; a < st.accum; ++a) {
+      const int64_t mb = begin + (g.rank() * st.accum + a) * micro;
+      if (mb < static_cast<int64_t>(idx.size())) starts.push_back(mb);
+    }
+    torch::Tensor sums = torch::zeros({2 * k_metrics + 1}, torch::kFloat64);  // metric sums, counts, samples
+    double t_data = 0, t_forward = 0, t_backward = 0;
+    auto lap = [](Clock::time_point& since) {
+      const auto now = Clock::now();
+      const double d = std::chrono::duration<double>(now - since).count();
+      since = now;
+      return d;
+    };
+    absl::Status local = [&]() -> absl::Status {
+      for (size_t k = 0; k < starts.size(); ++k) {
+        auto since = Clock::now();
+        const int64_t mb = starts[k];
+        std::vector<PreferenceExample> batch;
+        std::vector<int64_t> rows;
+        for (int64_t q = mb; q < std::min<int64_t>(mb + micro, idx.size()); ++q) {
+          batch.push_back(st.data.examples[idx[q]]);
+          rows.push_back(idx[q]);
+        }
+        ResponseLogps ref;
+        if (!st.online_reference) {
+          torch::Tensor r = st.ref_logps.index_select(0, torch::tensor(rows, torch::kInt64)).to(st.device);
+          ref.chosen = r.select(1, 0);
+          ref.rejected = r.select(1, 1);
+          ref.chosen_perturbed = r.select(1, 2);
+        }
+        t_data += lap(since);
+        absl::StatusOr<StepLogps> policy_out, reference_out;
+        {
+          AutocastRegion autocast(st.device, st.bf16);
+          policy_out = ComputeStepLogps(policy.model, policy.config.pad_token_id, batch, st.objective);
+          if (st.online_reference) {
+            torch::NoGradGuard no_grad;
+            reference_out = ComputeStepLogps(st.online_reference->model, st.online_reference->config.pad_token_id,
+                                             batch, st.objective);
+          }
+        }
+        MFPO_RETURN_IF_ERROR(policy_out.status());
+        const StepLogps& out = *policy_out;
+        if (st.online_reference) {
+          MFPO_RETURN_IF_ERROR(reference_out.status());
+          ref = reference_out->logps;
+        }
+        ObjectiveOutput obj = ComputeObjective(st.objective, out.logps, ref, out.chosen_tokens);
+        t_forward += lap(since);
+        // The step's last backward on this rank launches the gradient all-reduce.
+        if (st.reducer && k + 1 == starts.size()) st.reducer->Arm();
+        MFPO_RETURN_IF_ERROR(CatchAll("backward", [&] { (obj.loss / st.accum).backward(); }));
+        t_backward += lap(since);
+        for (int64_t m = 0; m < k_metrics; ++m) {
+          auto it = obj.metrics.find(metric_names[m]);
+          if (it == obj.metrics.end()) continue;
+          sums[m] += it->second;
+          sums[k_metrics + m] += 1;
+        }
+        sums[2 * k_metrics] += static_cast<double>(batch.size());
+      }
+      return absl::OkStatus();
+    }();
+    // Every rank completes the step's collectives, also after a failure (the others are in
+    // them), then all learn whether any rank failed.
+    auto since = Clock::now();
+    ReduceStats reduce;
+    absl::Status reduced = st.reducer ? st.reducer->Finish(&reduce) : absl::OkStatus();
+    const double t_wait = lap(since);
+    MFPO_RETURN_IF_ERROR(g.Agree(local.ok() ? reduced : local, absl::StrCat("step ", step), &sums));
     double grad_norm = 0;
     {
       torch::NoGradGuard no_grad;
@@ -780,24 +1108,43 @@ absl::StatusOr<TrainResult> TrainingJob::TrainPhase(const Curriculum& c, int p, 
       }
     }
     optimizer.step();
+    if (spec.optimizer().shard_state() && g.size() > 1) MFPO_RETURN_IF_ERROR(ShareUpdatedShards());
+    const double t_optimizer = lap(since);
     st.step = step + 1;
+    samples_done += static_cast<int64_t>(sums[2 * k_metrics].item<double>());
     json line = {{"step", step}, {"phase", c.phase_names[p]}, {"lr", lr}, {"grad_norm", grad_norm}};
-    for (const auto& [k, v] : sums) line[k] = v / std::max(1, micro_batches);
+    for (int64_t m = 0; m < k_metrics; ++m) {
+      const double count = sums[k_metrics + m].item<double>();
+      if (count > 0) line[metric_names[m]] = sums[m].item<double>() / count;
+    }
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     const double rate = samples_done / std::max(secs, 1e-9);
     line["samples_per_second"] = rate;
-    metrics_out << line.dump() << "\n";
-    metrics_out.flush();
-    if (!metrics_out) return ErrnoStatus(errno, metrics_path.string(), "write failed");
+    line["time"] = {{"data_s", t_data},           {"forward_s", t_forward}, {"backward_s", t_backward},
+                    {"allreduce_wait_s", t_wait}, {"optimizer_s", t_optimizer},
+                    {"step_s", std::chrono::duration<double>(Clock::now() - step_start).count()}};
+    if (g.size() > 1) {
+      line["world_size"] = g.size();
+      line["bytes_reduced"] = reduce.bytes;
+      line["buckets_launched_in_backward"] = reduce.launched_in_backward;
+    }
+    if (writer) {
+      metrics_out << line.dump() << "\n";
+      metrics_out.flush();
+    }
+    MFPO_RETURN_IF_ERROR(g.Agree(writer && !metrics_out ? ErrnoStatus(errno, metrics_path.string(), "write failed")
+                                                        : absl::OkStatus(),
+                                 "writing metrics.jsonl"));
     const double eta = (c.total_steps - step - 1) * per_step / std::max(rate, 1e-9);
     std::string rewards;
     if (line.contains("reward_acc_text"))
       rewards += absl::StrFormat(" acc_text %.2f", line["reward_acc_text"].get<double>());
     if (line.contains("reward_acc_image"))
       rewards += absl::StrFormat(" acc_image %.2f", line["reward_acc_image"].get<double>());
-    progress << absl::StrFormat("\r[%s] step %d/%d loss %.4f%s  %.1f samples/s  ETA %.0f s   ", c.phase_names[p],
-                                step + 1, c.total_steps, line.value("loss", 0.0), rewards, rate, eta)
-             << std::flush;
+    if (writer)
+      progress << absl::StrFormat("\r[%s] step %d/%d loss %.4f%s  %.1f samples/s  ETA %.0f s   ", c.phase_names[p],
+                                  step + 1, c.total_steps, line.value("loss", 0.0), rewards, rate, eta)
+               << std::flush;
     const int every = spec.checkpoint().every_steps();
     if ((every > 0 && (step + 1) % every == 0) || s + 1 == c.phase_steps[p])
       MFPO_RETURN_IF_ERROR(SaveCheckpoint(c, step + 1, p));
@@ -805,9 +1152,36 @@ absl::StatusOr<TrainResult> TrainingJob::TrainPhase(const Curriculum& c, int p, 
   return TrainResult{CheckpointDir(st.ckpt_root, end).string(), end, true};
 }
 
+absl::Status TrainingJob::ShareUpdatedShards() {
+  State& st = *s_;
+  Collective& g = *st.group;
+  torch::NoGradGuard no_grad;
+  // One broadcast per owner: its updated parameters, flattened (parameters of one dtype).
+  for (int r = 0; r < g.size(); ++r) {
+    std::vector<torch::Tensor> mine;
+    for (size_t k = 0; k < st.params.size(); ++k)
+      if (st.owner[k] == r) mine.push_back(st.params[k]);
+    MFPO_RETURN_IF_ERROR(CatchAll(absl::StrCat("sharing rank ", r, "'s updated parameters"), [&]() -> absl::Status {
+      std::vector<torch::Tensor> flat_views;
+      for (const auto& prm : mine) flat_views.push_back(prm.detach().reshape({-1}));
+      torch::Tensor flat = torch::cat(flat_views);
+      MFPO_RETURN_IF_ERROR(g.Broadcast(flat, r, absl::StrCat("broadcast of rank ", r, "'s updated parameters")));
+      if (r != g.rank()) {
+        int64_t offset = 0;
+        for (auto& prm : mine) {
+          prm.detach().copy_(flat.slice(0, offset, offset + prm.numel()).view(prm.sizes()));
+          offset += prm.numel();
+        }
+      }
+      return absl::OkStatus();
+    }));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<TrainResult> RunTraining(const v1::JobSpec& spec, const TrainControl& control,
-                                        std::ostream& progress) {
-  MFPO_ASSIGN_OR_RETURN(std::unique_ptr<TrainingJob> job, TrainingJob::Open(spec));
+                                        std::ostream& progress, const GroupOptions& group) {
+  MFPO_ASSIGN_OR_RETURN(std::unique_ptr<TrainingJob> job, TrainingJob::Open(spec, group));
   MFPO_RETURN_IF_ERROR(job->ReferencePass());
   MFPO_ASSIGN_OR_RETURN(Curriculum curriculum, job->ScoreDifficulty());
   TrainResult result;
@@ -815,7 +1189,7 @@ absl::StatusOr<TrainResult> RunTraining(const v1::JobSpec& spec, const TrainCont
     MFPO_ASSIGN_OR_RETURN(result, job->TrainPhase(curriculum, p, control, progress));
     if (!result.completed) return result;
   }
-  progress << "\ntrained " << curriculum.total_steps << " steps; checkpoints in " << spec.output_dir()
+  if (job->rank() == 0) progress << "\ntrained " << curriculum.total_steps << " steps; checkpoints in " << spec.output_dir()
            << "/checkpoints\n";
   return result;
 }

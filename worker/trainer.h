@@ -19,6 +19,15 @@
 //
 // Each stage's output is on disk, so any stage can run in a fresh process after the ones before
 // it; a stage whose output exists and matches reuses it.
+//
+// Data parallel (GroupOptions with world_size N > 1): every rank runs the same stages in step.
+// Open checks that all ranks loaded the same weights and data and broadcasts rank 0's weights;
+// the reference pass scores disjoint shards and all-reduces them; each optimizer step's batch
+// (resources.workers x micro_batch x grad_accum examples, the same as one process would take)
+// is split into fixed micro-batches, rank r taking its share, with gradients averaged in
+// buckets during backward (grad_reducer.h); with optimizer.shard_state each rank keeps 1/N of
+// the AdamW state (optimizer_state.h). Rank 0 writes the run's files, each rank its optimizer
+// shard; a failure on one rank fails every rank with that rank's reason.
 #ifndef MFPO_WORKER_TRAINER_H_
 #define MFPO_WORKER_TRAINER_H_
 
@@ -31,6 +40,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "mfpo_job.pb.h"
+#include "worker/collective.h"
 
 namespace mfpo {
 
@@ -69,8 +79,9 @@ struct Curriculum {
 // log-probs, the curriculum). Holds output_dir's lock while open.
 class TrainingJob {
  public:
-  // Validates the spec, loads the policy and the data, and takes output_dir (run record, lock).
-  static absl::StatusOr<std::unique_ptr<TrainingJob>> Open(const v1::JobSpec& spec);
+  // Validates the spec, joins the data-parallel group (`group`; the default is one process),
+  // loads the policy and the data, and takes output_dir (run record, lock; rank 0).
+  static absl::StatusOr<std::unique_ptr<TrainingJob>> Open(const v1::JobSpec& spec, const GroupOptions& group = {});
   ~TrainingJob();
 
   // Reference log-probs and entropy: reuses reference_logps.safetensors when its fingerprint
@@ -84,18 +95,22 @@ class TrainingJob {
   absl::StatusOr<TrainResult> TrainPhase(const Curriculum& curriculum, int phase, const TrainControl& control,
                                          std::ostream& progress);
   int64_t samples() const;
+  int rank() const;
 
  private:
   struct State;
   explicit TrainingJob(std::unique_ptr<State> state);
   absl::Status SaveCheckpoint(const Curriculum& curriculum, int64_t step, int phase);
+  absl::Status BuildOptimizer();
+  absl::Status Resume(const TrainControl& control);
+  absl::Status ShareUpdatedShards();
   std::unique_ptr<State> s_;
 };
 
 // Runs a whole local job: the stages above in a row. Does not run the spec's evaluation
 // (`mfpo train`, cli/train_command.cc, does).
 absl::StatusOr<TrainResult> RunTraining(const v1::JobSpec& spec, const TrainControl& control,
-                                        std::ostream& progress);
+                                        std::ostream& progress, const GroupOptions& group = {});
 
 }  // namespace mfpo
 

@@ -20,11 +20,10 @@ job_defaults() {
   MAX_SAMPLES=1200 EVAL_IMAGES=200 SEED=1 EVAL_SUITES='["chair", "pope", "amber", "reliance"]'
 }
 
-# preference_job NAME OUT_DIR MANIFEST WORLD [MODEL]: writes OUT_DIR.yaml and runs it.
-preference_job() {
+# preference_spec NAME OUT_DIR MANIFEST WORLD [MODEL]: the job's spec on stdout.
+preference_spec() {
   local name=$1 out=$2 manifest=$3 world=$4 model=${5:-$SFT_BASELINE}
-  mkdir -p "$(dirname "$out")"
-  cat > "$out.yaml" <<YAML
+  cat <<YAML
 # Written by scripts/lib/experiment.sh ($name).
 name: $name
 output_dir: $out
@@ -37,7 +36,14 @@ curriculum: {mode: $CURRICULUM, tiers: $TIERS}
 checkpoint: {keep_last: 1}
 evaluation: {data: $world, limit: $EVAL_IMAGES, max_new_tokens: 32, batch_size: 64, suites: $EVAL_SUITES}
 YAML
-  echo "== $name: mfpo train --spec $out.yaml"
+}
+
+# preference_job NAME OUT_DIR MANIFEST WORLD [MODEL]: writes OUT_DIR.yaml and runs it.
+preference_job() {
+  local out=$2
+  mkdir -p "$(dirname "$out")"
+  preference_spec "$@" > "$out.yaml"
+  echo "== $1: mfpo train --spec $out.yaml"
   "$MFPO" "${MFPO_ARGS[@]}" train --spec "$out.yaml"
 }
 
