@@ -2,6 +2,8 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <filesystem>
 #include <csignal>
 #include <iostream>
 #include <thread>
@@ -15,12 +17,16 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/str_cat.h"
 #include "cli/cli_commands.h"
+#include "cli/local_ranks.h"
 #include "cli/report_command.h"
 #include "cli/train_command.h"
 #include "common/cli_util.h"
+#include "common/status_macros.h"
 #include "common/torch_seam.h"
 #include "datagen/perturb_flags.h"
 #include "evaluator/evaluation.h"
@@ -46,6 +52,11 @@ ABSL_FLAG(double, cooccur_prior, 0.85, "world: P(partner object | anchor) in tra
 ABSL_FLAG(double, colour_prior, 0.85, "world: P(typical colour) in train/val");
 ABSL_FLAG(std::string, spec, "", "train: job spec (YAML or JSON)");
 ABSL_FLAG(int64_t, stop_after_steps, 0, "train: stop (with a checkpoint) after this many steps");
+ABSL_FLAG(int32_t, rank, -1, "train: this process's rank in a data-parallel group (default: $RANK)");
+ABSL_FLAG(int32_t, world_size, 0, "train: ranks in the group (default: $WORLD_SIZE)");
+ABSL_FLAG(std::string, rendezvous, "", "train: HOST:PORT where rank 0 hosts the group's rendezvous (default: $MASTER_ADDR:$MASTER_PORT)");
+ABSL_FLAG(int32_t, local_rank, -1, "train: this rank's GPU on its machine (default: $LOCAL_RANK, else 0)");
+ABSL_FLAG(bool, launcher_store, false, "train: set by mfpo train for the ranks it starts (the rendezvous store is the launcher's)");
 ABSL_FLAG(std::string, format, "", "import: native, rlhf-v, rlaif-v, vlfeedback, hf");
 ABSL_FLAG(std::string, suite, "", "score: chair|pope|amber; eval: comma list of chair,pope,amber,reliance");
 ABSL_FLAG(std::string, answers, "", "score: answers JSONL ({id, answer})");
@@ -99,7 +110,10 @@ Commands:
       write the logits of the prompt(+response) sequence and the response's summed log-prob
   world --out DIR [--seed N] [--train N --val N --test N] [--size PX]
       write the embedded scene world: images, preference manifests, annotations, vocabulary
-  train --spec job.yaml [--stop-after-steps N]
+  train --spec job.yaml [--stop-after-steps N] [--rank R --world-size N --rendezvous HOST:PORT]
+      one job: reference pass, difficulty, curriculum phases, evaluation; with resources.workers N
+      it starts N local ranks; --rank/--world-size/--rendezvous (or torchrun's RANK, WORLD_SIZE,
+      MASTER_ADDR, MASTER_PORT, LOCAL_RANK) make this process one rank of a multi-machine group
       a whole local job: reference pass, difficulty scoring, curriculum phases, checkpoints;
       resumes from the newest checkpoint in output_dir
   import --format native|rlhf-v|rlaif-v|vlfeedback|hf IN.jsonl OUT.jsonl
@@ -141,7 +155,8 @@ const std::vector<mfpo::CommandFlags>& Commands() {
        {"model", "image", "prompt", "max_new_tokens", "json", "dtype"}},
       {"world", "--out DIR [--seed N] [--train N --val N --test N] [--size PX]",
        {"out", "seed", "train", "val", "test", "size", "cooccur_prior", "colour_prior", "overwrite"}},
-      {"train", "--spec job.yaml [--stop-after-steps N]", {"spec", "stop_after_steps"}},
+      {"train", "--spec job.yaml [--stop-after-steps N] [--rank R --world-size N --rendezvous HOST:PORT]",
+       {"spec", "stop_after_steps", "rank", "world_size", "rendezvous", "local_rank", "launcher_store"}},
       {"import", "--format native|rlhf-v|rlaif-v|vlfeedback|hf IN.jsonl OUT.jsonl [--overwrite]", {"format", "overwrite"}},
       {"score", "--suite chair|pope|amber --answers FILE.jsonl --truth FILE [--synonyms FILE] [--json]",
        {"suite", "answers", "truth", "synonyms", "association", "safe_words", "json"}},
@@ -208,6 +223,57 @@ int main(int argc, char** argv) {
 
 namespace {
 
+// A non-negative integer from a flag or an environment variable; `what` names it in errors.
+absl::Status ParseCount(const char* text, const std::string& what, int* out) {
+  if (!absl::SimpleAtoi(text, out) || *out < 0)
+    return absl::InvalidArgumentError(absl::StrCat(what, " = '", text, "' is not a non-negative integer"));
+  return absl::OkStatus();
+}
+
+// The data-parallel group of `mfpo train`: --rank/--world-size/--rendezvous/--local-rank, else
+// the variables torchrun and the Kubeflow PyTorchJob operator set (RANK, WORLD_SIZE,
+// MASTER_ADDR, MASTER_PORT, LOCAL_RANK). The only place the environment is read.
+absl::Status GroupFromFlagsAndEnvironment(mfpo::TrainCommandOptions* o) {
+  const int rank = absl::GetFlag(FLAGS_rank), world = absl::GetFlag(FLAGS_world_size);
+  const std::string rendezvous = absl::GetFlag(FLAGS_rendezvous);
+  int local_rank = absl::GetFlag(FLAGS_local_rank);
+  const char* env_world = std::getenv("WORLD_SIZE");
+  if (rank >= 0 || world > 0 || !rendezvous.empty()) {
+    if (rank < 0 || world < 1)
+      return absl::InvalidArgumentError("--rank, --world-size and --rendezvous go together (--world-size >= 1, --rank in 0..N-1)");
+    o->group.rank = rank;
+    o->group.world_size = world;
+    o->group.rendezvous = rendezvous;
+  } else if (env_world != nullptr) {
+    const char* env_rank = std::getenv("RANK");
+    if (env_rank == nullptr) return absl::InvalidArgumentError("WORLD_SIZE is set but RANK is not");
+    MFPO_RETURN_IF_ERROR(ParseCount(env_world, "WORLD_SIZE", &o->group.world_size));
+    MFPO_RETURN_IF_ERROR(ParseCount(env_rank, "RANK", &o->group.rank));
+    const char* addr = std::getenv("MASTER_ADDR");
+    const char* port = std::getenv("MASTER_PORT");
+    if (o->group.world_size > 1 && (addr == nullptr || port == nullptr))
+      return absl::InvalidArgumentError("WORLD_SIZE > 1 needs MASTER_ADDR and MASTER_PORT (or --rendezvous HOST:PORT)");
+    if (addr != nullptr && port != nullptr)
+      o->group.rendezvous = absl::StrContains(addr, ":") ? absl::StrCat("[", addr, "]:", port) : absl::StrCat(addr, ":", port);
+  } else {
+    return absl::OkStatus();  // one process, or the spec's resources.workers local ranks
+  }
+  if (o->group.world_size < 1) return absl::InvalidArgumentError("the world size must be >= 1");
+  if (o->group.rank >= o->group.world_size)
+    return absl::InvalidArgumentError(absl::StrCat("rank ", o->group.rank, " is not in 0..", o->group.world_size - 1));
+  if (o->group.world_size > 1 && o->group.rendezvous.empty())
+    return absl::InvalidArgumentError("--world-size > 1 needs --rendezvous HOST:PORT (where rank 0 listens)");
+  if (local_rank < 0) {
+    local_rank = 0;
+    if (const char* env = std::getenv("LOCAL_RANK")) MFPO_RETURN_IF_ERROR(ParseCount(env, "LOCAL_RANK", &local_rank));
+  }
+  o->group.local_rank = local_rank;
+  o->group.store_is_external = absl::GetFlag(FLAGS_launcher_store);
+  o->launched_locally = o->group.store_is_external;
+  o->is_rank = true;
+  return absl::OkStatus();
+}
+
 int Run(const std::vector<char*>& args, const std::vector<std::string>& given) {
   const int threads = absl::GetFlag(FLAGS_threads);
   if (threads < 0 || threads > 1024) return Exit(absl::InvalidArgumentError("--threads must be in [0, 1024] (0: one per core)"));
@@ -255,6 +321,20 @@ int Run(const std::vector<char*>& args, const std::vector<std::string>& given) {
     mfpo::TrainCommandOptions o;
     o.spec_path = absl::GetFlag(FLAGS_spec);
     o.stop_after_steps = absl::GetFlag(FLAGS_stop_after_steps);
+    o.threads = threads;
+    std::error_code ec;
+    o.binary = std::filesystem::read_symlink("/proc/self/exe", ec).string();
+    if (ec) o.binary = args[0];
+    if (absl::Status s = GroupFromFlagsAndEnvironment(&o); !s.ok()) return Exit(s);
+    if (o.is_rank && o.group.world_size > 1)
+      spdlog::set_pattern(absl::StrCat("[%H:%M:%S.%e] [rank ", o.group.rank, "] [%^%l%$] %v"));
+    // Ctrl-C or a SIGTERM (e.g. from Kubernetes) stops local ranks cleanly.
+    std::signal(SIGINT, [](int) { mfpo::RequestLocalRanksStop(); });
+    std::signal(SIGTERM, [](int) { mfpo::RequestLocalRanksStop(); });
+    if (o.is_rank) {
+      std::signal(SIGINT, SIG_DFL);
+      std::signal(SIGTERM, SIG_DFL);
+    }
     return Exit(mfpo::RunTrainCommand(o, std::cout));
   }
   if (command == "score") {

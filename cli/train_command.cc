@@ -1,11 +1,15 @@
 #include "cli/train_command.h"
 
+#include <algorithm>
 #include <filesystem>
+#include <thread>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include <nlohmann/json.hpp>
 
+#include "cli/local_ranks.h"
 #include "common/file_util.h"
 #include "common/jsonl.h"
 #include "common/status_macros.h"
@@ -26,9 +30,49 @@ absl::Status RunTrainCommand(const TrainCommandOptions& options, std::ostream& o
       return absl::InvalidArgumentError(absl::StrCat(options.spec_path, ": evaluation.data: ", s.message(),
                                                      " (a world directory written by `mfpo world` is expected)"));
   }
+  if (options.threads > 0) spec.mutable_resources()->set_threads(options.threads);
   TrainControl control;
   control.stop_after_steps = options.stop_after_steps;
-  MFPO_ASSIGN_OR_RETURN(TrainResult result, RunTraining(spec, control, out));
+  TrainResult result;
+  if (options.is_rank) {
+    MFPO_ASSIGN_OR_RETURN(result, RunTraining(spec, control, out, options.group));
+    // The launcher of local ranks evaluates once they are done; otherwise rank 0 does.
+    if (options.launched_locally || options.group.rank != 0) return absl::OkStatus();
+  } else if (spec.resources().workers() > 1) {
+    const int n = spec.resources().workers();
+    LocalRanksOptions launch;
+    launch.binary = options.binary;
+    launch.ranks = n;
+    const int total = spec.resources().threads() > 0 ? spec.resources().threads()
+                                                     : static_cast<int>(std::thread::hardware_concurrency());
+    launch.threads_per_rank = std::max(1, total / n);
+    launch.cuda = spec.resources().device() == "cuda";
+    launch.timeout_ms = static_cast<int64_t>(spec.resources().collective_timeout_s()) * 1000;
+    launch.rank_args = {"train", "--spec", options.spec_path};
+    if (options.stop_after_steps > 0) {
+      launch.rank_args.push_back("--stop_after_steps");
+      launch.rank_args.push_back(std::to_string(options.stop_after_steps));
+    }
+    out << std::flush;
+    MFPO_RETURN_IF_ERROR(RunLocalRanks(launch, out));
+    if (options.stop_after_steps > 0 || spec.evaluation().data().empty()) return absl::OkStatus();
+    // The final checkpoint: the newest one that the ranks wrote.
+    int64_t newest = -1;
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(std::filesystem::path(spec.output_dir()) / "checkpoints", ec)) {
+      const std::string name = e.path().filename().string();
+      int64_t step = 0;
+      if (name.rfind("step-", 0) == 0 && name.find('.') == std::string::npos && absl::SimpleAtoi(name.substr(5), &step) &&
+          step > newest) {
+        newest = step;
+        result.final_checkpoint = e.path().string();
+      }
+    }
+    if (newest < 0) return absl::InternalError(absl::StrCat(spec.output_dir(), "/checkpoints: the ranks wrote no checkpoint"));
+    result.completed = true;
+  } else {
+    MFPO_ASSIGN_OR_RETURN(result, RunTraining(spec, control, out));
+  }
   if (spec.evaluation().data().empty() || !result.completed) return absl::OkStatus();
 
   EvalCommandOptions eval;

@@ -8,16 +8,26 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "worker/collective.h"
 
 namespace mfpo {
 
 struct TrainCommandOptions {
   std::string spec_path;         // YAML or JSON job spec
   int64_t stop_after_steps = 0;  // stop (with a checkpoint) after this many steps; 0 = run to the end
+  int threads = 0;               // --threads: overrides resources.threads (all ranks together); 0 = the spec's
+  // This process is one rank of a group (--rank/--world-size/--rendezvous or the torchrun and
+  // PyTorchJob variables); unset: one process, or resources.workers local ranks.
+  bool is_rank = false;
+  GroupOptions group;
+  bool launched_locally = false;  // a rank started by RunLocalRanks (the launcher evaluates)
+  std::string binary;             // this program, to start local ranks
 };
 
 // Trains, then, when `evaluation.data` is set and training ran to the end, evaluates the final
-// checkpoint into OUTPUT_DIR/eval (report.json, report.md, answers).
+// checkpoint into OUTPUT_DIR/eval (report.json, report.md, answers). With resources.workers N > 1
+// and no group given, starts N local ranks (cli/local_ranks.h) and evaluates after them. A rank
+// of a multi-machine group evaluates on rank 0 only.
 absl::Status RunTrainCommand(const TrainCommandOptions& options, std::ostream& out);
 
 }  // namespace mfpo

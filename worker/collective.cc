@@ -33,6 +33,18 @@ using Backend = c10d::ProcessGroup;
 
 constexpr const char* kFailureKey = "mfpo/first_failure";
 
+std::string ReadFailure(c10d::Store& store) {
+  std::string cause;
+  (void)CatchAll("reading the failure", [&] {
+    if (store.check({kFailureKey})) {
+      const std::vector<uint8_t> v = store.get(kFailureKey);
+      cause = std::string(v.begin(), v.end());
+    }
+  });
+  return cause;
+}
+
+
 // A group of one: every collective is the identity.
 class LocalGroup final : public Collective {
  public:
@@ -115,16 +127,7 @@ class C10dGroup final : public Collective {
     });
   }
 
-  std::string FirstFailure() override {
-    std::string cause;
-    (void)CatchAll("reading the failure", [&] {
-      if (store_->check({kFailureKey})) {
-        const std::vector<uint8_t> v = store_->get(kFailureKey);
-        cause = std::string(v.begin(), v.end());
-      }
-    });
-    return cause;
-  }
+  std::string FirstFailure() override { return ReadFailure(*store_); }
 
   // A collective's error, with this rank and (when a peer left it) the first failure's reason.
   absl::Status Explain(const absl::Status& s) {
@@ -149,6 +152,16 @@ class C10dGroup final : public Collective {
   int rank_, size_;
   std::string backend_;
   int64_t timeout_ms_;
+};
+
+class TcpRendezvousServer final : public RendezvousServer {
+ public:
+  explicit TcpRendezvousServer(c10::intrusive_ptr<c10d::TCPStore> store) : store_(std::move(store)) {}
+  uint16_t port() const override { return store_->getPort(); }
+  std::string FirstFailure() override { return ReadFailure(*store_); }
+
+ private:
+  c10::intrusive_ptr<c10d::TCPStore> store_;
 };
 
 bool IsLoopback(const std::string& host) {
@@ -178,6 +191,19 @@ absl::Status ParseHostPort(const std::string& text, std::string* host, uint16_t*
   *host = h;
   *port = static_cast<uint16_t>(value);
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<RendezvousServer>> RendezvousServer::Start(const std::string& host, int64_t timeout_ms) {
+  c10d::TCPStoreOptions options;
+  options.port = 0;  // a free port, chosen by the system
+  options.isServer = true;
+  options.waitWorkers = false;
+  options.timeout = std::chrono::milliseconds(timeout_ms);
+  absl::StatusOr<c10::intrusive_ptr<c10d::TCPStore>> store =
+      CatchAll(absl::StrCat("starting the rendezvous store on ", host),
+               [&] { return c10::make_intrusive<c10d::TCPStore>(host, options); });
+  if (!store.ok()) return absl::UnavailableError(store.status().message());
+  return std::unique_ptr<RendezvousServer>(new TcpRendezvousServer(*store));
 }
 
 absl::Status Collective::AllReduceSum(torch::Tensor tensor, const std::string& what) {

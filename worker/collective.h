@@ -79,6 +79,17 @@ class Collective {
   absl::Status Agree(const absl::Status& mine, const std::string& what, torch::Tensor* also_sum = nullptr);
 };
 
+// The rendezvous store hosted by a launcher (`mfpo train` starting its local ranks with
+// store_is_external): a TCPStore server on `host` and a free port while this object lives. It
+// outlives any rank, so the first failure a rank reports can still be read after that rank died.
+class RendezvousServer {
+ public:
+  static absl::StatusOr<std::unique_ptr<RendezvousServer>> Start(const std::string& host, int64_t timeout_ms);
+  virtual ~RendezvousServer() = default;
+  virtual uint16_t port() const = 0;
+  virtual std::string FirstFailure() = 0;
+};
+
 }  // namespace mfpo
 
 #endif  // MFPO_WORKER_COLLECTIVE_H_

@@ -124,7 +124,10 @@ std::string DataFingerprint(const std::vector<PreferenceExample>& examples) {
 // trained (evaluation, checkpoint retention, thread count, the display name, where the directory is).
 bool MayChangeOnResume(const std::string& path) {
   for (const char* prefix :
-       {"evaluation", "checkpoint.keep_last", "checkpoint.every_steps", "resources.threads", "name", "output_dir"})
+       {"evaluation", "checkpoint.keep_last", "checkpoint.every_steps", "resources.threads", "name", "output_dir",
+        // How the step's batch is spread over ranks and where the optimizer state lives: a run may
+        // continue on another number of ranks as long as the global batch stays (checked apart).
+        "resources.workers", "optimizer.grad_accum", "optimizer.shard_state", "resources.collective_timeout_s"})
     if (path == prefix || absl::StartsWith(path, absl::StrCat(prefix, "."))) return true;
   return false;
 }
@@ -179,6 +182,20 @@ absl::Status CheckRunRecord(const fs::path& out_dir, const v1::JobSpec& spec, co
       if (old_v != new_v && (side == &after || a == after.end()))
         diffs.push_back(absl::StrCat(path, ": ", old_v, " -> ", new_v));
     }
+  {
+    // The global batch: resources.workers x optimizer.grad_accum micro-batches per step.
+    auto count = [](const std::map<std::string, std::string>& m, const std::string& key) {
+      int64_t v = 1;
+      auto it = m.find(key);
+      if (it != m.end() && !absl::SimpleAtoi(it->second, &v)) v = -1;
+      return v;
+    };
+    const int64_t was = count(before, "resources.workers") * count(before, "optimizer.grad_accum");
+    const int64_t now = count(after, "resources.workers") * count(after, "optimizer.grad_accum");
+    if (was != now)
+      diffs.push_back(absl::StrCat("the micro-batches per optimizer step (resources.workers x optimizer.grad_accum): ",
+                                   was, " -> ", now, " (a run may change either as long as the product stays)"));
+  }
   if (recorded.value("model_fingerprint", "") != model_fingerprint)
     diffs.push_back(absl::StrCat("the starting model's weights (", spec.model().path(), "): fingerprint ",
                                  recorded.value("model_fingerprint", "?"), " -> ", model_fingerprint));
