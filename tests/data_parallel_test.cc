@@ -1,0 +1,375 @@
+// Data-parallel training with real processes on loopback: `mfpo train` as local ranks
+// (resources.workers) and as hand-started ranks (--rank/--world-size/--rendezvous on a free
+// port). Every process runs under a deadline and is killed and reaped when a test ends, also
+// when it fails.
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "common/file_util.h"
+#include "common/presets.h"
+#include "common/safetensors.h"
+#include "datagen/scene_world.h"
+
+namespace mfpo {
+namespace {
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+// A child process of the `mfpo` binary in its own process group, stdout and stderr to `log`.
+// The destructor kills the whole group and reaps the child: nothing outlives the test.
+class Process {
+ public:
+  Process(const std::vector<std::string>& args, const fs::path& log, const std::map<std::string, std::string>& env = {})
+      : log_(log) {
+    std::vector<std::string> argv_s = {MFPO_BIN};
+    argv_s.insert(argv_s.end(), args.begin(), args.end());
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::setpgid(0, 0);
+      FILE* f = std::fopen(log.c_str(), "w");
+      if (f) {
+        ::dup2(fileno(f), 1);
+        ::dup2(fileno(f), 2);
+      }
+      for (const auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
+      std::vector<char*> argv;
+      for (auto& a : argv_s) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+    ::setpgid(pid_, pid_);
+  }
+  ~Process() {
+    if (running()) {
+      ::kill(-pid_, SIGKILL);
+      ::waitpid(pid_, &status_, 0);
+    }
+  }
+  pid_t pid() const { return pid_; }
+  bool running() {
+    if (done_) return false;
+    if (::waitpid(pid_, &status_, WNOHANG) == pid_) done_ = true;
+    return !done_;
+  }
+  // Exit code, or -1 after `seconds` (the process group is then killed).
+  int Wait(double seconds) {
+    const auto deadline = Clock::now() + std::chrono::duration<double>(seconds);
+    while (running()) {
+      if (Clock::now() > deadline) {
+        ::kill(-pid_, SIGKILL);
+        ::waitpid(pid_, &status_, 0);
+        done_ = true;
+        return -1;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return WIFEXITED(status_) ? WEXITSTATUS(status_) : 128 + WTERMSIG(status_);
+  }
+  std::string Log() const { return ReadFileToString(log_.string()).value_or(""); }
+  // Waits until the log contains `text` (false after `seconds` or when the process ended).
+  bool WaitForLog(const std::string& text, double seconds) {
+    const auto deadline = Clock::now() + std::chrono::duration<double>(seconds);
+    while (Clock::now() < deadline) {
+      if (Log().find(text) != std::string::npos) return true;
+      if (!running()) return Log().find(text) != std::string::npos;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  }
+
+ private:
+  fs::path log_;
+  pid_t pid_ = -1;
+  int status_ = 0;
+  bool done_ = false;
+};
+
+// A TCP port on loopback that nothing listens on now.
+int FreePort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof(addr);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    ::close(fd);
+    return 0;
+  }
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// Largest absolute difference between two checkpoints' tensors (+inf when their names differ).
+double MaxDiff(const fs::path& a, const fs::path& b) {
+  auto ca = SafetensorsCheckpoint::Open(a.string());
+  auto cb = SafetensorsCheckpoint::Open(b.string());
+  if (!ca.ok() || !cb.ok() || ca->names() != cb->names()) return INFINITY;
+  double worst = 0;
+  for (const std::string& name : ca->names()) {
+    const auto* x = ca->Find(name);
+    const auto* y = cb->Find(name);
+    const torch::Tensor tx = x->file->View(*x->entry).to(torch::kFloat64);
+    const torch::Tensor ty = y->file->View(*y->entry).to(torch::kFloat64);
+    if (!tx.sizes().equals(ty.sizes())) return INFINITY;
+    if (tx.numel() > 0) worst = std::max(worst, (tx - ty).abs().max().item<double>());
+  }
+  return worst;
+}
+
+class DataParallelTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    root_ = new fs::path(fs::temp_directory_path() / ("data_parallel_test_" + std::to_string(::getpid())));
+    fs::remove_all(*root_);
+    for (int seed : {3, 4}) {
+      InitModelOptions init;
+      init.seed = seed;
+      ASSERT_TRUE(InitModelDir((*root_ / ("model" + std::to_string(seed))).string(), init).ok());
+    }
+    WorldOptions world;
+    world.train = 12;
+    world.val = 0;
+    world.test = 0;
+    world.size = 32;
+    ASSERT_TRUE(WriteWorld((*root_ / "world").string(), world).ok());
+  }
+  static void TearDownTestSuite() {
+    fs::remove_all(*root_);
+    delete root_;
+  }
+
+  struct Job {
+    std::string variant = "mfpo";
+    int workers = 1, micro = 4, accum = 1, samples = 24;
+    bool shard = false;
+    int model_seed = 3;
+    int timeout_s = 30;
+    // 1e-4: AdamW's step is about lr per weight whatever the gradient's size, so float noise in a
+    // near-zero gradient (another padding of a bigger micro-batch) moves a weight by up to ~lr/10.
+    double lr = 1e-4;
+  };
+  // Writes NAME.yaml for `job` (output_dir NAME); returns its path.
+  static fs::path Spec(const std::string& name, const Job& j) {
+    const fs::path path = *root_ / (name + ".yaml");
+    std::ofstream(path) << "output_dir: " << (*root_ / name).string() << "\n"
+                        << "model: {path: " << (*root_ / ("model" + std::to_string(j.model_seed))).string() << "}\n"
+                        << "data: {train: " << (*root_ / "world" / "train.jsonl").string()
+                        << ", max_samples: " << j.samples << "}\n"
+                        << "objective: {variant: " << j.variant << "}\n"
+                        << "optimizer: {lr: " << j.lr << ", micro_batch: " << j.micro << ", grad_accum: " << j.accum
+                        << ", warmup_ratio: 0.2, shard_state: " << (j.shard ? "true" : "false") << "}\n"
+                        << "curriculum: {mode: end_to_end}\n"
+                        << "checkpoint: {keep_last: 0}\n"
+                        << "resources: {workers: " << j.workers << ", threads: 2, collective_timeout_s: " << j.timeout_s
+                        << "}\n";
+    return path;
+  }
+  // Runs `mfpo train --spec NAME.yaml EXTRA...` to the end (asserting success) and returns the
+  // final checkpoint's directory.
+  static fs::path Train(const std::string& name, const Job& j, const std::vector<std::string>& extra = {},
+                        const std::string& checkpoint = "step-000003") {
+    std::vector<std::string> args = {"train", "--spec", Spec(name, j).string()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    Process p(args, *root_ / (name + ".log"));
+    const int code = p.Wait(240);
+    EXPECT_EQ(code, 0) << p.Log();
+    return *root_ / name / "checkpoints" / checkpoint;
+  }
+  // metrics.jsonl's grad_norm of each step of run NAME.
+  static std::vector<double> GradNorms(const std::string& name) {
+    std::vector<double> out;
+    std::ifstream in(*root_ / name / "metrics.jsonl");
+    for (std::string line; std::getline(in, line);) {
+      const auto at = line.find("\"grad_norm\":");
+      if (at != std::string::npos) out.push_back(std::atof(line.c_str() + at + 12));
+    }
+    return out;
+  }
+  static fs::path* root_;
+};
+fs::path* DataParallelTest::root_ = nullptr;
+
+class Equivalence : public DataParallelTest, public ::testing::WithParamInterface<std::string> {};
+
+// 2 ranks x micro-batch 4 = 1 rank x micro-batch 4 x accumulation 2 = 1 rank x micro-batch 8,
+// also with the optimizer state sharded over the 2 ranks (3 steps, fp32 on CPU).
+TEST_P(Equivalence, TwoRanksEqualAccumulationEqualOneBigBatch) {
+  const std::string v = GetParam();
+  Job big{v, 1, 8, 1};
+  Job accumulated{v, 1, 4, 2};
+  Job ranks{v, 2, 4, 1};
+  Job sharded{v, 2, 4, 1, 24, true};
+  const fs::path a = Train(v + "-big", big), b = Train(v + "-accum", accumulated), c = Train(v + "-ranks", ranks),
+                 d = Train(v + "-sharded", sharded);
+  // Training moved the weights (the comparisons below are not between untouched models).
+  EXPECT_GT(MaxDiff(a, *root_ / "model3"), 1e-4);
+  // AdamW does not see a gradient's scale, so the weights alone would not catch gradients summed
+  // instead of averaged: the logged gradient norms must agree too.
+  const std::vector<double> norms = GradNorms(v + "-big");
+  ASSERT_EQ(norms.size(), 3u);
+  for (const std::string run : {"-accum", "-ranks", "-sharded"}) {
+    const std::vector<double> other = GradNorms(v + run);
+    ASSERT_EQ(other.size(), norms.size()) << run;
+    for (size_t k = 0; k < norms.size(); ++k) EXPECT_NEAR(other[k], norms[k], 1e-4 * norms[k]) << run << " step " << k;
+  }
+  EXPECT_LE(MaxDiff(a, b), 1e-5);
+  EXPECT_LE(MaxDiff(a, c), 1e-5);
+  EXPECT_LE(MaxDiff(a, d), 1e-5);
+  // Each rank wrote its own optimizer file; sharded, each holds about half of the state.
+  const auto size = [](const fs::path& p) { return static_cast<double>(fs::file_size(p)); };
+  const double r0 = size(d / "optimizer" / "rank-00000-of-00002.safetensors");
+  const double r1 = size(d / "optimizer" / "rank-00001-of-00002.safetensors");
+  const double whole = size(c / "optimizer" / "rank-00000-of-00002.safetensors");
+  EXPECT_NEAR(r0 / whole, 0.5, 0.1);
+  EXPECT_NEAR(r1 / whole, 0.5, 0.1);
+  // metrics.jsonl: one line per step with the step time split and the bytes reduced.
+  const std::string metrics = ReadFileToString((*root_ / (v + "-ranks") / "metrics.jsonl").string()).value_or("");
+  EXPECT_NE(metrics.find("\"allreduce_wait_s\""), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("\"bytes_reduced\""), std::string::npos) << metrics;
+}
+
+INSTANTIATE_TEST_SUITE_P(Objectives, Equivalence, ::testing::Values("dpo", "mfpo"));
+
+// Stop in the middle of the phase and continue on another number of ranks: the global batch is
+// kept (accumulation adjusted) and the weights equal an uninterrupted run's.
+TEST_F(DataParallelTest, ResumeOnAnotherWorldSizeContinuesTheSameRun) {
+  const fs::path reference = Train("resume-reference", Job{"mfpo", 1, 4, 2});
+  // 2 ranks -> 1 rank (the same spec, --world-size 1).
+  Train("two-to-one", Job{"mfpo", 2, 4, 1}, {"--stop_after_steps", "1"}, "step-000001");
+  const fs::path two_to_one = Train("two-to-one", Job{"mfpo", 2, 4, 1}, {"--rank", "0", "--world-size", "1"});
+  EXPECT_LE(MaxDiff(reference, two_to_one), 1e-5);
+  // 1 rank -> 2 ranks (the spec changed from accumulation 2 to 2 workers: the same global batch).
+  Train("one-to-two", Job{"mfpo", 1, 4, 2}, {"--stop_after_steps", "1"}, "step-000001");
+  const fs::path one_to_two = Train("one-to-two", Job{"mfpo", 2, 4, 1});
+  EXPECT_LE(MaxDiff(reference, one_to_two), 1e-5);
+  // A changed global batch is refused by name.
+  Process p({"train", "--spec", Spec("one-to-two", Job{"mfpo", 2, 4, 2}).string()}, *root_ / "changed.log");
+  EXPECT_NE(p.Wait(120), 0);
+  EXPECT_NE(p.Log().find("resources.workers x optimizer.grad_accum"), std::string::npos) << p.Log();
+}
+
+// A rank killed mid-step: the other rank fails with an error naming the operation and itself,
+// within the collective timeout + 10 s; through the local launcher, the launcher stops the rest
+// and exits non-zero, leaving no process behind.
+TEST_F(DataParallelTest, KilledRankStopsTheOthers) {
+  Job slow{"mfpo", 2, 1, 1, 24};  // 12 steps of one example per rank
+  slow.timeout_s = 20;
+  const fs::path spec = Spec("killed", slow);
+  const std::string rendezvous = "127.0.0.1:" + std::to_string(FreePort());
+  Process r0({"train", "--spec", spec.string(), "--rank", "0", "--world-size", "2", "--rendezvous", rendezvous,
+              "--threads", "1"},
+             *root_ / "killed-0.log");
+  Process r1({"train", "--spec", spec.string(), "--rank", "1", "--world-size", "2", "--rendezvous", rendezvous,
+              "--threads", "1"},
+             *root_ / "killed-1.log");
+  ASSERT_TRUE(r0.WaitForLog("step 2/", 120)) << r0.Log() << r1.Log();
+  ::kill(r1.pid(), SIGKILL);
+  const auto t0 = Clock::now();
+  const int code = r0.Wait(slow.timeout_s + 10);
+  EXPECT_NE(code, -1) << "rank 0 did not exit within the timeout + 10 s";
+  EXPECT_NE(code, 0);
+  EXPECT_LE(std::chrono::duration<double>(Clock::now() - t0).count(), slow.timeout_s + 10);
+  EXPECT_NE(r0.Log().find("rank 0 of 2"), std::string::npos) << r0.Log();
+
+  // The launcher: kill one of its ranks.
+  fs::remove_all(*root_ / "killed");
+  Process launcher({"train", "--spec", spec.string()}, *root_ / "killed-launcher.log");
+  ASSERT_TRUE(launcher.WaitForLog("step 2/", 120)) << launcher.Log();
+  std::vector<pid_t> children;
+  {
+    std::ifstream in("/proc/" + std::to_string(launcher.pid()) + "/task/" + std::to_string(launcher.pid()) + "/children");
+    pid_t c;
+    while (in >> c) children.push_back(c);
+  }
+  ASSERT_EQ(children.size(), 2u);
+  ::kill(children[1], SIGKILL);
+  const int launcher_code = launcher.Wait(slow.timeout_s + 10 + 5);
+  EXPECT_NE(launcher_code, -1) << "the launcher did not exit in time";
+  EXPECT_NE(launcher_code, 0);
+  EXPECT_NE(launcher.Log().find("was killed by signal 9"), std::string::npos) << launcher.Log();
+  for (pid_t c : children) EXPECT_NE(::kill(c, 0), 0) << "rank process " << c << " is still there";
+}
+
+// Ranks that loaded different weights are refused, every one of them, naming a parameter.
+TEST_F(DataParallelTest, RanksWithDifferentWeightsAreRefused) {
+  Job a{"dpo", 2, 4, 1};
+  Job b = a;
+  b.model_seed = 4;
+  const std::string rendezvous = "127.0.0.1:" + std::to_string(FreePort());
+  Process r0({"train", "--spec", Spec("weights-0", a).string(), "--rank", "0", "--world-size", "2", "--rendezvous",
+              rendezvous},
+             *root_ / "weights-0.log");
+  Process r1({"train", "--spec", Spec("weights-1", b).string(), "--rank", "1", "--world-size", "2", "--rendezvous",
+              rendezvous},
+             *root_ / "weights-1.log");
+  EXPECT_NE(r0.Wait(120), 0);
+  EXPECT_NE(r1.Wait(60), 0);
+  for (Process* p : {&r0, &r1})
+    EXPECT_NE(p->Log().find("rank 1 loaded other weights than rank 0 (first difference: "), std::string::npos) << p->Log();
+  EXPECT_FALSE(fs::exists(*root_ / "weights-0" / "checkpoints")) << "nothing may be trained";
+}
+
+// A rank whose peers never come fails at the rendezvous within its timeout, saying where.
+TEST_F(DataParallelTest, ALonelyRankFailsAtTheRendezvous) {
+  Job j{"dpo", 2, 4, 1};
+  j.timeout_s = 3;
+  const std::string rendezvous = "127.0.0.1:" + std::to_string(FreePort());
+  Process r1({"train", "--spec", Spec("lonely", j).string(), "--rank", "1", "--world-size", "2", "--rendezvous",
+              rendezvous},
+             *root_ / "lonely.log");
+  const auto t0 = Clock::now();
+  EXPECT_NE(r1.Wait(60), 0);
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - t0).count(), 45);
+  EXPECT_NE(r1.Log().find("rendezvous at " + rendezvous), std::string::npos) << r1.Log();
+}
+
+// Wrong launch settings are refused before anything runs, naming the flag or variable.
+TEST_F(DataParallelTest, LaunchSettingsAreChecked) {
+  const fs::path spec = Spec("flags", Job{"dpo", 2, 4, 1});
+  struct Case {
+    std::vector<std::string> args;
+    std::map<std::string, std::string> env;
+    std::string says;
+  };
+  const std::vector<Case> cases = {
+      {{"--rank", "0"}, {}, "--rank, --world-size and --rendezvous go together"},
+      {{"--rank", "2", "--world-size", "2", "--rendezvous", "127.0.0.1:1"}, {}, "rank 2 is not in 0..1"},
+      {{"--rank", "0", "--world-size", "2"}, {}, "needs --rendezvous"},
+      {{"--rank", "0", "--world-size", "2", "--rendezvous", "nohost"}, {}, "expected HOST:PORT"},
+      {{"--rank", "0", "--world-size", "2", "--rendezvous", "127.0.0.1:99999"}, {}, "is not 1-65535"},
+      {{"--rank", "0", "--world-size", "3", "--rendezvous", "127.0.0.1:1"}, {}, "does not divide"},
+      {{}, {{"WORLD_SIZE", "2"}, {"RANK", "0"}}, "needs MASTER_ADDR and MASTER_PORT"},
+      {{}, {{"WORLD_SIZE", "two"}, {"RANK", "0"}}, "WORLD_SIZE = 'two'"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> args = {"train", "--spec", spec.string()};
+    args.insert(args.end(), c.args.begin(), c.args.end());
+    Process p(args, *root_ / "flags.log", c.env);
+    EXPECT_NE(p.Wait(60), 0);
+    EXPECT_NE(p.Log().find(c.says), std::string::npos) << p.Log();
+  }
+  EXPECT_FALSE(fs::exists(*root_ / "flags")) << "a refused launch wrote its output_dir";
+}
+
+}  // namespace
+}  // namespace mfpo
