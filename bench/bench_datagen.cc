@@ -20,6 +20,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "bench/bench_util.h"
+#include "common/device.h"
 #include "common/image.h"
 #include "common/jsonl.h"
 #include "datagen/perturb_command.h"
@@ -78,7 +79,7 @@ int main(int argc, char** argv) {
     else if (a == "--size") size = std::stoi(argv[i + 1]);
     else if (a == "--model") model = argv[i + 1];
   }
-  torch::set_num_threads(1);
+  mfpo::SetComputeThreads(1);
   const fs::path root = fs::temp_directory_path() / ("mfpo_bench_datagen_" + std::to_string(::getpid()));
   mfpo::WorldOptions world;
   world.train = images;

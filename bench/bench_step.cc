@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/llava_model.h"
+#include "common/device.h"
 #include "bench/bench_util.h"
 #include "common/presets.h"
 
@@ -63,7 +64,7 @@ void Bench(const std::string& name, double matmul_flops) {
 
 int main() {
   torch::manual_seed(0);
-  torch::set_num_threads(static_cast<int>(std::thread::hardware_concurrency()));
+  mfpo::SetComputeThreads(0);
   const double mm = mfpo::bench::MatmulFlops();
   std::printf("LibTorch fp32 matmul (1024^3): %.1f GFLOP/s on %d threads\n", mm / 1e9,
               torch::get_num_threads());

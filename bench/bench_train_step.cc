@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "bench/bench_util.h"
+#include "common/device.h"
 #include "common/presets.h"
 #include "worker/mfpo_objective.h"
 #include "worker/preference_step.h"
@@ -39,7 +40,7 @@ mfpo::TokenizedExample Sequence(const mfpo::LlavaConfig& c, int64_t prompt, int6
 }  // namespace
 
 int main(int argc, char** argv) {
-  torch::set_num_threads(static_cast<int>(std::thread::hardware_concurrency()));
+  mfpo::SetComputeThreads(0);
   torch::manual_seed(0);
   const std::string preset_name = argc > 1 ? argv[1] : "medium";
   auto preset = mfpo::GetPreset(preset_name);

@@ -14,6 +14,7 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/flags/flag.h"
+#include "common/device.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/ascii.h"
@@ -277,7 +278,7 @@ absl::Status GroupFromFlagsAndEnvironment(mfpo::TrainCommandOptions* o) {
 int Run(const std::vector<char*>& args, const std::vector<std::string>& given) {
   const int threads = absl::GetFlag(FLAGS_threads);
   if (threads < 0 || threads > 1024) return Exit(absl::InvalidArgumentError("--threads must be in [0, 1024] (0: one per core)"));
-  torch::set_num_threads(threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency()));
+  mfpo::SetComputeThreads(threads);
   const std::string command = args[1];
   if (command == "import") {
     if (args.size() != 4) {
@@ -352,7 +353,7 @@ int Run(const std::vector<char*>& args, const std::vector<std::string>& given) {
     mfpo::PerturbCommandOptions o;
     mfpo::PerturbOptionsFromFlags(&o);
     // Record-level parallelism: each worker thread runs its own LibTorch ops single-threaded.
-    torch::set_num_threads(1);
+    mfpo::SetComputeThreads(1);
     auto report = mfpo::RunPerturbCommand(o);
     if (!report.ok()) return Exit(report.status());
     std::cout << mfpo::ShardReportText(*report);

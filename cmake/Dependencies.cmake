@@ -23,6 +23,19 @@ endif()
 add_library(mfpo::torch ALIAS mfpo_torch)
 
 if(MFPO_WITH_NCCL)
+  # The NCCL process group comes with a CUDA build of LibTorch (e.g. the official libtorch 2.x
+  # archive, or pip's torch: -DCMAKE_PREFIX_PATH=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')).
+  # Debian's libtorch-dev is CPU-only: its headers lack c10/cuda's generated configuration.
+  set(_mfpo_cuda_torch FALSE)
+  foreach(_dir ${TORCH_INCLUDE_DIRS})
+    if(EXISTS "${_dir}/c10/cuda/impl/cuda_cmake_macros.h")
+      set(_mfpo_cuda_torch TRUE)
+    endif()
+  endforeach()
+  if(NOT _mfpo_cuda_torch)
+    message(FATAL_ERROR "MFPO_WITH_NCCL=ON needs a CUDA build of LibTorch (found ${Torch_DIR}, which is CPU-only): "
+                        "point CMAKE_PREFIX_PATH at one, e.g. scripts/gpu-check.sh does")
+  endif()
   find_package(CUDAToolkit REQUIRED)
   find_library(NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR} /usr/local/cuda/lib64 REQUIRED)
   find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/local/cuda/include REQUIRED)

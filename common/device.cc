@@ -1,11 +1,26 @@
 #include "common/device.h"
 
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <thread>
+
 #include <ATen/autocast_mode.h>
 
 #include "absl/strings/str_cat.h"
 #include "common/torch_seam.h"
 
 namespace mfpo {
+
+void SetComputeThreads(int threads) {
+  const int n = threads > 0 ? threads : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  torch::set_num_threads(n);
+  // Looked up at run time: the project does not link OpenBLAS itself.
+  using SetThreads = void (*)(int);
+  if (auto* set_openblas = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads")))
+    set_openblas(n);
+}
+
 
 absl::StatusOr<torch::Device> ResolveDevice(const std::string& name) {
   absl::StatusOr<torch::Device> device = CatchAll("device", [&] { return torch::Device(name); });

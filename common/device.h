@@ -19,6 +19,12 @@ absl::StatusOr<torch::Device> ResolveDevice(const std::string& name);
 // "auto" (bf16 on cuda, fp32 on cpu), "fp32" or "bf16" -> whether to autocast to bfloat16.
 absl::StatusOr<bool> ResolveBf16Autocast(const std::string& precision, const torch::Device& device);
 
+// Caps the CPU threads of this process's tensor maths at `threads` (0: one per core): LibTorch's
+// OpenMP pool and, when the BLAS is OpenBLAS's pthread build (Debian's), OpenBLAS's own pool,
+// which torch::set_num_threads does not reach. Without the second cap, ranks or jobs sharing a
+// machine each run one BLAS thread per core and slow each other down several times.
+void SetComputeThreads(int threads);
+
 // Enables bf16 autocast for `device`'s type while alive (no-op when `enabled` is false) and
 // restores the previous state; clears the autocast weight cache when the outermost region ends.
 class AutocastRegion {

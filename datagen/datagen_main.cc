@@ -18,6 +18,7 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/flags/flag.h"
+#include "common/device.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
@@ -70,7 +71,7 @@ int main(int argc, char** argv) {
   if (o.shard.threads < 0 || o.shard.threads > 1024)
     return mfpo::ExitCode(absl::InvalidArgumentError("--threads must be in [0, 1024] (0: one per core)"), "mfpo-datagen");
   // Record-level parallelism: each worker thread runs its own LibTorch ops single-threaded.
-  torch::set_num_threads(1);
+  mfpo::SetComputeThreads(1);
 
   auto registry = std::make_shared<prometheus::Registry>();
   mfpo::DatagenMetrics metrics(*registry);

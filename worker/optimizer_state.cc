@@ -1,9 +1,9 @@
 #include "worker/optimizer_state.h"
 
-#include <torch/version.h>
-
 #include <algorithm>
 #include <numeric>
+#include <type_traits>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 
@@ -11,14 +11,17 @@ namespace mfpo {
 namespace {
 
 // LibTorch keys an optimizer's per-parameter state by the parameter's TensorImpl: as a string
-// in 1.13, as the pointer itself in 2.x.
-auto StateKey(const torch::Tensor& p) {
-#if TORCH_VERSION_MAJOR >= 2
-  return p.unsafeGetTensorImpl();
-#else
-  return c10::guts::to_string(p.unsafeGetTensorImpl());
-#endif
+// in 1.13, as the pointer itself in 2.x. The key type is read off the map, not the version.
+using StateMap = std::remove_cv_t<std::remove_reference_t<decltype(std::declval<torch::optim::Optimizer&>().state())>>;
+template <typename Key>
+Key StateKeyAs(const torch::Tensor& p) {
+  if constexpr (std::is_same_v<Key, std::string>) {
+    return c10::guts::to_string(p.unsafeGetTensorImpl());
+  } else {
+    return static_cast<Key>(p.unsafeGetTensorImpl());
+  }
 }
+StateMap::key_type StateKey(const torch::Tensor& p) { return StateKeyAs<StateMap::key_type>(p); }
 
 }  // namespace
 

@@ -554,8 +554,7 @@ absl::StatusOr<std::unique_ptr<TrainingJob>> TrainingJob::Open(const v1::JobSpec
   s->device = *resolved;
   if (s->device.is_cuda() && group.world_size > 1) s->device = torch::Device(torch::kCUDA, group.local_rank);
   MFPO_ASSIGN_OR_RETURN(s->bf16, ResolveBf16Autocast(spec.resources().precision(), s->device));
-  torch::set_num_threads(spec.resources().threads() > 0 ? spec.resources().threads()
-                                                        : static_cast<int>(std::thread::hardware_concurrency()));
+  SetComputeThreads(spec.resources().threads());
   s->out_dir = fs::path(spec.output_dir());
   s->ckpt_root = s->out_dir / "checkpoints";
   const fs::path& out_dir = s->out_dir;
