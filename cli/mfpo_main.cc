@@ -39,7 +39,7 @@ ABSL_FLAG(std::string, image, "", "image file (JPEG, PNG or WebP)");
 ABSL_FLAG(std::string, prompt, "", "the user's question, placed in the LLaVA-1.5 template");
 ABSL_FLAG(std::string, response, "", "logits: the answer to score (empty: prompt only)");
 ABSL_FLAG(std::string, out, "", "output: a directory (a file for logits)");
-ABSL_FLAG(std::string, preset, "tiny", "init-model: model preset (tiny, medium)");
+ABSL_FLAG(std::string, preset, "tiny", "init-model: model preset (tiny, medium, 7b-shape: LLaVA-1.5-7B shapes with 2 layers)");
 ABSL_FLAG(uint64_t, seed, 0, "random seed");
 ABSL_FLAG(bool, overwrite, false, "write into an --out that is not empty (init-model, world, eval) or replace OUT (import)");
 ABSL_FLAG(double, init_std, 0.02, "init-model: standard deviation of the initial weights");

@@ -51,7 +51,7 @@ bool IsNormWeight(const std::string& name) {
 
 }  // namespace
 
-std::vector<std::string> PresetNames() { return {"tiny", "medium"}; }
+std::vector<std::string> PresetNames() { return {"tiny", "medium", "7b-shape"}; }
 
 absl::StatusOr<ModelPreset> GetPreset(const std::string& name) {
   ModelPreset p;
@@ -64,6 +64,17 @@ absl::StatusOr<ModelPreset> GetPreset(const std::string& name) {
     p.config = SmallLlava(/*image=*/64, /*patch=*/8, /*v_hidden=*/512, /*v_layers=*/4,
                           /*t_hidden=*/512, /*t_layers=*/4, /*t_heads=*/8, /*t_kv_heads=*/8,
                           /*t_inter=*/1376, p.tokenizer_vocab);
+  } else if (name == "7b-shape") {
+    // LLaVA-1.5-7B's shapes (CLIP ViT-L/14 at 336 px: 576 image tokens; Vicuna-7B: hidden 4096,
+    // MLP 11008, 32 heads, vocabulary 32064) with 2 layers each: a GPU throughput check
+    // (scripts/gpu-check.sh) without a 7B download. Random weights; the tiny tokenizer.
+    p.config = SmallLlava(/*image=*/336, /*patch=*/14, /*v_hidden=*/1024, /*v_layers=*/2,
+                          /*t_hidden=*/4096, /*t_layers=*/2, /*t_heads=*/32, /*t_kv_heads=*/32,
+                          /*t_inter=*/11008, p.tokenizer_vocab);
+    p.config.vision.num_attention_heads = 16;
+    p.config.vision.projection_dim = 768;
+    p.config.text.vocab_size = 32064;
+    p.config.text.max_position_embeddings = 4096;
   } else {
     return absl::InvalidArgumentError(absl::StrCat("unknown preset '", name, "' (known: ",
                                                    absl::StrJoin(PresetNames(), ", "), ")"));

@@ -68,21 +68,28 @@ class LocalGroup final : public Collective {
 class C10dGroup final : public Collective {
  public:
   C10dGroup(c10::intrusive_ptr<c10d::Store> store, c10::intrusive_ptr<Backend> pg, int rank, int size,
-            std::string backend, int64_t timeout_ms)
+            std::string backend, int64_t timeout_ms, torch::Device device)
       : store_(std::move(store)), pg_(std::move(pg)), rank_(rank), size_(size), backend_(std::move(backend)),
-        timeout_ms_(timeout_ms) {}
+        timeout_ms_(timeout_ms), device_(device) {}
 
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string backend() const override { return backend_; }
 
+  // NCCL only moves device memory: host tensors (flags, metrics, checksums) travel through a
+  // device copy that is copied back when the collective is done.
   class Work final : public Pending {
    public:
-    Work(C10dGroup* group, c10::intrusive_ptr<c10d::Work> work, std::string what)
-        : group_(group), work_(std::move(work)), what_(std::move(what)) {}
+    Work(C10dGroup* group, c10::intrusive_ptr<c10d::Work> work, std::string what, torch::Tensor host,
+         torch::Tensor staged)
+        : group_(group), work_(std::move(work)), what_(std::move(what)), host_(std::move(host)),
+          staged_(std::move(staged)) {}
     absl::Status Wait() override {
       if (!work_) return absl::OkStatus();
-      absl::Status s = CatchAll(what_, [&] { work_->wait(); });
+      absl::Status s = CatchAll(what_, [&] {
+        work_->wait();
+        if (staged_.defined()) host_.copy_(staged_.to(torch::kCPU));
+      });
       work_.reset();
       return s.ok() ? s : group_->Explain(s);
     }
@@ -91,28 +98,35 @@ class C10dGroup final : public Collective {
     C10dGroup* group_;
     c10::intrusive_ptr<c10d::Work> work_;
     std::string what_;
+    torch::Tensor host_, staged_;
   };
 
   absl::StatusOr<std::unique_ptr<Pending>> AllReduceSumAsync(torch::Tensor tensor, const std::string& what) override {
-    std::vector<at::Tensor> tensors{std::move(tensor)};
+    torch::Tensor staged = Staged(tensor);
+    std::vector<at::Tensor> tensors{staged.defined() ? staged : tensor};
     absl::StatusOr<c10::intrusive_ptr<c10d::Work>> work = CatchAll(what, [&] { return pg_->allreduce(tensors); });
     if (!work.ok()) return Explain(work.status());
-    return std::unique_ptr<Pending>(new Work(this, *work, what));
+    return std::unique_ptr<Pending>(new Work(this, *work, what, tensor, staged));
   }
 
   absl::Status Broadcast(torch::Tensor tensor, int root, const std::string& what) override {
-    std::vector<at::Tensor> tensors{std::move(tensor)};
+    torch::Tensor staged = Staged(tensor);
+    std::vector<at::Tensor> tensors{staged.defined() ? staged : tensor};
     c10d::BroadcastOptions options;
     options.rootRank = root;
-    return Finish(what, [&] { return pg_->broadcast(tensors, options); });
+    MFPO_RETURN_IF_ERROR(Finish(what, [&] { return pg_->broadcast(tensors, options); }));
+    if (staged.defined()) return CatchAll(what, [&] { tensor.copy_(staged.to(torch::kCPU)); });
+    return absl::OkStatus();
   }
 
   absl::StatusOr<torch::Tensor> AllGather(const torch::Tensor& tensor, const std::string& what) override {
+    torch::Tensor staged = Staged(tensor);
+    const torch::Tensor input = (staged.defined() ? staged : tensor).contiguous();
     std::vector<std::vector<at::Tensor>> outputs(1);
-    for (int r = 0; r < size_; ++r) outputs[0].push_back(torch::empty_like(tensor));
-    std::vector<at::Tensor> inputs{tensor.contiguous()};
+    for (int r = 0; r < size_; ++r) outputs[0].push_back(torch::empty_like(input));
+    std::vector<at::Tensor> inputs{input};
     MFPO_RETURN_IF_ERROR(Finish(what, [&] { return pg_->allgather(outputs, inputs); }));
-    return torch::stack(outputs[0]);
+    return torch::stack(outputs[0]).to(tensor.device());
   }
 
   absl::Status Barrier(const std::string& what) override {
@@ -141,6 +155,12 @@ class C10dGroup final : public Collective {
   }
 
  private:
+  // A device copy of a host tensor when the backend needs one (NCCL); undefined otherwise.
+  torch::Tensor Staged(const torch::Tensor& t) const {
+    if (backend_ != "nccl" || !t.device().is_cpu()) return torch::Tensor();
+    return t.to(device_);
+  }
+
   template <typename Launch>
   absl::Status Finish(const std::string& what, Launch&& launch) {
     absl::Status s = CatchAll(what, [&] { launch()->wait(); });
@@ -152,6 +172,7 @@ class C10dGroup final : public Collective {
   int rank_, size_;
   std::string backend_;
   int64_t timeout_ms_;
+  torch::Device device_;
 };
 
 class TcpRendezvousServer final : public RendezvousServer {
@@ -259,7 +280,7 @@ absl::StatusOr<std::unique_ptr<Collective>> Collective::Join(const GroupOptions&
       return c10::intrusive_ptr<Backend>(c10::make_intrusive<c10d::ProcessGroupNCCL>(*store, o.rank, o.world_size, options));
     });
     if (!pg.ok()) return pg.status();
-    return std::unique_ptr<Collective>(new C10dGroup(*store, *pg, o.rank, o.world_size, "nccl", o.timeout_ms));
+    return std::unique_ptr<Collective>(new C10dGroup(*store, *pg, o.rank, o.world_size, "nccl", o.timeout_ms, device));
 #else
     return absl::FailedPreconditionError(
         "data-parallel training on CUDA needs the NCCL path: build with -DMFPO_WITH_NCCL=ON against a CUDA LibTorch");
@@ -275,7 +296,7 @@ absl::StatusOr<std::unique_ptr<Collective>> Collective::Join(const GroupOptions&
   });
   if (!pg.ok()) return absl::UnavailableError(pg.status().message());
   spdlog::info("rank {} of {}: joined the gloo group at {}", o.rank, o.world_size, o.rendezvous);
-  return std::unique_ptr<Collective>(new C10dGroup(*store, *pg, o.rank, o.world_size, "gloo", o.timeout_ms));
+  return std::unique_ptr<Collective>(new C10dGroup(*store, *pg, o.rank, o.world_size, "gloo", o.timeout_ms, torch::kCPU));
 }
 
 }  // namespace mfpo

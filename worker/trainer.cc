@@ -527,7 +527,10 @@ struct TrainingJob::State {
   int64_t micro_batches_per_step = 1;  // over all ranks: resources.workers x optimizer.grad_accum
   int64_t accum = 1;                   // this rank's share of them
   NamedParams named_params;            // the trainable parameters, with names
-  NamedParams owned;                   // those whose AdamW state this rank keeps
+  NamedParams owned;                   // those whose AdamW state this rank keeps (their fp32 masters
+                                       // when the weights are not fp32)
+  std::vector<int> owned_index;        // per owned entry: its index in `params`
+  bool masters = false;                // `owned` holds fp32 master copies of bf16/fp16 weights
   std::vector<int> owner;              // per trainable parameter: the rank keeping its state
   std::unique_ptr<GradientReducer> reducer;
 };
@@ -808,7 +811,11 @@ absl::Status TrainingJob::SaveCheckpoint(const Curriculum& c, int64_t step, int 
   absl::Status written = [&]() -> absl::Status {
     absl::Status mine = CatchAll("collecting the optimizer state", [&]() -> absl::Status {
       NamedTensors tensors;
-      if (writer || st.spec.optimizer().shard_state()) tensors = AdamWStateTensors(*st.optimizer, st.owned);
+      if (writer || st.spec.optimizer().shard_state()) {
+        tensors = AdamWStateTensors(*st.optimizer, st.owned);
+        if (st.masters)
+          for (const auto& [name, master] : st.owned) tensors.emplace_back(name + ".master", master);
+      }
       {
         at::Generator gen = at::detail::getDefaultCPUGenerator();
         std::lock_guard<std::mutex> lock(gen.mutex());
@@ -883,11 +890,21 @@ absl::Status TrainingJob::BuildOptimizer() {
   std::vector<int64_t> numels;
   for (const auto& prm : st.params) numels.push_back(prm.numel());
   st.owner = shard ? OwnerOfParams(numels, g.size()) : std::vector<int>(st.params.size(), g.rank());
+  // Weights held in bf16 (model.dtype bfloat16) are updated through fp32 master copies: an AdamW
+  // step of lr 1e-5 is below bf16's resolution for most weights and would be rounded away.
+  st.masters = false;
+  for (const auto& prm : st.params) st.masters = st.masters || prm.scalar_type() != torch::kFloat32;
   std::vector<torch::Tensor> owned;
   for (size_t k = 0; k < st.params.size(); ++k)
     if (st.owner[k] == g.rank()) {
-      st.owned.push_back(st.named_params[k]);
-      owned.push_back(st.params[k]);
+      torch::Tensor t = st.params[k];
+      if (st.masters) {
+        torch::NoGradGuard no_grad;
+        t = st.params[k].detach().to(torch::kFloat32).clone();
+      }
+      st.owned.emplace_back(st.named_params[k].first, t);
+      st.owned_index.push_back(static_cast<int>(k));
+      owned.push_back(t);
     }
   if (owned.empty())
     return absl::InvalidArgumentError(absl::StrCat("optimizer.shard_state: rank ", g.rank(), " of ", g.size(),
@@ -897,7 +914,8 @@ absl::Status TrainingJob::BuildOptimizer() {
                                                                   .betas({spec.optimizer().beta1(), spec.optimizer().beta2()})
                                                                   .eps(spec.optimizer().eps())
                                                                   .weight_decay(spec.optimizer().weight_decay()));
-  if (g.size() > 1) st.reducer = std::make_unique<GradientReducer>(&g, st.params);
+  // A real process group, also of one rank (scripts/gpu-check.sh on one GPU), reduces gradients.
+  if (g.backend() != "none") st.reducer = std::make_unique<GradientReducer>(&g, st.params);
   return absl::OkStatus();
 }
 
@@ -930,6 +948,7 @@ absl::Status TrainingJob::Resume(const TrainControl& control) {
         files.push_back(std::move(f));
       }
       MFPO_RETURN_IF_ERROR(LoadAdamWState(*st.optimizer, st.owned, files));
+      if (st.masters) MFPO_RETURN_IF_ERROR(LoadMasters(files));
       // This rank's RNG state, when the checkpoint was written by as many ranks.
       const fs::path own = optimizer_dir / OptimizerFileName(g.rank(), g.size());
       if (fs::exists(own, ec)) {
@@ -952,12 +971,35 @@ absl::Status TrainingJob::Resume(const TrainControl& control) {
       MFPO_RETURN_IF_ERROR(CheckRegularFile(optimizer_path, "optimizer state"));
       MFPO_RETURN_IF_ERROR(CatchAll(absl::StrCat(optimizer_path, ": loading optimizer state"),
                                     [&] { torch::load(*st.optimizer, optimizer_path); }));
+      if (st.masters) MFPO_RETURN_IF_ERROR(LoadMasters({}));
     }
     return absl::OkStatus();
   }();
   MFPO_RETURN_IF_ERROR(g.Agree(loaded, absl::StrCat("resuming from ", dir.string())));
   st.step = step;
   if (g.rank() == 0) spdlog::info("resumed from {} (step {})", dir.string(), st.step);
+  return absl::OkStatus();
+}
+
+absl::Status TrainingJob::LoadMasters(const std::vector<std::shared_ptr<SafetensorsFile>>& files) {
+  State& st = *s_;
+  torch::NoGradGuard no_grad;
+  for (size_t k = 0; k < st.owned.size(); ++k) {
+    auto& [name, master] = st.owned[k];
+    const std::string key = name + ".master";
+    const SafetensorsFile* file = nullptr;
+    for (const auto& f : files)
+      if (f->Find(key)) file = f.get();
+    if (file == nullptr) {
+      // A checkpoint of fp32 weights or from before master copies: the weights are the masters.
+      master.copy_(st.params[st.owned_index[k]].detach());
+      continue;
+    }
+    MFPO_ASSIGN_OR_RETURN(torch::Tensor t, file->Load(key, torch::kFloat32));
+    if (!t.sizes().equals(master.sizes()))
+      return absl::DataLossError(absl::StrCat(file->path(), ": '", key, "' has the wrong shape"));
+    master.copy_(t);
+  }
   return absl::OkStatus();
 }
 
@@ -1045,7 +1087,8 @@ absl::StatusOr<TrainResult> TrainingJob::TrainPhase(const Curriculum& c, int p, 
       const int64_t mb = begin + (g.rank() * st.accum + a) * micro;
       if (mb < static_cast<int64_t>(idx.size())) starts.push_back(mb);
     }
-    torch::Tensor sums = torch::zeros({2 * k_metrics + 1}, torch::kFloat64);  // metric sums, counts, samples
+    // Metric sums, their counts, then samples and tokens (the sequences' lengths as forwarded).
+    torch::Tensor sums = torch::zeros({2 * k_metrics + 2}, torch::kFloat64);
     double t_data = 0, t_forward = 0, t_backward = 0;
     auto lap = [](Clock::time_point& since) {
       const auto now = Clock::now();
@@ -1100,6 +1143,10 @@ absl::StatusOr<TrainResult> TrainingJob::TrainPhase(const Curriculum& c, int p, 
           sums[k_metrics + m] += 1;
         }
         sums[2 * k_metrics] += static_cast<double>(batch.size());
+        for (const auto& ex : batch)
+          sums[2 * k_metrics + 1] +=
+              static_cast<double>(ex.chosen.ids.size()) * (st.objective.needs_perturbed() ? 2 : 1) +
+              (st.objective.variant == ObjectiveVariant::kSft ? 0.0 : static_cast<double>(ex.rejected.ids.size()));
       }
       return absl::OkStatus();
     }();
@@ -1123,7 +1170,18 @@ absl::StatusOr<TrainResult> TrainingJob::TrainPhase(const Curriculum& c, int p, 
           if (prm.grad().defined()) prm.grad().mul_(scale);
       }
     }
+    if (st.masters) {
+      torch::NoGradGuard no_grad;
+      for (size_t k = 0; k < st.owned.size(); ++k) {
+        const torch::Tensor& grad = params[st.owned_index[k]].grad();
+        if (grad.defined()) st.owned[k].second.mutable_grad() = grad.to(torch::kFloat32);
+      }
+    }
     optimizer.step();
+    if (st.masters) {
+      torch::NoGradGuard no_grad;
+      for (size_t k = 0; k < st.owned.size(); ++k) params[st.owned_index[k]].detach().copy_(st.owned[k].second);
+    }
     if (spec.optimizer().shard_state() && g.size() > 1) MFPO_RETURN_IF_ERROR(ShareUpdatedShards());
     const double t_optimizer = lap(since);
     st.step = step + 1;
@@ -1136,6 +1194,7 @@ absl::StatusOr<TrainResult> TrainingJob::TrainPhase(const Curriculum& c, int p, 
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     const double rate = samples_done / std::max(secs, 1e-9);
     line["samples_per_second"] = rate;
+    line["tokens"] = sums[2 * k_metrics + 1].item<double>();
     line["time"] = {{"data_s", t_data},           {"forward_s", t_forward}, {"backward_s", t_backward},
                     {"allreduce_wait_s", t_wait}, {"optimizer_s", t_optimizer},
                     {"step_s", std::chrono::duration<double>(Clock::now() - step_start).count()}};

@@ -44,6 +44,8 @@
 
 namespace mfpo {
 
+class SafetensorsFile;
+
 struct TrainControl {
   // Stop (after checkpointing) once this many optimizer steps have run in total; 0 = run to the
   // end. Lets tests and operators interrupt a run at a known point.
@@ -104,6 +106,7 @@ class TrainingJob {
   absl::Status BuildOptimizer();
   absl::Status Resume(const TrainControl& control);
   absl::Status ShareUpdatedShards();
+  absl::Status LoadMasters(const std::vector<std::shared_ptr<SafetensorsFile>>& files);
   std::unique_ptr<State> s_;
 };
 
