@@ -42,20 +42,6 @@ namespace {
 
 double Since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-mfpo::TokenizedExample Sequence(const mfpo::LlavaConfig& c, int64_t prompt, int64_t answer, int64_t seed) {
-  mfpo::TokenizedExample t;
-  t.ids.push_back(1);
-  for (int64_t i = 0; i < c.image_tokens(); ++i) t.ids.push_back(c.image_token_index);
-  for (int64_t i = 0; i < prompt; ++i) t.ids.push_back(3 + (seed * 31 + i * 7) % 900);
-  t.labels.assign(t.ids.size(), mfpo::kIgnoreLabel);
-  for (int64_t i = 0; i < answer; ++i) {
-    const int64_t id = 3 + (seed * 17 + i * 13) % 900;
-    t.ids.push_back(id);
-    t.labels.push_back(id);
-  }
-  return t;
-}
-
 std::map<std::string, std::string> Args(int argc, char** argv) {
   std::map<std::string, std::string> m;
   for (int i = 1; i + 1 < argc; i += 2) m[argv[i]] = argv[i + 1];
@@ -101,8 +87,8 @@ int RankMain(const std::map<std::string, std::string>& a) {
   for (int64_t i = 0; i < 4; ++i) {
     mfpo::PreferenceExample ex;
     ex.id = std::to_string(i);
-    ex.chosen = Sequence(c, 12, 24, i + 10 * rank);
-    ex.rejected = Sequence(c, 12, 24, i + 100 + 10 * rank);
+    ex.chosen = mfpo::bench::Sequence(c, 12, 24, i + 10 * rank);
+    ex.rejected = mfpo::bench::Sequence(c, 12, 24, i + 100 + 10 * rank);
     ex.image = torch::randn({3, c.vision.image_size, c.vision.image_size});
     ex.perturbed_image = torch::randn({3, c.vision.image_size, c.vision.image_size});
     examples.push_back(ex);

@@ -21,24 +21,6 @@
 #include "worker/preference_step.h"
 
 using Clock = std::chrono::steady_clock;
-namespace {
-
-mfpo::TokenizedExample Sequence(const mfpo::LlavaConfig& c, int64_t prompt, int64_t answer, int64_t seed) {
-  mfpo::TokenizedExample t;
-  t.ids.push_back(1);
-  for (int64_t i = 0; i < c.image_tokens(); ++i) t.ids.push_back(c.image_token_index);
-  for (int64_t i = 0; i < prompt; ++i) t.ids.push_back(3 + (seed * 31 + i * 7) % 900);
-  t.labels.assign(t.ids.size(), mfpo::kIgnoreLabel);
-  for (int64_t i = 0; i < answer; ++i) {
-    const int64_t id = 3 + (seed * 17 + i * 13) % 900;
-    t.ids.push_back(id);
-    t.labels.push_back(id);
-  }
-  return t;
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
   mfpo::SetComputeThreads(0);
   torch::manual_seed(0);
@@ -54,8 +36,8 @@ int main(int argc, char** argv) {
   for (int64_t i = 0; i < micro; ++i) {
     mfpo::PreferenceExample ex;
     ex.id = std::to_string(i);
-    ex.chosen = Sequence(c, 12, 24, i);
-    ex.rejected = Sequence(c, 12, 24, i + 100);
+    ex.chosen = mfpo::bench::Sequence(c, 12, 24, i);
+    ex.rejected = mfpo::bench::Sequence(c, 12, 24, i + 100);
     ex.image = torch::randn({3, c.vision.image_size, c.vision.image_size});
     ex.perturbed_image = torch::randn({3, c.vision.image_size, c.vision.image_size});
     examples.push_back(ex);
