@@ -29,6 +29,7 @@ expect 2 "seed 1 is given twice" -- bash "$SRC/scripts/experiment.sh" main --see
 expect 2 "--seeds needs a list" -- bash "$SRC/scripts/experiment.sh" main --seeds "" --out "$TMP/g"
 expect 2 "--out needs a directory" -- bash "$SRC/scripts/experiment.sh" main --out
 expect 2 "threads needs a number" -- bash "$SRC/scripts/experiment.sh" main --threads two --out "$TMP/e"
+expect 2 "--main needs a directory" -- bash "$SRC/scripts/experiment.sh" table4 --main
 expect 0 "quick" -- bash "$SRC/scripts/run-default.sh" --help
 expect 2 "unknown argument '--fast'" -- bash "$SRC/scripts/run-default.sh" --fast
 # A world made with other settings in the output directory is refused, not silently reused.
@@ -38,5 +39,9 @@ expect 2 "was made with other settings" -- bash "$SRC/scripts/experiment.sh" mai
 # The same seed and split sizes but another image size: also another world.
 "$MFPO" world --out "$TMP/h/world" --seed 11 --train 74 --val 0 --test 50 --size 32 >/dev/null
 expect 2 "was made with other settings" -- bash "$SRC/scripts/experiment.sh" main --quick --out "$TMP/h"
+# The GPU check on a machine without nvidia-smi says so instead of failing later.
+if ! command -v nvidia-smi >/dev/null; then
+  expect 2 "this is not a GPU machine" -- bash "$SRC/scripts/gpu-check.sh" "$TMP/gpu/out"
+fi
 [ ! -e "$TMP/a" ] && [ ! -e "$TMP/b" ] && [ ! -e "$TMP/e" ] && [ ! -e "$TMP/f" ] && [ ! -e "$TMP/g" ] || { echo "FAIL: a refused run created its output directory"; fail=1; }
 exit $fail
