@@ -18,6 +18,15 @@
 #include "worker/trainer.h"
 
 namespace mfpo {
+namespace {
+
+// Training's progress line ends in '\r': an error printed after it starts on a line of its own.
+absl::StatusOr<TrainResult> EndProgressLineOnError(absl::StatusOr<TrainResult> result, std::ostream& out) {
+  if (!result.ok()) out << "\n" << std::flush;
+  return result;
+}
+
+}  // namespace
 
 absl::Status RunTrainCommand(const TrainCommandOptions& options, std::ostream& out) {
   if (options.spec_path.empty()) return absl::InvalidArgumentError("--spec is required");
@@ -35,7 +44,7 @@ absl::Status RunTrainCommand(const TrainCommandOptions& options, std::ostream& o
   control.stop_after_steps = options.stop_after_steps;
   TrainResult result;
   if (options.is_rank) {
-    MFPO_ASSIGN_OR_RETURN(result, RunTraining(spec, control, out, options.group));
+    MFPO_ASSIGN_OR_RETURN(result, EndProgressLineOnError(RunTraining(spec, control, out, options.group), out));
     // The launcher of local ranks evaluates once they are done; otherwise rank 0 does.
     if (options.launched_locally || options.group.rank != 0) return absl::OkStatus();
   } else if (spec.resources().workers() > 1) {
@@ -71,7 +80,7 @@ absl::Status RunTrainCommand(const TrainCommandOptions& options, std::ostream& o
     if (newest < 0) return absl::InternalError(absl::StrCat(spec.output_dir(), "/checkpoints: the ranks wrote no checkpoint"));
     result.completed = true;
   } else {
-    MFPO_ASSIGN_OR_RETURN(result, RunTraining(spec, control, out));
+    MFPO_ASSIGN_OR_RETURN(result, EndProgressLineOnError(RunTraining(spec, control, out), out));
   }
   if (spec.evaluation().data().empty() || !result.completed) return absl::OkStatus();
 
