@@ -116,9 +116,11 @@ absl::Status RunLocalRanks(const LocalRanksOptions& o, std::ostream& log) {
   }
   if (first_failed >= 0) {
     const std::string reason = store->FirstFailure();
+    // The store holds the first error a rank reported; a rank killed by a signal reports none,
+    // so then the reason is a survivor's view of it.
     return absl::AbortedError(absl::StrCat("rank ", first_failed, " of ", o.ranks, " ", Describe(ranks[first_failed].status),
-                                           reason.empty() ? "" : absl::StrCat(" (", reason, ")"),
-                                           "; the other ranks were stopped"));
+                                           "; the other ranks were stopped",
+                                           reason.empty() ? "" : absl::StrCat(". First error reported: ", reason)));
   }
   if (g_stop_requested) return absl::CancelledError(absl::StrCat("stopped: the ", o.ranks, " ranks were terminated"));
   return absl::OkStatus();

@@ -239,9 +239,12 @@ absl::Status GroupFromFlagsAndEnvironment(mfpo::TrainCommandOptions* o) {
   const std::string rendezvous = absl::GetFlag(FLAGS_rendezvous);
   int local_rank = absl::GetFlag(FLAGS_local_rank);
   const char* env_world = std::getenv("WORLD_SIZE");
+  if (rank < -1 || world < 0) return absl::InvalidArgumentError("--rank and --world-size must not be negative");
   if (rank >= 0 || world > 0 || !rendezvous.empty()) {
     if (rank < 0 || world < 1)
-      return absl::InvalidArgumentError("--rank, --world-size and --rendezvous go together (--world-size >= 1, --rank in 0..N-1)");
+      return absl::InvalidArgumentError(
+          "--rank, --world-size and --rendezvous go together (--world-size >= 1, --rank in 0..N-1; --rendezvous "
+          "HOST:PORT when --world-size > 1)");
     o->group.rank = rank;
     o->group.world_size = world;
     o->group.rendezvous = rendezvous;
@@ -257,6 +260,8 @@ absl::Status GroupFromFlagsAndEnvironment(mfpo::TrainCommandOptions* o) {
     if (addr != nullptr && port != nullptr)
       o->group.rendezvous = absl::StrContains(addr, ":") ? absl::StrCat("[", addr, "]:", port) : absl::StrCat(addr, ":", port);
   } else {
+    if (std::getenv("RANK") != nullptr) return absl::InvalidArgumentError("RANK is set but WORLD_SIZE is not");
+    if (local_rank >= 0) return absl::InvalidArgumentError("--local-rank needs --rank and --world-size");
     return absl::OkStatus();  // one process, or the spec's resources.workers local ranks
   }
   if (o->group.world_size < 1) return absl::InvalidArgumentError("the world size must be >= 1");

@@ -36,7 +36,8 @@ using Clock = std::chrono::steady_clock;
 // The destructor kills the whole group and reaps the child: nothing outlives the test.
 class Process {
  public:
-  Process(const std::vector<std::string>& args, const fs::path& log, const std::map<std::string, std::string>& env = {})
+  Process(const std::vector<std::string>& args, const fs::path& log, const std::map<std::string, std::string>& env = {},
+          const fs::path& cwd = {})
       : log_(log) {
     std::vector<std::string> argv_s = {MFPO_BIN};
     argv_s.insert(argv_s.end(), args.begin(), args.end());
@@ -49,6 +50,7 @@ class Process {
         ::dup2(fileno(f), 2);
       }
       for (const auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
+      if (!cwd.empty() && ::chdir(cwd.c_str()) != 0) ::_exit(126);
       std::vector<char*> argv;
       for (auto& a : argv_s) argv.push_back(a.data());
       argv.push_back(nullptr);
@@ -263,6 +265,11 @@ TEST_F(DataParallelTest, ResumeOnAnotherWorldSizeContinuesTheSameRun) {
   Train("one-to-two", Job{"mfpo", 1, 4, 2}, {"--stop_after_steps", "1"}, "step-000001");
   const fs::path one_to_two = Train("one-to-two", Job{"mfpo", 2, 4, 1});
   EXPECT_LE(MaxDiff(reference, one_to_two), 1e-5);
+  // After the resume the gradient buckets still go out during backward (hooks on the parameters'
+  // current gradient accumulators).
+  const std::string metrics = ReadFileToString((*root_ / "one-to-two" / "metrics.jsonl").string()).value_or("");
+  EXPECT_NE(metrics.find("\"buckets_launched_in_backward\":"), std::string::npos) << metrics;
+  EXPECT_EQ(metrics.find("\"buckets_launched_in_backward\":0"), std::string::npos) << metrics;
   // A changed global batch is refused by name.
   Process p({"train", "--spec", Spec("one-to-two", Job{"mfpo", 2, 4, 2}).string()}, *root_ / "changed.log");
   EXPECT_NE(p.Wait(120), 0);
@@ -334,23 +341,44 @@ TEST_F(DataParallelTest, HungRankFailsTheOthersAtTheTimeout) {
   EXPECT_NE(r0.Log().find("collective timeout 5 s"), std::string::npos) << r0.Log();
 }
 
-// Ranks that loaded different weights are refused, every one of them, naming a parameter.
-TEST_F(DataParallelTest, RanksWithDifferentWeightsAreRefused) {
-  Job a{"dpo", 2, 4, 1};
-  Job b = a;
-  b.model_seed = 4;
-  const std::string rendezvous = "127.0.0.1:" + std::to_string(FreePort());
-  Process r0({"train", "--spec", Spec("weights-0", a).string(), "--rank", "0", "--world-size", "2", "--rendezvous",
-              rendezvous},
-             *root_ / "weights-0.log");
-  Process r1({"train", "--spec", Spec("weights-1", b).string(), "--rank", "1", "--world-size", "2", "--rendezvous",
-              rendezvous},
-             *root_ / "weights-1.log");
+// Ranks that loaded different weights (the same spec, a relative model.path on two "machines")
+// or run different specs are refused, every one of them, before anything is trained.
+TEST_F(DataParallelTest, RanksWithDifferentWeightsOrSpecsAreRefused) {
+  for (int seed : {3, 4}) {
+    const fs::path machine = *root_ / ("machine" + std::to_string(seed));
+    fs::create_directories(machine);
+    fs::create_symlink(*root_ / ("model" + std::to_string(seed)), machine / "model");
+  }
+  const fs::path spec = *root_ / "relative.yaml";
+  {
+    std::string text = ReadFileToString(Spec("weights", Job{"dpo", 2, 4, 1}).string()).value_or("");
+    const std::string abs = "model: {path: " + (*root_ / "model3").string() + "}";
+    text.replace(text.find(abs), abs.size(), "model: {path: model}");
+    std::ofstream(spec) << text;
+  }
+  std::string rendezvous = "127.0.0.1:" + std::to_string(FreePort());
+  Process r0({"train", "--spec", spec.string(), "--rank", "0", "--world-size", "2", "--rendezvous", rendezvous},
+             *root_ / "weights-0.log", {}, *root_ / "machine3");
+  Process r1({"train", "--spec", spec.string(), "--rank", "1", "--world-size", "2", "--rendezvous", rendezvous},
+             *root_ / "weights-1.log", {}, *root_ / "machine4");
   EXPECT_NE(r0.Wait(120), 0);
   EXPECT_NE(r1.Wait(60), 0);
   for (Process* p : {&r0, &r1})
     EXPECT_NE(p->Log().find("rank 1 loaded other weights than rank 0 (first difference: "), std::string::npos) << p->Log();
-  EXPECT_FALSE(fs::exists(*root_ / "weights-0" / "checkpoints")) << "nothing may be trained";
+  EXPECT_FALSE(fs::exists(*root_ / "weights" / "checkpoints")) << "nothing may be trained";
+
+  Job other{"dpo", 2, 4, 1};
+  other.lr = 1e-2;
+  rendezvous = "127.0.0.1:" + std::to_string(FreePort());
+  Process s0({"train", "--spec", Spec("specs", Job{"dpo", 2, 4, 1}).string(), "--rank", "0", "--world-size", "2",
+              "--rendezvous", rendezvous},
+             *root_ / "specs-0.log");
+  Process s1({"train", "--spec", Spec("specs-other", other).string(), "--rank", "1", "--world-size", "2",
+              "--rendezvous", rendezvous},
+             *root_ / "specs-1.log");
+  EXPECT_NE(s0.Wait(120), 0);
+  EXPECT_NE(s1.Wait(60), 0);
+  for (Process* p : {&s0, &s1}) EXPECT_NE(p->Log().find("rank 1's job spec differs from rank 0's"), std::string::npos) << p->Log();
 }
 
 // A rank whose peers never come fails at the rendezvous within its timeout, saying where.
@@ -365,6 +393,12 @@ TEST_F(DataParallelTest, ALonelyRankFailsAtTheRendezvous) {
   EXPECT_NE(r1.Wait(60), 0);
   EXPECT_LT(std::chrono::duration<double>(Clock::now() - t0).count(), 45);
   EXPECT_NE(r1.Log().find("rendezvous at " + rendezvous), std::string::npos) << r1.Log();
+  // Rank 0 alone: it listens, nobody comes.
+  Process r0({"train", "--spec", Spec("lonely", j).string(), "--rank", "0", "--world-size", "2", "--rendezvous",
+              "127.0.0.1:" + std::to_string(FreePort())},
+             *root_ / "lonely-0.log");
+  EXPECT_NE(r0.Wait(60), 0);
+  EXPECT_NE(r0.Log().find("only 1 of 2 ranks joined within 3 s"), std::string::npos) << r0.Log();
 }
 
 // Wrong launch settings are refused before anything runs, naming the flag or variable.

@@ -10,6 +10,10 @@
 #endif
 
 #include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <thread>
 #include <utility>
 
 #include <spdlog/spdlog.h>
@@ -262,15 +266,53 @@ absl::StatusOr<std::unique_ptr<Collective>> Collective::Join(const GroupOptions&
   c10d::TCPStoreOptions store_options;
   store_options.port = port;
   store_options.isServer = o.rank == 0 && !o.store_is_external;
-  store_options.numWorkers = o.store_is_external ? c10::nullopt : c10::optional<std::size_t>(o.world_size);
-  store_options.waitWorkers = !o.store_is_external;
+  store_options.waitWorkers = false;  // the ranks check in below, with a count in the error
   store_options.timeout = timeout;
   const std::string where = absl::StrCat("rank ", o.rank, " of ", o.world_size, ": rendezvous at ", o.rendezvous);
-  absl::StatusOr<c10::intrusive_ptr<c10d::TCPStore>> store =
-      CatchAll(where, [&] { return c10::make_intrusive<c10d::TCPStore>(host, store_options); });
+  // The store is connected on a thread of its own: a peer that accepts the connection but never
+  // answers (not a TCPStore) would otherwise block here past any timeout.
+  struct Connect {
+    std::mutex mu;
+    std::condition_variable done_cv;
+    bool done = false;
+    absl::StatusOr<c10::intrusive_ptr<c10d::TCPStore>> store = absl::UnknownError("not connected");
+  };
+  auto connect = std::make_shared<Connect>();
+  std::thread([connect, host, store_options, where] {
+    auto store = CatchAll(where, [&] { return c10::make_intrusive<c10d::TCPStore>(host, store_options); });
+    std::lock_guard<std::mutex> lock(connect->mu);
+    connect->store = std::move(store);
+    connect->done = true;
+    connect->done_cv.notify_all();
+  }).detach();
+  absl::StatusOr<c10::intrusive_ptr<c10d::TCPStore>> store = absl::UnknownError("");
+  {
+    std::unique_lock<std::mutex> lock(connect->mu);
+    if (!connect->done_cv.wait_for(lock, timeout + std::chrono::seconds(5), [&] { return connect->done; }))
+      return absl::DeadlineExceededError(absl::StrCat(where, ": no answer within ", o.timeout_ms / 1000.0,
+                                                      " s (is what listens there an mfpo rank 0?)"));
+    store = connect->store;
+  }
   if (!store.ok())
-    return absl::UnavailableError(absl::StrCat(store.status().message(), " (is rank 0 running, and the address reachable? "
-                                               "timeout ", o.timeout_ms / 1000.0, " s)"));
+    return absl::UnavailableError(absl::StrCat(
+        store.status().message(),
+        store_options.isServer ? " (this is rank 0, which listens there: is the port free?)"
+                               : absl::StrCat(" (is rank 0 running, and the address reachable? timeout ", o.timeout_ms / 1000.0, " s)")));
+  // Every rank checks in and waits for the others, so that a missing rank is named as such.
+  absl::Status joined = CatchAll(where, [&]() -> absl::Status {
+    int64_t count = (*store)->add("mfpo/joined", 1);
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (count < o.world_size) {
+      if (std::chrono::steady_clock::now() > deadline)
+        return absl::DeadlineExceededError(absl::StrCat(where, ": only ", count, " of ", o.world_size,
+                                                        " ranks joined within ", o.timeout_ms / 1000.0,
+                                                        " s (start every rank with the same --rendezvous and --world-size)"));
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      count = (*store)->add("mfpo/joined", 0);
+    }
+    return absl::OkStatus();
+  });
+  MFPO_RETURN_IF_ERROR(joined);
 
   if (device.is_cuda()) {
 #ifdef MFPO_WITH_NCCL

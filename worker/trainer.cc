@@ -427,7 +427,7 @@ absl::Status SameStartOnEveryRank(Collective& g, LlavaModel& model, const std::s
     params.push_back(item.value());
   }
   const int64_t n = static_cast<int64_t>(params.size());
-  torch::Tensor sums = torch::zeros({n + 1, 2}, torch::kFloat64);
+  torch::Tensor sums = torch::zeros({n + 2, 2}, torch::kFloat64);
   MFPO_RETURN_IF_ERROR(CatchAll("checksumming the weights", [&] {
     torch::NoGradGuard no_grad;
     for (int64_t i = 0; i < n; ++i) {
@@ -440,9 +440,19 @@ absl::Status SameStartOnEveryRank(Collective& g, LlavaModel& model, const std::s
   if (!absl::SimpleHexAtoi(data_fingerprint, &h)) h = 0;
   sums[n][0] = static_cast<double>(h >> 32);
   sums[n][1] = static_cast<double>(h & 0xffffffffu);
-  MFPO_ASSIGN_OR_RETURN(torch::Tensor all, g.AllGather(sums, "all-gather of the weight and data checksums"));
+  // The spec, but for the thread count (each machine's own).
+  v1::JobSpec same = spec;
+  same.mutable_resources()->clear_threads();
+  const uint64_t spec_hash = Fnv(1469598103934665603ull, JobSpecToJson(same));
+  sums[n + 1][0] = static_cast<double>(spec_hash >> 32);
+  sums[n + 1][1] = static_cast<double>(spec_hash & 0xffffffffu);
+  MFPO_ASSIGN_OR_RETURN(torch::Tensor all, g.AllGather(sums, "all-gather of the spec, weight and data checksums"));
   for (int r = 1; r < g.size(); ++r) {
     if (torch::equal(all[r], all[0])) continue;
+    if (!torch::equal(all[r][n + 1], all[0][n + 1]))
+      return absl::FailedPreconditionError(absl::StrCat(
+          "rank ", r, "'s job spec differs from rank 0's: every rank must run the same spec (output_dir, data, "
+          "objective, optimizer... all but resources.threads); compare the spec files given to the ranks"));
     if (!torch::equal(all[r][n], all[0][n]))
       return absl::FailedPreconditionError(absl::StrCat(
           "rank ", r, " read other training data than rank 0 (", spec.data().train(),
@@ -914,8 +924,6 @@ absl::Status TrainingJob::BuildOptimizer() {
                                                                   .betas({spec.optimizer().beta1(), spec.optimizer().beta2()})
                                                                   .eps(spec.optimizer().eps())
                                                                   .weight_decay(spec.optimizer().weight_decay()));
-  // A real process group, also of one rank (scripts/gpu-check.sh on one GPU), reduces gradients.
-  if (g.backend() != "none") st.reducer = std::make_unique<GradientReducer>(&g, st.params);
   return absl::OkStatus();
 }
 
@@ -943,6 +951,17 @@ absl::Status TrainingJob::Resume(const TrainControl& control) {
       for (const auto& e : fs::directory_iterator(optimizer_dir, ec))
         if (e.path().extension() == ".safetensors") paths.push_back(e.path());
       std::sort(paths.begin(), paths.end());
+      // Every writer's file must be there (rank-R-of-N for each R < N).
+      int writers = 0;
+      for (const auto& path : paths) {
+        int rank = 0, of = 0;
+        if (std::sscanf(path.filename().c_str(), "rank-%d-of-%d.safetensors", &rank, &of) == 2) writers = std::max(writers, of);
+      }
+      for (int r = 0; r < writers; ++r)
+        if (!fs::exists(optimizer_dir / OptimizerFileName(r, writers), ec))
+          return absl::DataLossError(absl::StrCat((optimizer_dir / OptimizerFileName(r, writers)).string(),
+                                                  " is missing: the checkpoint is incomplete (remove ", dir.string(),
+                                                  " to resume from the one before it)"));
       for (const auto& path : paths) {
         MFPO_ASSIGN_OR_RETURN(auto f, SafetensorsFile::Open(path.string()));
         files.push_back(std::move(f));
@@ -1019,6 +1038,10 @@ absl::StatusOr<TrainResult> TrainingJob::TrainPhase(const Curriculum& c, int p, 
   const std::vector<torch::Tensor>& params = st.params;
   // Resume from the newest checkpoint when it is ahead of the policy in memory.
   MFPO_RETURN_IF_ERROR(Resume(control));
+  // A real process group, also of one rank (scripts/gpu-check.sh on one GPU), reduces gradients.
+  // Made after loading: loading weights may give a parameter a new gradient accumulator, and the
+  // reducer's hooks sit on the accumulators (hooks on the old ones would never fire).
+  if (g.backend() != "none") st.reducer = std::make_unique<GradientReducer>(&g, st.params);
   int64_t first = 0;  // the phase's first global step
   for (int q = 0; q < p; ++q) first += c.phase_steps[q];
   const int64_t end = first + c.phase_steps[p];
@@ -1191,6 +1214,11 @@ absl::StatusOr<TrainResult> TrainingJob::TrainPhase(const Curriculum& c, int p, 
       const double count = sums[k_metrics + m].item<double>();
       if (count > 0) line[metric_names[m]] = sums[m].item<double>() / count;
     }
+    if (line.contains("loss") && !std::isfinite(line["loss"].get<double>()))
+      return absl::DataLossError(absl::StrCat(
+          "step ", step, ": the loss is not finite (", line["loss"].dump(), "), gradient norm ", grad_norm,
+          ": stopped before writing a checkpoint from it (a corrupt resumed checkpoint, bad data or a too high "
+          "learning rate; the last good checkpoint is kept)"));
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     const double rate = samples_done / std::max(secs, 1e-9);
     line["samples_per_second"] = rate;
