@@ -198,6 +198,17 @@ class DataParallelTest : public ::testing::Test {
     EXPECT_EQ(code, 0) << p.Log();
     return *root_ / name / "checkpoints" / checkpoint;
   }
+  // Ranks 0 and 1 of a hand-started group of two on a free port, one thread each (logs NAME-R.log).
+  static std::vector<std::unique_ptr<Process>> StartPair(const fs::path& spec, const std::string& name) {
+    const std::string rendezvous = "127.0.0.1:" + std::to_string(FreePort());
+    std::vector<std::unique_ptr<Process>> ranks;
+    for (const char* r : {"0", "1"})
+      ranks.push_back(std::make_unique<Process>(
+          std::vector<std::string>{"train", "--spec", spec.string(), "--rank", r, "--world-size", "2", "--rendezvous",
+                                   rendezvous, "--threads", "1"},
+          *root_ / (name + "-" + r + ".log")));
+    return ranks;
+  }
   // metrics.jsonl's grad_norm of each step of run NAME.
   static std::vector<double> GradNorms(const std::string& name) {
     std::vector<double> out;
@@ -283,13 +294,9 @@ TEST_F(DataParallelTest, KilledRankStopsTheOthers) {
   Job slow{"mfpo", 2, 1, 1, 24};  // 12 steps of one example per rank
   slow.timeout_s = 20;
   const fs::path spec = Spec("killed", slow);
-  const std::string rendezvous = "127.0.0.1:" + std::to_string(FreePort());
-  Process r0({"train", "--spec", spec.string(), "--rank", "0", "--world-size", "2", "--rendezvous", rendezvous,
-              "--threads", "1"},
-             *root_ / "killed-0.log");
-  Process r1({"train", "--spec", spec.string(), "--rank", "1", "--world-size", "2", "--rendezvous", rendezvous,
-              "--threads", "1"},
-             *root_ / "killed-1.log");
+  auto ranks = StartPair(spec, "killed");
+  Process& r0 = *ranks[0];
+  Process& r1 = *ranks[1];
   ASSERT_TRUE(r0.WaitForLog("step 2/", 120)) << r0.Log() << r1.Log();
   ::kill(r1.pid(), SIGKILL);
   const auto t0 = Clock::now();
@@ -324,13 +331,9 @@ TEST_F(DataParallelTest, HungRankFailsTheOthersAtTheTimeout) {
   Job slow{"dpo", 2, 1, 1, 24};
   slow.timeout_s = 5;
   const fs::path spec = Spec("hung", slow);
-  const std::string rendezvous = "127.0.0.1:" + std::to_string(FreePort());
-  Process r0({"train", "--spec", spec.string(), "--rank", "0", "--world-size", "2", "--rendezvous", rendezvous,
-              "--threads", "1"},
-             *root_ / "hung-0.log");
-  Process r1({"train", "--spec", spec.string(), "--rank", "1", "--world-size", "2", "--rendezvous", rendezvous,
-              "--threads", "1"},
-             *root_ / "hung-1.log");
+  auto ranks = StartPair(spec, "hung");
+  Process& r0 = *ranks[0];
+  Process& r1 = *ranks[1];
   ASSERT_TRUE(r0.WaitForLog("step 2/", 120)) << r0.Log() << r1.Log();
   ::kill(r1.pid(), SIGSTOP);
   const int code = r0.Wait(slow.timeout_s + 10);
