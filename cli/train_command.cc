@@ -5,7 +5,6 @@
 #include <thread>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include <nlohmann/json.hpp>
 
@@ -66,18 +65,9 @@ absl::Status RunTrainCommand(const TrainCommandOptions& options, std::ostream& o
     MFPO_RETURN_IF_ERROR(RunLocalRanks(launch, out));
     if (options.stop_after_steps > 0 || spec.evaluation().data().empty()) return absl::OkStatus();
     // The final checkpoint: the newest one that the ranks wrote.
-    int64_t newest = -1;
-    std::error_code ec;
-    for (const auto& e : std::filesystem::directory_iterator(std::filesystem::path(spec.output_dir()) / "checkpoints", ec)) {
-      const std::string name = e.path().filename().string();
-      int64_t step = 0;
-      if (name.rfind("step-", 0) == 0 && name.find('.') == std::string::npos && absl::SimpleAtoi(name.substr(5), &step) &&
-          step > newest) {
-        newest = step;
-        result.final_checkpoint = e.path().string();
-      }
-    }
-    if (newest < 0) return absl::InternalError(absl::StrCat(spec.output_dir(), "/checkpoints: the ranks wrote no checkpoint"));
+    result.final_checkpoint = NewestCheckpoint(spec.output_dir());
+    if (result.final_checkpoint.empty())
+      return absl::InternalError(absl::StrCat(spec.output_dir(), "/checkpoints: the ranks wrote no checkpoint"));
     result.completed = true;
   } else {
     MFPO_ASSIGN_OR_RETURN(result, EndProgressLineOnError(RunTraining(spec, control, out), out));

@@ -22,8 +22,9 @@ TEST(GradientReducer, BucketsInReverseOrderWithASmallFirstOne) {
   EXPECT_EQ(reducer.BucketLayout(), (std::vector<std::vector<int>>{{3}, {1, 0}}));
 }
 
-// Backward's hooks launch every bucket once the step's last backward is armed; Finish writes the
-// (here: one-rank) average back, zeros for a parameter that got no gradient.
+// Nothing is launched by an unarmed (accumulation) backward; buckets go out in order, so a
+// parameter without gradient whose bucket comes first holds the others back until Finish; Finish
+// writes the (here: one-rank) average back, zeros for a parameter that got no gradient.
 TEST(GradientReducer, HooksLaunchDuringTheArmedBackwardOnly) {
   auto group = Collective::Join(GroupOptions{}, torch::kCPU);
   ASSERT_TRUE(group.ok());
@@ -48,6 +49,25 @@ TEST(GradientReducer, HooksLaunchDuringTheArmedBackwardOnly) {
   EXPECT_EQ(stats.buckets, 3);
   EXPECT_EQ(stats.launched_in_backward, 0) << "the unused parameter's bucket comes first in launch order";
   EXPECT_TRUE(torch::equal(b.grad(), torch::full({1000}, 9.0)));
+}
+
+// The overlap itself: with the unused parameter registered first (so its bucket launches last),
+// both used buckets go out inside the armed backward, before Finish.
+TEST(GradientReducer, CompleteBucketsLaunchInsideBackward) {
+  auto group = Collective::Join(GroupOptions{}, torch::kCPU);
+  ASSERT_TRUE(group.ok());
+  torch::Tensor unused = torch::ones({3}, torch::requires_grad());
+  torch::Tensor a = torch::ones({1000}, torch::requires_grad());
+  torch::Tensor b = torch::ones({1000}, torch::requires_grad());
+  GradientReducer reducer(group->get(), {unused, a, b}, /*bucket_bytes=*/4000, /*first_bucket_bytes=*/4000);
+  ASSERT_EQ(reducer.BucketLayout(), (std::vector<std::vector<int>>{{2}, {1}, {0}}));
+  reducer.Arm();
+  (a * 2 + b * 3).sum().backward();
+  ReduceStats stats;
+  ASSERT_TRUE(reducer.Finish(&stats).ok());
+  EXPECT_EQ(stats.launched_in_backward, 2);
+  EXPECT_TRUE(torch::equal(a.grad(), torch::full({1000}, 2.0)));
+  EXPECT_TRUE(torch::equal(unused.grad(), torch::zeros({3})));
 }
 
 TEST(OptimizerState, PartitionIsBalancedAndCoversEveryParameter) {

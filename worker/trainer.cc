@@ -1111,7 +1111,7 @@ absl::StatusOr<TrainResult> TrainingJob::TrainPhase(const Curriculum& c, int p, 
       if (mb < static_cast<int64_t>(idx.size())) starts.push_back(mb);
     }
     // Metric sums, their counts, then samples and tokens (the sequences' lengths as forwarded).
-    torch::Tensor sums = torch::zeros({2 * k_metrics + 2}, torch::kFloat64);
+    std::vector<double> local_sums(2 * k_metrics + 2, 0.0);
     double t_data = 0, t_forward = 0, t_backward = 0;
     auto lap = [](Clock::time_point& since) {
       const auto now = Clock::now();
@@ -1162,12 +1162,12 @@ absl::StatusOr<TrainResult> TrainingJob::TrainPhase(const Curriculum& c, int p, 
         for (int64_t m = 0; m < k_metrics; ++m) {
           auto it = obj.metrics.find(metric_names[m]);
           if (it == obj.metrics.end()) continue;
-          sums[m] += it->second;
-          sums[k_metrics + m] += 1;
+          local_sums[m] += it->second;
+          local_sums[k_metrics + m] += 1;
         }
-        sums[2 * k_metrics] += static_cast<double>(batch.size());
+        local_sums[2 * k_metrics] += static_cast<double>(batch.size());
         for (const auto& ex : batch)
-          sums[2 * k_metrics + 1] +=
+          local_sums[2 * k_metrics + 1] +=
               static_cast<double>(ex.chosen.ids.size()) * (st.objective.needs_perturbed() ? 2 : 1) +
               (st.objective.variant == ObjectiveVariant::kSft ? 0.0 : static_cast<double>(ex.rejected.ids.size()));
       }
@@ -1179,6 +1179,7 @@ absl::StatusOr<TrainResult> TrainingJob::TrainPhase(const Curriculum& c, int p, 
     ReduceStats reduce;
     absl::Status reduced = st.reducer ? st.reducer->Finish(&reduce) : absl::OkStatus();
     const double t_wait = lap(since);
+    torch::Tensor sums = torch::tensor(local_sums, torch::kFloat64);  // summed over the ranks by Agree
     MFPO_RETURN_IF_ERROR(g.Agree(local.ok() ? reduced : local, absl::StrCat("step ", step), &sums));
     double grad_norm = 0;
     {
@@ -1280,6 +1281,11 @@ absl::Status TrainingJob::ShareUpdatedShards() {
     }));
   }
   return absl::OkStatus();
+}
+
+std::string NewestCheckpoint(const std::string& output_dir) {
+  const auto all = ListCheckpoints(fs::path(output_dir) / "checkpoints");
+  return all.empty() ? std::string() : all.back().dir.string();
 }
 
 absl::StatusOr<TrainResult> RunTraining(const v1::JobSpec& spec, const TrainControl& control,

@@ -110,6 +110,9 @@ class TrainingJob {
   std::unique_ptr<State> s_;
 };
 
+// The newest complete checkpoint directory in output_dir/checkpoints ("" when none).
+std::string NewestCheckpoint(const std::string& output_dir);
+
 // Runs a whole local job: the stages above in a row. Does not run the spec's evaluation
 // (`mfpo train`, cli/train_command.cc, does).
 absl::StatusOr<TrainResult> RunTraining(const v1::JobSpec& spec, const TrainControl& control,
