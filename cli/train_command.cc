@@ -73,9 +73,12 @@ absl::Status RunTrainCommand(const TrainCommandOptions& options, std::ostream& o
     MFPO_ASSIGN_OR_RETURN(result, EndProgressLineOnError(RunTraining(spec, control, out), out));
   }
   if (spec.evaluation().data().empty() || !result.completed) return absl::OkStatus();
+  return EvaluateJob(spec, result.final_checkpoint, out);
+}
 
+absl::Status EvaluateJob(const v1::JobSpec& spec, const std::string& checkpoint, std::ostream& out) {
   EvalCommandOptions eval;
-  eval.model_dir = result.final_checkpoint;
+  eval.model_dir = checkpoint;
   eval.data_dir = spec.evaluation().data();
   eval.suites.assign(spec.evaluation().suites().begin(), spec.evaluation().suites().end());
   eval.out_dir = (std::filesystem::path(spec.output_dir()) / "eval").string();
@@ -97,7 +100,7 @@ absl::Status RunTrainCommand(const TrainCommandOptions& options, std::ostream& o
       return absl::OkStatus();
     }
   }
-  out << "== evaluation of " << result.final_checkpoint << " on " << eval.data_dir << " (" << eval.split << ")\n";
+  out << "== evaluation of " << checkpoint << " on " << eval.data_dir << " (" << eval.split << ")\n";
   return Annotate(RunEval(eval, out), "evaluation");
 }
 

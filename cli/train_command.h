@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "mfpo_job.pb.h"
 #include "worker/collective.h"
 
 namespace mfpo {
@@ -29,6 +30,10 @@ struct TrainCommandOptions {
 // and no group given, starts N local ranks (cli/local_ranks.h) and evaluates after them. A rank
 // of a multi-machine group evaluates on rank 0 only.
 absl::Status RunTrainCommand(const TrainCommandOptions& options, std::ostream& out);
+
+// The spec's evaluation section on `checkpoint`, into OUTPUT_DIR/eval (kept when a finished
+// evaluation of the same checkpoint and settings is there). The job service's EVALUATING stage.
+absl::Status EvaluateJob(const v1::JobSpec& spec, const std::string& checkpoint, std::ostream& out);
 
 }  // namespace mfpo
 

@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "absl/flags/commandlineflag.h"
+#include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -90,6 +91,34 @@ int ExitCode(const absl::Status& status, const char* program) {
   if (status.ok()) return 0;
   std::cerr << program << ": " << status.message() << "\n";
   return absl::IsInvalidArgument(status) ? 2 : 1;
+}
+
+}  // namespace mfpo
+
+namespace mfpo {
+
+int ParseSingleCommand(const std::string& program, const std::string& synopsis, const std::vector<std::string>& flags,
+                       int argc, char** argv, const char* version, std::vector<std::string>* positional) {
+  std::vector<std::string> normalised = NormaliseFlagNames(argc, argv);
+  // CommandHelp starts with the program's name: a synopsis that does too is not said twice.
+  const CommandFlags command{"", absl::StartsWith(synopsis, program + " ") ? synopsis.substr(program.size() + 1) : synopsis,
+                             flags};
+  if (WantsHelp(normalised)) {
+    std::cout << CommandHelp(program, command, {});
+    return 0;
+  }
+  for (const std::string& a : normalised)
+    if (a == "--version") {
+      std::cout << program << " " << version << "\n";
+      return 0;
+    }
+  if (absl::Status s = CheckCommandFlags(program, command, {}, GivenFlagNames(normalised)); !s.ok())
+    return ExitCode(s, program.c_str());
+  std::vector<char*> raw;
+  for (auto& a : normalised) raw.push_back(a.data());
+  std::vector<char*> args = absl::ParseCommandLine(static_cast<int>(raw.size()), raw.data());
+  positional->assign(args.begin() + 1, args.end());
+  return -1;
 }
 
 }  // namespace mfpo

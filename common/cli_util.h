@@ -39,6 +39,12 @@ std::string CommandHelp(const std::string& program, const CommandFlags& command,
 // for bad input (INVALID_ARGUMENT: flags, specs, files), 1 otherwise.
 int ExitCode(const absl::Status& status, const char* program);
 
+// A program with one command (mfpo-coordinator, mfpo-worker, mfpoctl's commands): --help and
+// --version answered, flags outside `flags` refused, then absl's parsing. Returns -1 to go on
+// (the positional arguments in `positional`), or the exit code main() should return.
+int ParseSingleCommand(const std::string& program, const std::string& synopsis, const std::vector<std::string>& flags,
+                       int argc, char** argv, const char* version, std::vector<std::string>* positional);
+
 }  // namespace mfpo
 
 #endif  // MFPO_COMMON_CLI_UTIL_H_

@@ -25,7 +25,10 @@
 #include "common/cli_util.h"
 #include "common/metrics_server.h"
 #include "common/torch_seam.h"
+#include "common/file_util.h"
+#include "datagen/datagen_agent.h"
 #include "datagen/datagen_metrics.h"
+#include <unistd.h>
 #include "datagen/perturb_flags.h"
 
 ABSL_FLAG(std::string, model, "", "LLaVA model directory (model grounder, word vectors)");
@@ -35,16 +38,35 @@ ABSL_FLAG(int32_t, noise_step, 500, "DDPM step t");
 ABSL_FLAG(int32_t, threads, 0, "worker threads (0: one per core)");
 ABSL_FLAG(std::string, metrics_address, "",
           "serve Prometheus metrics at HOST:PORT (e.g. 0.0.0.0:9102); empty = off");
+ABSL_FLAG(std::string, coordinator, "",
+          "HOST:PORT of mfpo-coordinator: take shard leases from it instead of --manifest/--begin/--end");
+ABSL_FLAG(std::string, name, "", "a name for this worker in listings (with --coordinator)");
+ABSL_FLAG(std::string, tls_ca, "", "PEM CA that signed the coordinator's certificate (turns TLS on)");
+ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate (mutual TLS)");
+ABSL_FLAG(std::string, tls_key, "", "PEM key of --tls_cert");
+ABSL_FLAG(std::string, tls_server_name, "", "the name to verify in the coordinator's certificate");
+ABSL_FLAG(std::string, token_file, "", "file holding the coordinator's bearer token");
+
+namespace {
+std::atomic<bool> g_stop{false};
+void OnSignal(int) { g_stop = true; }
+}  // namespace
 
 int main(int argc, char** argv) {
   // A write beyond the file-size limit (ulimit -f) fails with EFBIG and is reported like a full
   // disk, instead of the default SIGXFSZ killing the process mid-write.
   std::signal(SIGXFSZ, SIG_IGN);
-  const std::string synopsis = absl::StrCat("[flags]\n", mfpo::PerturbFlagsHelp(), "  [--metrics-address HOST:PORT]");
+  const std::string synopsis =
+      absl::StrCat("[flags]\n", mfpo::PerturbFlagsHelp(), "  [--metrics-address HOST:PORT]\n",
+                   "or, as the job service's datagen agent:\n",
+                   "  --coordinator HOST:PORT [--threads N] [--name N] [--metrics-address HOST:PORT]\n",
+                   "  [--tls-ca PEM [--tls-cert PEM --tls-key PEM] [--tls-server-name N]] [--token-file F]");
   absl::SetProgramUsageMessage(absl::StrCat("mfpo-datagen ", synopsis, "\n"));
   std::vector<std::string> normalised = mfpo::NormaliseFlagNames(argc, argv);
   std::vector<std::string> flags = mfpo::PerturbFlagNames();
-  flags.push_back("metrics_address");
+  for (const char* f : {"metrics_address", "coordinator", "name", "tls_ca", "tls_cert", "tls_key", "tls_server_name",
+                        "token_file"})
+    flags.push_back(f);
   const mfpo::CommandFlags command{"", synopsis, flags};
   if (mfpo::WantsHelp(normalised)) {
     std::cout << mfpo::CommandHelp("mfpo-datagen", command, {});
@@ -85,6 +107,43 @@ int main(int argc, char** argv) {
   }
   mfpo::PerturbCounters counters;
   metrics.Attach(counters);
+  if (const std::string coordinator = absl::GetFlag(FLAGS_coordinator); !coordinator.empty()) {
+    // Agent mode: shard leases from the coordinator.
+    mfpo::DatagenAgentOptions agent;
+    agent.agent.coordinator = coordinator;
+    agent.agent.name = absl::GetFlag(FLAGS_name);
+    if (agent.agent.name.empty()) agent.agent.name = absl::StrCat("datagen:", getpid());
+    agent.agent.security.ca = absl::GetFlag(FLAGS_tls_ca);
+    agent.agent.security.cert = absl::GetFlag(FLAGS_tls_cert);
+    agent.agent.security.key = absl::GetFlag(FLAGS_tls_key);
+    agent.agent.security.server_name = absl::GetFlag(FLAGS_tls_server_name);
+    if (const std::string f = absl::GetFlag(FLAGS_token_file); !f.empty()) {
+      absl::StatusOr<std::string> token = mfpo::ReadFileToString(f, "token file");
+      if (!token.ok()) return mfpo::ExitCode(token.status(), "mfpo-datagen");
+      std::string t = *token;
+      while (!t.empty() && (t.back() == '\n' || t.back() == '\r' || t.back() == ' ')) t.pop_back();
+      if (t.empty()) return mfpo::ExitCode(absl::InvalidArgumentError(f + ": the token file is empty"), "mfpo-datagen");
+      agent.agent.security.token = t;
+    }
+    agent.agent.capacity.set_device("cpu");
+    agent.agent.capacity.set_threads(o.shard.threads > 0 ? o.shard.threads
+                                                         : static_cast<int>(std::thread::hardware_concurrency()));
+    agent.threads = o.shard.threads;
+    agent.counters = &counters;
+    std::signal(SIGINT, OnSignal);
+    std::signal(SIGTERM, OnSignal);
+    std::atomic<bool> mirroring{true};
+    std::thread mirror([&] {
+      while (mirroring.load()) {
+        metrics.Sync(counters);
+        std::this_thread::sleep_for(std::chrono::seconds(1));
+      }
+    });
+    absl::Status s = mfpo::RunDatagenAgent(agent, g_stop);
+    mirroring = false;
+    mirror.join();
+    return mfpo::ExitCode(s, "mfpo-datagen");
+  }
   // Mirror the pipeline's counters into the metrics once a second.
   std::atomic<bool> running{true};
   std::thread mirror([&] {

@@ -272,7 +272,7 @@ absl::StatusOr<ShardReport> RunPerturbShard(const ShardOptions& shard, const Per
   absl::Status shard_error;  // guarded by error_mu
   const auto t0 = Clock::now();
   auto worker = [&] {
-    for (size_t i = next++; i < jobs.size() && !stop.load(); i = next++) {
+    for (size_t i = next++; i < jobs.size() && !stop.load() && !c.cancel.load(); i = next++) {
       ++c.in_flight;
       const auto r0 = Clock::now();
       absl::Status s = CatchAll("record", [&] { return process(jobs[i]); });
@@ -316,6 +316,7 @@ absl::StatusOr<ShardReport> RunPerturbShard(const ShardOptions& shard, const Per
       return Annotate(shard_error, "shard stopped (finished records are kept; rerun to continue)");
     }
   }
+  if (c.cancel.load()) return absl::CancelledError("shard cancelled (finished records are kept)");
   report.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
 
   // Assemble the shard's manifest and error list in input order from the per-record files.

@@ -49,6 +49,7 @@ struct PerturbCounters {
   std::atomic<int64_t> total{0};  // records of the shard (set once they are read)
   std::atomic<int64_t> done{0}, skipped{0}, errors{0}, fallbacks{0};
   std::atomic<int64_t> in_flight{0};
+  std::atomic<bool> cancel{false};  // set by the caller: workers stop after their current record
   std::function<void(double seconds)> observe_record;  // optional: per-record latency
 };
 

@@ -26,117 +26,13 @@
 #include "common/presets.h"
 #include "common/safetensors.h"
 #include "datagen/scene_world.h"
+#include "tests/checkpoint_diff.h"
+#include "tests/test_process.h"
 
 namespace mfpo {
 namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
-
-// A child process of the `mfpo` binary in its own process group, stdout and stderr to `log`.
-// The destructor kills the whole group and reaps the child: nothing outlives the test.
-class Process {
- public:
-  Process(const std::vector<std::string>& args, const fs::path& log, const std::map<std::string, std::string>& env = {},
-          const fs::path& cwd = {})
-      : log_(log) {
-    std::vector<std::string> argv_s = {MFPO_BIN};
-    argv_s.insert(argv_s.end(), args.begin(), args.end());
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::setpgid(0, 0);
-      FILE* f = std::fopen(log.c_str(), "w");
-      if (f) {
-        ::dup2(fileno(f), 1);
-        ::dup2(fileno(f), 2);
-      }
-      for (const auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
-      if (!cwd.empty() && ::chdir(cwd.c_str()) != 0) ::_exit(126);
-      std::vector<char*> argv;
-      for (auto& a : argv_s) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-    ::setpgid(pid_, pid_);
-  }
-  ~Process() {
-    if (running()) {
-      ::kill(-pid_, SIGKILL);
-      ::waitpid(pid_, &status_, 0);
-    }
-  }
-  pid_t pid() const { return pid_; }
-  bool running() {
-    if (done_) return false;
-    if (::waitpid(pid_, &status_, WNOHANG) == pid_) done_ = true;
-    return !done_;
-  }
-  // Exit code, or -1 after `seconds` (the process group is then killed).
-  int Wait(double seconds) {
-    const auto deadline = Clock::now() + std::chrono::duration<double>(seconds);
-    while (running()) {
-      if (Clock::now() > deadline) {
-        ::kill(-pid_, SIGKILL);
-        ::waitpid(pid_, &status_, 0);
-        done_ = true;
-        return -1;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return WIFEXITED(status_) ? WEXITSTATUS(status_) : 128 + WTERMSIG(status_);
-  }
-  std::string Log() const { return ReadFileToString(log_.string()).value_or(""); }
-  // Waits until the log contains `text` (false after `seconds` or when the process ended).
-  bool WaitForLog(const std::string& text, double seconds) {
-    const auto deadline = Clock::now() + std::chrono::duration<double>(seconds);
-    while (Clock::now() < deadline) {
-      if (Log().find(text) != std::string::npos) return true;
-      if (!running()) return Log().find(text) != std::string::npos;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return false;
-  }
-
- private:
-  fs::path log_;
-  pid_t pid_ = -1;
-  int status_ = 0;
-  bool done_ = false;
-};
-
-// A TCP port on loopback that nothing listens on now.
-int FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    ::close(fd);
-    return 0;
-  }
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
-// Largest absolute difference between two checkpoints' tensors (+inf when their names differ).
-double MaxDiff(const fs::path& a, const fs::path& b) {
-  auto ca = SafetensorsCheckpoint::Open(a.string());
-  auto cb = SafetensorsCheckpoint::Open(b.string());
-  if (!ca.ok() || !cb.ok() || ca->names() != cb->names()) return INFINITY;
-  double worst = 0;
-  for (const std::string& name : ca->names()) {
-    const auto* x = ca->Find(name);
-    const auto* y = cb->Find(name);
-    const torch::Tensor tx = x->file->View(*x->entry).to(torch::kFloat64);
-    const torch::Tensor ty = y->file->View(*y->entry).to(torch::kFloat64);
-    if (!tx.sizes().equals(ty.sizes())) return INFINITY;
-    if (tx.numel() > 0) worst = std::max(worst, (tx - ty).abs().max().item<double>());
-  }
-  return worst;
-}
 
 class DataParallelTest : public ::testing::Test {
  protected:
@@ -193,7 +89,7 @@ class DataParallelTest : public ::testing::Test {
                         const std::string& checkpoint = "step-000003") {
     std::vector<std::string> args = {"train", "--spec", Spec(name, j).string()};
     args.insert(args.end(), extra.begin(), extra.end());
-    Process p(args, *root_ / (name + ".log"));
+    Process p(MFPO_BIN, args, *root_ / (name + ".log"));
     const int code = p.Wait(240);
     EXPECT_EQ(code, 0) << p.Log();
     return *root_ / name / "checkpoints" / checkpoint;
@@ -204,7 +100,7 @@ class DataParallelTest : public ::testing::Test {
     std::vector<std::unique_ptr<Process>> ranks;
     for (const char* r : {"0", "1"})
       ranks.push_back(std::make_unique<Process>(
-          std::vector<std::string>{"train", "--spec", spec.string(), "--rank", r, "--world-size", "2", "--rendezvous",
+          MFPO_BIN, std::vector<std::string>{"train", "--spec", spec.string(), "--rank", r, "--world-size", "2", "--rendezvous",
                                    rendezvous, "--threads", "1"},
           *root_ / (name + "-" + r + ".log")));
     return ranks;
@@ -282,7 +178,7 @@ TEST_F(DataParallelTest, ResumeOnAnotherWorldSizeContinuesTheSameRun) {
   EXPECT_NE(metrics.find("\"buckets_launched_in_backward\":"), std::string::npos) << metrics;
   EXPECT_EQ(metrics.find("\"buckets_launched_in_backward\":0"), std::string::npos) << metrics;
   // A changed global batch is refused by name.
-  Process p({"train", "--spec", Spec("one-to-two", Job{"mfpo", 2, 4, 2}).string()}, *root_ / "changed.log");
+  Process p(MFPO_BIN, {"train", "--spec", Spec("one-to-two", Job{"mfpo", 2, 4, 2}).string()}, *root_ / "changed.log");
   EXPECT_NE(p.Wait(120), 0);
   EXPECT_NE(p.Log().find("resources.workers x optimizer.grad_accum"), std::string::npos) << p.Log();
 }
@@ -308,7 +204,7 @@ TEST_F(DataParallelTest, KilledRankStopsTheOthers) {
 
   // The launcher: kill one of its ranks.
   fs::remove_all(*root_ / "killed");
-  Process launcher({"train", "--spec", spec.string()}, *root_ / "killed-launcher.log");
+  Process launcher(MFPO_BIN, {"train", "--spec", spec.string()}, *root_ / "killed-launcher.log");
   ASSERT_TRUE(launcher.WaitForLog("step 2/", 120)) << launcher.Log();
   std::vector<pid_t> children;
   {
@@ -360,9 +256,9 @@ TEST_F(DataParallelTest, RanksWithDifferentWeightsOrSpecsAreRefused) {
     std::ofstream(spec) << text;
   }
   std::string rendezvous = "127.0.0.1:" + std::to_string(FreePort());
-  Process r0({"train", "--spec", spec.string(), "--rank", "0", "--world-size", "2", "--rendezvous", rendezvous},
+  Process r0(MFPO_BIN, {"train", "--spec", spec.string(), "--rank", "0", "--world-size", "2", "--rendezvous", rendezvous},
              *root_ / "weights-0.log", {}, *root_ / "machine3");
-  Process r1({"train", "--spec", spec.string(), "--rank", "1", "--world-size", "2", "--rendezvous", rendezvous},
+  Process r1(MFPO_BIN, {"train", "--spec", spec.string(), "--rank", "1", "--world-size", "2", "--rendezvous", rendezvous},
              *root_ / "weights-1.log", {}, *root_ / "machine4");
   EXPECT_NE(r0.Wait(120), 0);
   EXPECT_NE(r1.Wait(60), 0);
@@ -373,10 +269,10 @@ TEST_F(DataParallelTest, RanksWithDifferentWeightsOrSpecsAreRefused) {
   Job other{"dpo", 2, 4, 1};
   other.lr = 1e-2;
   rendezvous = "127.0.0.1:" + std::to_string(FreePort());
-  Process s0({"train", "--spec", Spec("specs", Job{"dpo", 2, 4, 1}).string(), "--rank", "0", "--world-size", "2",
+  Process s0(MFPO_BIN, {"train", "--spec", Spec("specs", Job{"dpo", 2, 4, 1}).string(), "--rank", "0", "--world-size", "2",
               "--rendezvous", rendezvous},
              *root_ / "specs-0.log");
-  Process s1({"train", "--spec", Spec("specs-other", other).string(), "--rank", "1", "--world-size", "2",
+  Process s1(MFPO_BIN, {"train", "--spec", Spec("specs-other", other).string(), "--rank", "1", "--world-size", "2",
               "--rendezvous", rendezvous},
              *root_ / "specs-1.log");
   EXPECT_NE(s0.Wait(120), 0);
@@ -389,7 +285,7 @@ TEST_F(DataParallelTest, ALonelyRankFailsAtTheRendezvous) {
   Job j{"dpo", 2, 4, 1};
   j.timeout_s = 3;
   const std::string rendezvous = "127.0.0.1:" + std::to_string(FreePort());
-  Process r1({"train", "--spec", Spec("lonely", j).string(), "--rank", "1", "--world-size", "2", "--rendezvous",
+  Process r1(MFPO_BIN, {"train", "--spec", Spec("lonely", j).string(), "--rank", "1", "--world-size", "2", "--rendezvous",
               rendezvous},
              *root_ / "lonely.log");
   const auto t0 = Clock::now();
@@ -397,7 +293,7 @@ TEST_F(DataParallelTest, ALonelyRankFailsAtTheRendezvous) {
   EXPECT_LT(std::chrono::duration<double>(Clock::now() - t0).count(), 45);
   EXPECT_NE(r1.Log().find("rendezvous at " + rendezvous), std::string::npos) << r1.Log();
   // Rank 0 alone: it listens, nobody comes.
-  Process r0({"train", "--spec", Spec("lonely", j).string(), "--rank", "0", "--world-size", "2", "--rendezvous",
+  Process r0(MFPO_BIN, {"train", "--spec", Spec("lonely", j).string(), "--rank", "0", "--world-size", "2", "--rendezvous",
               "127.0.0.1:" + std::to_string(FreePort())},
              *root_ / "lonely-0.log");
   EXPECT_NE(r0.Wait(60), 0);
@@ -425,7 +321,7 @@ TEST_F(DataParallelTest, LaunchSettingsAreChecked) {
   for (const Case& c : cases) {
     std::vector<std::string> args = {"train", "--spec", spec.string()};
     args.insert(args.end(), c.args.begin(), c.args.end());
-    Process p(args, *root_ / "flags.log", c.env);
+    Process p(MFPO_BIN, args, *root_ / "flags.log", c.env);
     EXPECT_NE(p.Wait(60), 0);
     EXPECT_NE(p.Log().find(c.says), std::string::npos) << p.Log();
   }

@@ -3,6 +3,7 @@
 #include "worker/collective.h"
 
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/version.h>
 #ifdef MFPO_WITH_NCCL
@@ -285,19 +286,24 @@ absl::StatusOr<std::unique_ptr<Collective>> Collective::Join(const GroupOptions&
     connect->done = true;
     connect->done_cv.notify_all();
   }).detach();
-  absl::StatusOr<c10::intrusive_ptr<c10d::TCPStore>> store = absl::UnknownError("");
+  absl::StatusOr<c10::intrusive_ptr<c10d::TCPStore>> tcp_store = absl::UnknownError("");
   {
     std::unique_lock<std::mutex> lock(connect->mu);
     if (!connect->done_cv.wait_for(lock, timeout + std::chrono::seconds(5), [&] { return connect->done; }))
       return absl::DeadlineExceededError(absl::StrCat(where, ": no answer within ", o.timeout_ms / 1000.0,
                                                       " s (is what listens there an mfpo rank 0?)"));
-    store = connect->store;
+    tcp_store = connect->store;
   }
-  if (!store.ok())
+  if (!tcp_store.ok())
     return absl::UnavailableError(absl::StrCat(
-        store.status().message(),
+        tcp_store.status().message(),
         store_options.isServer ? " (this is rank 0, which listens there: is the port free?)"
                                : absl::StrCat(" (is rank 0 running, and the address reachable? timeout ", o.timeout_ms / 1000.0, " s)")));
+  // A long-lived store (a trainer agent's, serving one group after another) keeps each group's
+  // keys apart under its prefix.
+  absl::StatusOr<c10::intrusive_ptr<c10d::Store>> store = c10::intrusive_ptr<c10d::Store>(*tcp_store);
+  if (!o.store_prefix.empty())
+    store = c10::intrusive_ptr<c10d::Store>(c10::make_intrusive<c10d::PrefixStore>(o.store_prefix, *tcp_store));
   // Every rank checks in and waits for the others, so that a missing rank is named as such.
   absl::Status joined = CatchAll(where, [&]() -> absl::Status {
     int64_t count = (*store)->add("mfpo/joined", 1);

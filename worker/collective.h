@@ -32,6 +32,7 @@ struct GroupOptions {
   int local_rank = 0;          // the GPU of this rank on its machine (CUDA)
   std::string rendezvous;      // HOST:PORT of the TCPStore
   bool store_is_external = false;  // the store is hosted by the launcher, not by rank 0
+  std::string store_prefix;        // keys of this group in a shared store (a trainer agent's); "" = none
   int64_t timeout_ms = 300000;     // rendezvous and every collective (resources.collective_timeout_s)
 };
 

@@ -221,6 +221,8 @@ v1::JobSpec DefaultJobSpec() {
   s.mutable_resources()->set_workers(1);
   s.mutable_resources()->set_precision("auto");
   s.mutable_resources()->set_collective_timeout_s(300);
+  s.mutable_resources()->set_min_workers(1);
+  s.mutable_resources()->set_max_restarts(3);
   return s;
 }
 
@@ -285,6 +287,10 @@ absl::Status ValidateJobSpec(const v1::JobSpec& s) {
   if (s.resources().workers() < 1 || s.resources().workers() > 4096) return Bad("resources.workers", "must be in [1, 4096]");
   if (s.resources().collective_timeout_s() < 1 || s.resources().collective_timeout_s() > 86400)
     return Bad("resources.collective_timeout_s", "must be in [1, 86400]");
+  if (s.resources().min_workers() < 1 || s.resources().min_workers() > s.resources().workers())
+    return Bad("resources.min_workers", "must be in [1, resources.workers]");
+  if (s.resources().max_restarts() < 0 || s.resources().max_restarts() > 1000)
+    return Bad("resources.max_restarts", "must be in [0, 1000]");
   if (s.resources().precision() != "auto" && s.resources().precision() != "fp32" && s.resources().precision() != "bf16")
     return Bad("resources.precision", absl::StrCat("'", s.resources().precision(), "' is not auto, fp32 or bf16"));
   return absl::OkStatus();
@@ -320,13 +326,18 @@ absl::StatusOr<v1::JobSpec> ParseJobSpec(const std::string& text, bool yaml, con
   const auto status = google::protobuf::util::JsonStringToMessage(json_text, &user, options);
   if (!status.ok())
     return absl::InvalidArgumentError(absl::StrCat(source, ": ", std::string(status.message())));
+  absl::StatusOr<v1::JobSpec> spec = CompleteJobSpec(user);
+  if (!spec.ok()) return Annotate(spec.status(), source);
+  return spec;
+}
+
+absl::StatusOr<v1::JobSpec> CompleteJobSpec(const v1::JobSpec& user) {
   v1::JobSpec spec = DefaultJobSpec();
   // A list given in the file replaces the default list instead of extending it.
   if (user.optimizer().trainable_size() > 0) spec.mutable_optimizer()->clear_trainable();
   if (user.evaluation().suites_size() > 0) spec.mutable_evaluation()->clear_suites();
   spec.MergeFrom(user);
-  absl::Status valid = ValidateJobSpec(spec);
-  if (!valid.ok()) return Annotate(valid, source);
+  MFPO_RETURN_IF_ERROR(ValidateJobSpec(spec));
   return spec;
 }
 

@@ -19,6 +19,10 @@ absl::StatusOr<v1::JobSpec> ParseJobSpec(const std::string& text, bool yaml, con
 // By extension: .yaml / .yml are YAML, anything else JSON.
 absl::StatusOr<v1::JobSpec> LoadJobSpec(const std::string& path);
 
+// The given fields over the defaults (a list given replaces the default list), validated: what
+// ParseJobSpec does after parsing, for a spec that arrives as a message (the coordinator).
+absl::StatusOr<v1::JobSpec> CompleteJobSpec(const v1::JobSpec& given);
+
 // Checks a complete spec: required fields, ranges, enumerations; "field.path: reason".
 absl::Status ValidateJobSpec(const v1::JobSpec& spec);
 

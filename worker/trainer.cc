@@ -127,7 +127,9 @@ bool MayChangeOnResume(const std::string& path) {
        {"evaluation", "checkpoint.keep_last", "checkpoint.every_steps", "resources.threads", "name", "output_dir",
         // How the step's batch is spread over ranks and where the optimizer state lives: a run may
         // continue on another number of ranks as long as the global batch stays (checked apart).
-        "resources.workers", "optimizer.grad_accum", "optimizer.shard_state", "resources.collective_timeout_s"})
+        "resources.workers", "optimizer.grad_accum", "optimizer.shard_state", "resources.collective_timeout_s",
+        // The job service's scheduling knobs.
+        "resources.min_workers", "resources.max_restarts"})
     if (path == prefix || absl::StartsWith(path, absl::StrCat(prefix, "."))) return true;
   return false;
 }
@@ -1239,6 +1241,7 @@ absl::StatusOr<TrainResult> TrainingJob::TrainPhase(const Curriculum& c, int p, 
     MFPO_RETURN_IF_ERROR(g.Agree(writer && !metrics_out ? ErrnoStatus(errno, metrics_path.string(), "write failed")
                                                         : absl::OkStatus(),
                                  "writing metrics.jsonl"));
+    if (writer && control.on_step) control.on_step(line.dump());
     const double eta = (c.total_steps - step - 1) * per_step / std::max(rate, 1e-9);
     std::string rewards;
     if (line.contains("reward_acc_text"))

@@ -32,6 +32,7 @@
 #define MFPO_WORKER_TRAINER_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <ostream>
 #include <string>
@@ -51,6 +52,9 @@ struct TrainControl {
   // end. Lets tests and operators interrupt a run at a known point.
   int64_t stop_after_steps = 0;
   bool resume = true;  // continue from the newest checkpoint in output_dir
+  // Called on rank 0 after each optimizer step with that step's metrics.jsonl line (the trainer
+  // agent forwards it to the coordinator as progress).
+  std::function<void(const std::string& metrics_line)> on_step;
 };
 
 // Learning rate at optimizer step `step` (0-based) of `total`: linear warm-up over

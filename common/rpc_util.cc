@@ -1,0 +1,103 @@
+#include "common/rpc_util.h"
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/file_util.h"
+#include "common/status_macros.h"
+
+namespace mfpo {
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+}
+
+absl::Status FromGrpcStatus(const grpc::Status& status, absl::string_view what) {
+  if (status.ok()) return absl::OkStatus();
+  const auto code = static_cast<absl::StatusCode>(status.error_code());
+  std::string message = absl::StrCat(what, ": ", status.error_message());
+  if (code == absl::StatusCode::kUnavailable)
+    absl::StrAppend(&message, " (is the server running at that address, and with the same TLS settings?)");
+  if (code == absl::StatusCode::kDeadlineExceeded) absl::StrAppend(&message, " (the server did not answer in time)");
+  return absl::Status(code, message);
+}
+
+namespace {
+
+absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
+  MFPO_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path, what));
+  if (!absl::StrContains(text, "-----BEGIN "))
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", what, " is not a PEM file (no -----BEGIN line)"));
+  return text;
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(const ServerSecurity& s) {
+  if (s.tls_cert.empty() != s.tls_key.empty())
+    return absl::InvalidArgumentError("--tls_cert and --tls_key go together");
+  if (s.tls_cert.empty()) {
+    if (!s.client_ca.empty()) return absl::InvalidArgumentError("--tls_client_ca needs --tls_cert and --tls_key");
+    return grpc::InsecureServerCredentials();
+  }
+  grpc::SslServerCredentialsOptions options(s.client_ca.empty()
+                                                ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                                                : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  MFPO_ASSIGN_OR_RETURN(pair.cert_chain, ReadPem(s.tls_cert, "the server certificate"));
+  MFPO_ASSIGN_OR_RETURN(pair.private_key, ReadPem(s.tls_key, "the server key"));
+  options.pem_key_cert_pairs.push_back(pair);
+  if (!s.client_ca.empty()) {
+    MFPO_ASSIGN_OR_RETURN(options.pem_root_certs, ReadPem(s.client_ca, "the client CA"));
+  }
+  return grpc::SslServerCredentials(options);
+}
+
+absl::Status CheckBearerToken(const grpc::ServerContext& context, const std::string& token) {
+  if (token.empty()) return absl::OkStatus();
+  const auto& metadata = context.client_metadata();
+  auto it = metadata.find("authorization");
+  if (it == metadata.end())
+    return absl::UnauthenticatedError("this server needs a bearer token (mfpoctl --token or the config file's token)");
+  const std::string given(it->second.data(), it->second.size());
+  const std::string want = absl::StrCat("Bearer ", token);
+  // Constant time over the expected length: the comparison does not tell how much matched.
+  unsigned diff = given.size() == want.size() ? 0 : 1;
+  for (size_t i = 0; i < want.size(); ++i) diff |= static_cast<unsigned>(want[i] ^ (i < given.size() ? given[i] : 0));
+  if (diff != 0) return absl::UnauthenticatedError("wrong bearer token");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& address, const ClientSecurity& s) {
+  if (address.empty()) return absl::InvalidArgumentError("no server address given (--server HOST:PORT)");
+  if (s.cert.empty() != s.key.empty()) return absl::InvalidArgumentError("--tls_cert and --tls_key go together");
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(64 << 20);
+  // Reconnect quickly after a coordinator restart (the default backoff grows to 2 minutes).
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  if (s.ca.empty() && s.cert.empty()) {
+    credentials = grpc::InsecureChannelCredentials();
+  } else {
+    grpc::SslCredentialsOptions options;
+    if (!s.ca.empty()) {
+      MFPO_ASSIGN_OR_RETURN(options.pem_root_certs, ReadPem(s.ca, "the CA certificate"));
+    }
+    if (!s.cert.empty()) {
+      MFPO_ASSIGN_OR_RETURN(options.pem_cert_chain, ReadPem(s.cert, "the client certificate"));
+      MFPO_ASSIGN_OR_RETURN(options.pem_private_key, ReadPem(s.key, "the client key"));
+    }
+    credentials = grpc::SslCredentials(options);
+    if (!s.server_name.empty()) args.SetSslTargetNameOverride(s.server_name);
+  }
+  return grpc::CreateCustomChannel(address, credentials, args);
+}
+
+void PrepareCall(grpc::ClientContext* context, const ClientSecurity& s, std::chrono::milliseconds deadline) {
+  context->set_deadline(std::chrono::system_clock::now() + deadline);
+  if (!s.token.empty()) context->AddMetadata("authorization", absl::StrCat("Bearer ", s.token));
+}
+
+}  // namespace mfpo

@@ -1,0 +1,52 @@
+// gRPC plumbing shared by the coordinator, the agents and mfpoctl: absl::Status <-> grpc::Status
+// (the one place where codes are converted), transport security (TLS with an optional client
+// certificate) and the bearer token, and per-call deadlines.
+#ifndef MFPO_COMMON_RPC_UTIL_H_
+#define MFPO_COMMON_RPC_UTIL_H_
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace mfpo {
+
+// Same code and message (codes are numbered alike in both libraries).
+grpc::Status ToGrpcStatus(const absl::Status& status);
+// `what` names the call ("SubmitJob to 127.0.0.1:7070"); UNAVAILABLE and DEADLINE_EXCEEDED get a
+// hint about the server.
+absl::Status FromGrpcStatus(const grpc::Status& status, absl::string_view what);
+
+// Server side. Empty cert: plaintext (loopback and tests). With client_ca, clients must present
+// a certificate signed by it (mutual TLS).
+struct ServerSecurity {
+  std::string tls_cert;   // PEM file of the server certificate (chain)
+  std::string tls_key;    // PEM file of its private key
+  std::string client_ca;  // PEM file: require and verify client certificates
+  std::string token;      // bearer token every JobService / WorkerService call must carry; "" = none
+};
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(const ServerSecurity& security);
+// UNAUTHENTICATED unless the call carries "authorization: Bearer <token>" (constant-time compare).
+absl::Status CheckBearerToken(const grpc::ServerContext& context, const std::string& token);
+
+// Client side. ca: PEM file of the CA that signed the server (turns TLS on); cert/key: this
+// client's certificate for mutual TLS.
+struct ClientSecurity {
+  std::string ca;
+  std::string cert;
+  std::string key;
+  std::string server_name;  // TLS name to verify instead of the address's host
+  std::string token;
+};
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& address, const ClientSecurity& security);
+// Sets the deadline and the token of one call.
+void PrepareCall(grpc::ClientContext* context, const ClientSecurity& security, std::chrono::milliseconds deadline);
+
+}  // namespace mfpo
+
+#endif  // MFPO_COMMON_RPC_UTIL_H_

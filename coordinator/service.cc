@@ -1,0 +1,128 @@
+#include "coordinator/service.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include "absl/strings/str_cat.h"
+#include "mfpo_service.grpc.pb.h"
+
+namespace mfpo {
+
+class CoordinatorServer::JobServiceImpl final : public v1::JobService::Service {
+ public:
+  JobServiceImpl(Coordinator* c, std::string token) : c_(c), token_(std::move(token)) {}
+
+  grpc::Status SubmitJob(grpc::ServerContext* ctx, const v1::SubmitJobRequest* req, v1::SubmitJobResponse* out) override {
+    if (absl::Status s = CheckBearerToken(*ctx, token_); !s.ok()) return ToGrpcStatus(s);
+    absl::StatusOr<std::string> id = c_->Submit(req->spec(), req->priority());
+    if (!id.ok()) return ToGrpcStatus(id.status());
+    out->set_job_id(*id);
+    return grpc::Status::OK;
+  }
+  grpc::Status GetJob(grpc::ServerContext* ctx, const v1::GetJobRequest* req, v1::Job* out) override {
+    return Reply(*ctx, c_->GetJob(req->job_id()), out);
+  }
+  grpc::Status ListJobs(grpc::ServerContext* ctx, const v1::ListJobsRequest* req, v1::ListJobsResponse* out) override {
+    return Reply(*ctx, c_->ListJobs(*req), out);
+  }
+  grpc::Status CancelJob(grpc::ServerContext* ctx, const v1::CancelJobRequest* req, v1::Job* out) override {
+    if (absl::Status s = CheckBearerToken(*ctx, token_); !s.ok()) return ToGrpcStatus(s);
+    return Reply(*ctx, c_->Cancel(req->job_id()), out);
+  }
+  grpc::Status ListWorkers(grpc::ServerContext* ctx, const v1::ListWorkersRequest*, v1::ListWorkersResponse* out) override {
+    if (absl::Status s = CheckBearerToken(*ctx, token_); !s.ok()) return ToGrpcStatus(s);
+    for (v1::WorkerInfo& w : c_->Workers()) *out->add_workers() = std::move(w);
+    return grpc::Status::OK;
+  }
+  grpc::Status WatchJob(grpc::ServerContext* ctx, const v1::WatchJobRequest* req,
+                        grpc::ServerWriter<v1::JobEvent>* writer) override {
+    if (absl::Status s = CheckBearerToken(*ctx, token_); !s.ok()) return ToGrpcStatus(s);
+    int64_t after = req->after_seq();
+    for (;;) {
+      if (ctx->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "the watcher went away");
+      bool final = false;
+      absl::StatusOr<std::vector<v1::JobEvent>> events = c_->WaitEvents(req->job_id(), after, absl::Seconds(1), &final);
+      if (!events.ok()) return ToGrpcStatus(events.status());
+      for (const v1::JobEvent& e : *events) {
+        if (!writer->Write(e)) return grpc::Status(grpc::StatusCode::CANCELLED, "the watcher went away");
+        after = e.seq();
+      }
+      if (final) return grpc::Status::OK;
+    }
+  }
+
+ private:
+  template <typename T>
+  grpc::Status Reply(const grpc::ServerContext& ctx, absl::StatusOr<T> result, T* out) {
+    if (absl::Status s = CheckBearerToken(ctx, token_); !s.ok()) return ToGrpcStatus(s);
+    if (!result.ok()) return ToGrpcStatus(result.status());
+    *out = std::move(*result);
+    return grpc::Status::OK;
+  }
+  Coordinator* c_;
+  const std::string token_;
+};
+
+class CoordinatorServer::WorkerServiceImpl final : public v1::WorkerService::Service {
+ public:
+  WorkerServiceImpl(Coordinator* c, std::string token) : c_(c), token_(std::move(token)) {}
+  grpc::Status Register(grpc::ServerContext* ctx, const v1::RegisterRequest* req, v1::RegisterResponse* out) override {
+    return Reply(*ctx, c_->Register(*req), out);
+  }
+  grpc::Status Heartbeat(grpc::ServerContext* ctx, const v1::HeartbeatRequest* req, v1::HeartbeatResponse* out) override {
+    return Reply(*ctx, c_->Heartbeat(*req), out);
+  }
+  grpc::Status ReportProgress(grpc::ServerContext* ctx, const v1::ProgressRequest* req, v1::ProgressResponse* out) override {
+    return Reply(*ctx, c_->Progress(*req), out);
+  }
+
+ private:
+  template <typename T>
+  grpc::Status Reply(const grpc::ServerContext& ctx, absl::StatusOr<T> result, T* out) {
+    if (absl::Status s = CheckBearerToken(ctx, token_); !s.ok()) return ToGrpcStatus(s);
+    if (!result.ok()) return ToGrpcStatus(result.status());
+    *out = std::move(*result);
+    return grpc::Status::OK;
+  }
+  Coordinator* c_;
+  const std::string token_;
+};
+
+absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(Coordinator* coordinator,
+                                                                           const ServerOptions& options) {
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials = MakeServerCredentials(options.security);
+  if (!credentials.ok()) return credentials.status();
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  std::unique_ptr<CoordinatorServer> server(new CoordinatorServer());
+  server->jobs_ = std::make_unique<JobServiceImpl>(coordinator, options.security.token);
+  server->workers_ = std::make_unique<WorkerServiceImpl>(coordinator, options.security.token);
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.address, *credentials, &server->port_);
+  builder.RegisterService(server->jobs_.get());
+  builder.RegisterService(server->workers_.get());
+  builder.SetMaxReceiveMessageSize(16 << 20);
+  server->server_ = builder.BuildAndStart();
+  if (!server->server_ || server->port_ == 0)
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", options.address,
+                                               " (in use, or not an address of this machine?)"));
+  grpc::HealthCheckServiceInterface* health = server->server_->GetHealthCheckService();
+  if (health) {
+    health->SetServingStatus(true);
+    health->SetServingStatus("mfpo.v1.JobService", true);
+    health->SetServingStatus("mfpo.v1.WorkerService", true);
+  }
+  return server;
+}
+
+void CoordinatorServer::Shutdown(std::chrono::milliseconds grace) {
+  if (shut_down_) return;
+  shut_down_ = true;
+  if (grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService()) health->Shutdown();
+  server_->Shutdown(std::chrono::system_clock::now() + grace);
+  server_->Wait();
+}
+
+CoordinatorServer::~CoordinatorServer() { Shutdown(std::chrono::milliseconds(2000)); }
+
+}  // namespace mfpo

@@ -1,0 +1,390 @@
+// The job service with real processes on loopback: mfpo-coordinator, mfpo-worker trainer agents
+// and mfpo-datagen agents, driven with mfpoctl. Every process has a deadline and is killed and
+// reaped when its test ends (tests/test_process.h).
+#include <signal.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "common/presets.h"
+#include "datagen/scene_world.h"
+#include "tests/checkpoint_diff.h"
+#include "tests/cli_runner.h"
+#include "tests/test_process.h"
+
+namespace mfpo {
+namespace {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+fs::path* g_root = nullptr;
+
+// A number from protobuf's JSON (64-bit integers are written as strings); 0 when absent.
+int64_t Int(const json& j, const char* key) {
+  if (!j.is_object() || !j.contains(key)) return 0;
+  const json& v = j[key];
+  return v.is_string() ? std::stoll(v.get<std::string>()) : v.get<int64_t>();
+}
+
+// A coordinator with its agents on loopback.
+class Cluster {
+ public:
+  explicit Cluster(const std::string& name, int port = 0) : dir_(*g_root / name), port_(port ? port : FreePort()) {
+    fs::create_directories(dir_);
+  }
+  // Starts (or restarts) the coordinator on this cluster's port and database.
+  void StartCoordinator(const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> args = {"--address",        "127.0.0.1:" + std::to_string(port_),
+                                      "--database",       (dir_ / "jobs.db").string(),
+                                      "--roots",          g_root->string(),
+                                      "--heartbeat_interval_s", "0.2",
+                                      "--worker_timeout_s", "3",
+                                      "--lease_s",        "3",
+                                      "--shard_records",  "8",
+                                      "--port_file",      (dir_ / "port").string()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    fs::remove(dir_ / "port");
+    coordinator_ = std::make_unique<Process>(MFPO_COORDINATOR, args, dir_ / ("coordinator-" + std::to_string(starts_++) + ".log"));
+    const auto deadline = Clock::now() + std::chrono::seconds(20);
+    while (!fs::exists(dir_ / "port") && Clock::now() < deadline && coordinator_->running())
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    ASSERT_TRUE(fs::exists(dir_ / "port")) << coordinator_->Log();
+  }
+  Process& AddTrainer(const std::vector<std::string>& extra = {}) {
+    const int n = static_cast<int>(trainers_.size());
+    std::vector<std::string> args = {"--coordinator", address(), "--threads", "1", "--name", "t" + std::to_string(n),
+                                     "--work_dir", (dir_ / ("trainer" + std::to_string(n))).string()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    trainers_.push_back(std::make_unique<Process>(MFPO_WORKER, args, dir_ / ("trainer" + std::to_string(n) + ".log")));
+    return *trainers_.back();
+  }
+  Process& AddDatagen(const std::vector<std::string>& extra = {}) {
+    const int n = static_cast<int>(datagen_.size());
+    std::vector<std::string> args = {"--coordinator", address(), "--threads", "1"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    datagen_.push_back(std::make_unique<Process>(MFPO_DATAGEN, args, dir_ / ("datagen" + std::to_string(n) + ".log")));
+    return *datagen_.back();
+  }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  Result Ctl(const std::string& args, int seconds = 60) {
+    return RunShell(std::string(MFPOCTL) + " --server " + address() + " " + args, seconds);
+  }
+  json Job(const std::string& id) {
+    Result r = Ctl("get " + id + " --json");
+    EXPECT_EQ(r.code, 0) << r.all;
+    return json::parse(r.out, nullptr, false);
+  }
+  // Polls until `pred(job)` holds (false after `seconds`).
+  template <typename Pred>
+  bool WaitJob(const std::string& id, double seconds, Pred pred) {
+    const auto deadline = Clock::now() + std::chrono::duration<double>(seconds);
+    while (Clock::now() < deadline) {
+      Result r = Ctl("get " + id + " --json");
+      if (r.code == 0) {
+        json j = json::parse(r.out, nullptr, false);
+        if (j.is_object() && pred(j)) return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    return false;
+  }
+  std::string Logs() {
+    std::string out = coordinator_ ? "== coordinator\n" + coordinator_->Log() : "";
+    for (auto& t : trainers_) out += "== trainer\n" + t->Log();
+    for (auto& d : datagen_) out += "== datagen\n" + d->Log();
+    return out;
+  }
+  Process& coordinator() { return *coordinator_; }
+  Process& trainer(int i) { return *trainers_[i]; }
+  Process& datagen(int i) { return *datagen_[i]; }
+  const fs::path& dir() const { return dir_; }
+
+ private:
+  fs::path dir_;
+  int port_;
+  int starts_ = 0;
+  std::unique_ptr<Process> coordinator_;
+  std::vector<std::unique_ptr<Process>> trainers_, datagen_;
+};
+
+class ServiceTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    g_root = new fs::path(fs::temp_directory_path() / ("service_test_" + std::to_string(::getpid())));
+    fs::remove_all(*g_root);
+    InitModelOptions init;
+    init.seed = 3;
+    ASSERT_TRUE(InitModelDir((*g_root / "model").string(), init).ok());
+    WorldOptions world;
+    world.train = 24;
+    world.val = 0;
+    world.test = 4;
+    world.size = 32;
+    ASSERT_TRUE(WriteWorld((*g_root / "world").string(), world).ok());
+  }
+  static void TearDownTestSuite() {
+    fs::remove_all(*g_root);
+    delete g_root;
+  }
+
+  struct JobOptions {
+    std::string variant = "mfpo";
+    std::string curriculum = "easy_to_hard";
+    int samples = 24, micro = 4, workers = 2, every_steps = 0;
+    bool evaluate = false;
+    std::string train;  // default: the world's train.jsonl
+  };
+  static fs::path WriteSpec(const std::string& name, const JobOptions& j, const fs::path& out) {
+    const fs::path path = *g_root / (name + ".yaml");
+    std::ofstream f(path);
+    f << "name: " << name << "\n"
+      << "output_dir: " << out.string() << "\n"
+      << "model: {path: " << (*g_root / "model").string() << "}\n"
+      << "data: {train: " << (j.train.empty() ? (*g_root / "world" / "train.jsonl").string() : j.train)
+      << ", max_samples: " << j.samples << "}\n"
+      << "objective: {variant: " << j.variant << "}\n"
+      << "optimizer: {lr: 5.0e-5, micro_batch: " << j.micro << ", warmup_ratio: 0.2}\n"
+      << "curriculum: {mode: " << j.curriculum << "}\n"
+      << "checkpoint: {keep_last: 0, every_steps: " << j.every_steps << "}\n"
+      << "resources: {workers: " << j.workers << ", threads: 1, collective_timeout_s: 20, max_restarts: 3}\n";
+    if (j.evaluate)
+      f << "evaluation: {data: " << (*g_root / "world").string() << ", limit: 2, max_new_tokens: 6, suites: [chair]}\n";
+    return path;
+  }
+  static std::string Submit(Cluster& c, const fs::path& spec) {
+    Result r = c.Ctl("submit " + spec.string());
+    EXPECT_EQ(r.code, 0) << r.all;
+    std::string id = r.out;
+    while (!id.empty() && (id.back() == '\n' || id.back() == ' ')) id.pop_back();
+    return id;
+  }
+};
+
+// 1 coordinator, 2 trainers, 1 datagen worker; submitted with mfpoctl: every stage runs, and the
+// model equals `mfpo train` with 2 ranks on the same data.
+TEST_F(ServiceTest, WholeJobRunsEveryStageAndEqualsLocalTraining) {
+  Cluster c("whole");
+  c.StartCoordinator();
+  c.AddTrainer();
+  c.AddTrainer();
+  c.AddDatagen();
+  JobOptions j;
+  j.evaluate = true;
+  const std::string id = Submit(c, WriteSpec("whole", j, c.dir() / "out"));
+  ASSERT_EQ(id, "job-000001");
+  Result watch = c.Ctl("watch " + id, 600);
+  ASSERT_EQ(watch.code, 0) << watch.all << c.Logs();
+  for (const char* stage : {"DATAGEN", "REFERENCE", "SCORING", "TRAINING easy", "TRAINING medium", "TRAINING hard",
+                            "EVALUATING", "SUCCEEDED"})
+    EXPECT_NE(watch.out.find(stage), std::string::npos) << stage << "\n" << watch.out;
+  json job = c.Job(id);
+  EXPECT_EQ(job["state"], "SUCCEEDED");
+  EXPECT_TRUE(fs::exists(c.dir() / "out" / "eval" / "report.json"));
+  const std::string manifest = job["data_manifest"];
+  EXPECT_EQ(manifest, (c.dir() / "out" / "datagen" / "manifest.jsonl").string());
+  {
+    std::ifstream in(manifest);
+    std::set<std::string> ids;
+    int lines = 0;
+    for (std::string line; std::getline(in, line); ++lines) {
+      json r = json::parse(line, nullptr, false);
+      ids.insert(r["id"].get<std::string>());
+      EXPECT_TRUE(r.contains("rejected_image"));
+    }
+    EXPECT_EQ(lines, 24);
+    EXPECT_EQ(ids.size(), 24u);
+  }
+  // The same spec on the merged manifest with `mfpo train`, 2 local ranks of one thread each.
+  JobOptions local = j;
+  local.train = manifest;
+  local.evaluate = false;
+  const fs::path local_out = c.dir() / "local";
+  Result train = Mfpo("train --threads 2 --spec " + WriteSpec("whole-local", local, local_out).string(), 600);
+  ASSERT_EQ(train.code, 0) << train.all;
+  const std::string service_ckpt = job["final_checkpoint"];
+  ASSERT_FALSE(service_ckpt.empty());
+  const fs::path local_ckpt = local_out / "checkpoints" / fs::path(service_ckpt).filename();
+  EXPECT_LE(MaxDiff(service_ckpt, local_ckpt), 1e-5) << service_ckpt << " vs " << local_ckpt;
+}
+
+// A trainer killed with SIGKILL in the middle of a phase: the group is re-formed from the last
+// checkpoint and the job succeeds.
+TEST_F(ServiceTest, KilledTrainerIsSurvived) {
+  Cluster c("killed-trainer");
+  c.StartCoordinator();
+  c.AddTrainer();
+  c.AddTrainer();
+  JobOptions j;
+  j.variant = "dpo";
+  j.curriculum = "end_to_end";
+  j.micro = 2;
+  j.samples = 24;  // 6 steps of 2 x 2
+  j.every_steps = 1;
+  const std::string id = Submit(c, WriteSpec("killed-trainer", j, c.dir() / "out"));
+  ASSERT_TRUE(c.WaitJob(id, 240, [](const json& job) { return Int(job, "step") >= 2 && job["state"] == "TRAINING"; }))
+      << c.Logs();
+  c.trainer(1).Kill(SIGKILL);
+  Result watch = c.Ctl("watch " + id, 400);
+  EXPECT_EQ(watch.code, 0) << watch.all << c.Logs();
+  json job = c.Job(id);
+  EXPECT_EQ(job["state"], "SUCCEEDED");
+  EXPECT_GE(Int(job, "restarts"), 1);
+  EXPECT_NE(watch.out.find("lost"), std::string::npos) << watch.out;
+}
+
+// The coordinator killed with SIGKILL and restarted on its database: the job goes on, and a
+// watcher that reconnects sees every event exactly once.
+TEST_F(ServiceTest, CoordinatorRestartLosesNothing) {
+  Cluster c("restart");
+  c.StartCoordinator();
+  c.AddTrainer();
+  c.AddTrainer();
+  JobOptions j;
+  j.variant = "dpo";
+  j.curriculum = "end_to_end";
+  j.micro = 2;
+  j.every_steps = 1;
+  const std::string id = Submit(c, WriteSpec("restart", j, c.dir() / "out"));
+  Process watcher(MFPOCTL, {"watch", id, "--json", "--server", c.address()}, c.dir() / "watch.log");
+  ASSERT_TRUE(c.WaitJob(id, 240, [](const json& job) { return job["state"] == "TRAINING"; })) << c.Logs();
+  c.coordinator().Kill(SIGKILL);
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  c.StartCoordinator();
+  ASSERT_EQ(watcher.Wait(400), 0) << watcher.Log() << c.Logs();
+  json job = c.Job(id);
+  EXPECT_EQ(job["state"], "SUCCEEDED") << c.Logs();
+  std::vector<int64_t> seqs;
+  std::ifstream in(c.dir() / "watch.log");
+  for (std::string line; std::getline(in, line);) {
+    json e = json::parse(line, nullptr, false);
+    if (e.is_object() && e.contains("seq")) seqs.push_back(Int(e, "seq"));
+  }
+  const int64_t last = Int(job, "last_event_seq");
+  ASSERT_EQ(static_cast<int64_t>(seqs.size()), last) << watcher.Log();
+  for (size_t i = 0; i < seqs.size(); ++i) EXPECT_EQ(seqs[i], static_cast<int64_t>(i + 1));
+  // A second submit after the restart gets the next id: nothing was lost or reused.
+  EXPECT_EQ(Submit(c, WriteSpec("restart-2", j, c.dir() / "out-2")), "job-000002");
+}
+
+// A datagen worker killed holding a lease: the lease is re-issued and every record is made
+// exactly once.
+TEST_F(ServiceTest, KilledDatagenWorkerLeaseIsReissued) {
+  Cluster c("killed-datagen");
+  c.StartCoordinator();
+  Process& first = c.AddDatagen();
+  JobOptions j;
+  const std::string id = Submit(c, WriteSpec("killed-datagen", j, c.dir() / "out"));
+  ASSERT_TRUE(first.WaitForLog("records [", 60)) << c.Logs();
+  first.Kill(SIGKILL);
+  c.AddDatagen();
+  ASSERT_TRUE(c.WaitJob(id, 120, [](const json& job) { return job["state"] == "PENDING" && job.contains("data_manifest") &&
+                                                               job["data_manifest"].get<std::string>().find("datagen") != std::string::npos; }))
+      << c.Logs();
+  Result events = c.Ctl("watch " + id + " --json", 5);  // the job waits for trainers: cut by the deadline
+  EXPECT_NE(events.out.find("re-issued"), std::string::npos) << events.out;
+  std::ifstream in(c.dir() / "out" / "datagen" / "manifest.jsonl");
+  std::set<std::string> ids;
+  int lines = 0;
+  for (std::string line; std::getline(in, line); ++lines) ids.insert(json::parse(line)["id"].get<std::string>());
+  EXPECT_EQ(lines, 24);
+  EXPECT_EQ(ids.size(), 24u);
+  EXPECT_EQ(c.Ctl("cancel " + id).code, 0);
+  EXPECT_EQ(c.Ctl("watch " + id).code, 3);  // CANCELLED
+}
+
+// Bad requests get the right codes and messages.
+TEST_F(ServiceTest, BadRequestsAreRefusedClearly) {
+  Cluster c("bad");
+  std::ofstream(c.dir() / "token") << "s3cret\n";
+  std::ofstream(c.dir() / "wrong-token") << "guess\n";
+  c.StartCoordinator({"--token_file", (c.dir() / "token").string()});
+  const std::string token = " --token_file " + (c.dir() / "token").string();
+  JobOptions j;
+  const fs::path good = WriteSpec("bad-good", j, c.dir() / "out");
+
+  Result r = c.Ctl("list");
+  EXPECT_EQ(r.code, 1) << r.all;
+  EXPECT_NE(r.all.find("bearer token"), std::string::npos) << r.all;
+  r = c.Ctl("list --token_file " + (c.dir() / "wrong-token").string());
+  EXPECT_NE(r.all.find("wrong bearer token"), std::string::npos) << r.all;
+  r = c.Ctl("list" + token);
+  EXPECT_EQ(r.code, 0) << r.all;
+
+  std::ofstream(*g_root / "bad-beta.yaml") << "output_dir: " << (c.dir() / "x").string() << "\nmodel: {path: "
+                                           << (*g_root / "model").string() << "}\ndata: {train: "
+                                           << (*g_root / "world" / "train.jsonl").string() << "}\nobjective: {beta: -1}\n";
+  r = c.Ctl("submit " + (*g_root / "bad-beta.yaml").string() + token);
+  EXPECT_EQ(r.code, 2) << r.all;
+  EXPECT_NE(r.all.find("objective.beta"), std::string::npos) << r.all;
+
+  std::ofstream(*g_root / "bad-root.yaml") << "output_dir: /etc/mfpo-x\nmodel: {path: " << (*g_root / "model").string()
+                                           << "}\ndata: {train: " << (*g_root / "world" / "train.jsonl").string() << "}\n";
+  r = c.Ctl("submit " + (*g_root / "bad-root.yaml").string() + token);
+  EXPECT_EQ(r.code, 2) << r.all;
+  EXPECT_NE(r.all.find("outside the coordinator's allowed roots"), std::string::npos) << r.all;
+
+  std::ofstream(*g_root / "bad-dots.yaml") << "output_dir: " << (*g_root / ".." / ".." / "tmp2").string()
+                                           << "\nmodel: {path: " << (*g_root / "model").string() << "}\ndata: {train: "
+                                           << (*g_root / "world" / "train.jsonl").string() << "}\n";
+  r = c.Ctl("submit " + (*g_root / "bad-dots.yaml").string() + token);
+  EXPECT_EQ(r.code, 2) << r.all;
+
+  r = c.Ctl("get job-424242" + token);
+  EXPECT_EQ(r.code, 1) << r.all;
+  EXPECT_NE(r.all.find("no job 'job-424242'"), std::string::npos) << r.all;
+  r = c.Ctl("watch job-424242" + token);
+  EXPECT_EQ(r.code, 1) << r.all;
+  r = c.Ctl("cancel nope" + token);
+  EXPECT_EQ(r.code, 1) << r.all;
+  r = c.Ctl("frobnicate");
+  EXPECT_EQ(r.code, 2) << r.all;
+  r = c.Ctl("list --state BOGUS" + token);
+  EXPECT_EQ(r.code, 2) << r.all;
+
+  // Nothing listens: exit 4 with a hint, within the deadline.
+  r = RunShell(std::string(MFPOCTL) + " --server 127.0.0.1:" + std::to_string(FreePort()) + " list --timeout_s 2", 30);
+  EXPECT_EQ(r.code, 4) << r.all;
+
+  // A worker with a wrong token is refused and exits.
+  Process& w = c.AddTrainer({"--token_file", (c.dir() / "wrong-token").string()});
+  EXPECT_EQ(w.Wait(30), 1) << w.Log();
+  EXPECT_NE(w.Log().find("wrong bearer token"), std::string::npos) << w.Log();
+}
+
+// TLS: a client that trusts another CA cannot talk to the coordinator; one with the right CA can.
+TEST_F(ServiceTest, TlsWithTheWrongCertificateIsRefused) {
+  Cluster c("tls");
+  const fs::path d = c.dir();
+  const std::string ssl =
+      "cd " + d.string() +
+      " && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=test-ca -keyout ca.key -out ca.pem"
+      " && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=other-ca -keyout other.key -out other.pem"
+      " && openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key -out server.csr"
+      " && printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > san.ext"
+      " && openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile san.ext -out server.pem";
+  Result gen = RunShell(ssl + " 2>&1", 120);
+  ASSERT_EQ(gen.code, 0) << gen.all;
+  c.StartCoordinator({"--tls_cert", (d / "server.pem").string(), "--tls_key", (d / "server.key").string()});
+  Result r = c.Ctl("list --tls_ca " + (d / "ca.pem").string());
+  EXPECT_EQ(r.code, 0) << r.all << c.coordinator().Log();
+  r = c.Ctl("list --timeout_s 3 --tls_ca " + (d / "other.pem").string());
+  EXPECT_EQ(r.code, 4) << r.all;
+  r = c.Ctl("list --timeout_s 3");  // plaintext against TLS
+  EXPECT_EQ(r.code, 4) << r.all;
+  r = c.Ctl("list --tls_ca " + (d / "server.key").string());  // not a certificate
+  EXPECT_EQ(r.code, 2) << r.all;
+}
+
+}  // namespace
+}  // namespace mfpo
