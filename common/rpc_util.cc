@@ -24,10 +24,14 @@ absl::Status FromGrpcStatus(const grpc::Status& status, absl::string_view what) 
 
 namespace {
 
-absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
+// A PEM file holding a certificate (or a private key when `key`): gRPC would only say later that
+// it "could not load any root certificate", without naming the file.
+absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what, bool key = false) {
   MFPO_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path, what));
-  if (!absl::StrContains(text, "-----BEGIN "))
-    return absl::InvalidArgumentError(absl::StrCat(path, ": ", what, " is not a PEM file (no -----BEGIN line)"));
+  const bool ok = key ? absl::StrContains(text, "PRIVATE KEY-----") : absl::StrContains(text, "-----BEGIN CERTIFICATE-----");
+  if (!ok)
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", what, " is not a PEM ",
+                                                   key ? "private key (no PRIVATE KEY block)" : "certificate (no -----BEGIN CERTIFICATE----- block)"));
   return text;
 }
 
@@ -45,7 +49,7 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(c
                                                 : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
   grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
   MFPO_ASSIGN_OR_RETURN(pair.cert_chain, ReadPem(s.tls_cert, "the server certificate"));
-  MFPO_ASSIGN_OR_RETURN(pair.private_key, ReadPem(s.tls_key, "the server key"));
+  MFPO_ASSIGN_OR_RETURN(pair.private_key, ReadPem(s.tls_key, "the server key", true));
   options.pem_key_cert_pairs.push_back(pair);
   if (!s.client_ca.empty()) {
     MFPO_ASSIGN_OR_RETURN(options.pem_root_certs, ReadPem(s.client_ca, "the client CA"));
@@ -53,7 +57,7 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(c
   return grpc::SslServerCredentials(options);
 }
 
-absl::Status CheckBearerToken(const grpc::ServerContext& context, const std::string& token) {
+absl::Status CheckBearerToken(const grpc::ServerContextBase& context, const std::string& token) {
   if (token.empty()) return absl::OkStatus();
   const auto& metadata = context.client_metadata();
   auto it = metadata.find("authorization");
@@ -87,7 +91,7 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& ad
     }
     if (!s.cert.empty()) {
       MFPO_ASSIGN_OR_RETURN(options.pem_cert_chain, ReadPem(s.cert, "the client certificate"));
-      MFPO_ASSIGN_OR_RETURN(options.pem_private_key, ReadPem(s.key, "the client key"));
+      MFPO_ASSIGN_OR_RETURN(options.pem_private_key, ReadPem(s.key, "the client key", true));
     }
     credentials = grpc::SslCredentials(options);
     if (!s.server_name.empty()) args.SetSslTargetNameOverride(s.server_name);

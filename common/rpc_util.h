@@ -32,7 +32,7 @@ struct ServerSecurity {
 };
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(const ServerSecurity& security);
 // UNAUTHENTICATED unless the call carries "authorization: Bearer <token>" (constant-time compare).
-absl::Status CheckBearerToken(const grpc::ServerContext& context, const std::string& token);
+absl::Status CheckBearerToken(const grpc::ServerContextBase& context, const std::string& token);
 
 // Client side. ca: PEM file of the CA that signed the server (turns TLS on); cert/key: this
 // client's certificate for mutual TLS.

@@ -372,7 +372,9 @@ TEST_F(ServiceTest, TlsWithTheWrongCertificateIsRefused) {
       " && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=other-ca -keyout other.key -out other.pem"
       " && openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key -out server.csr"
       " && printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > san.ext"
-      " && openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile san.ext -out server.pem";
+      " && openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile san.ext -out server.pem"
+      " && openssl req -newkey rsa:2048 -nodes -subj /CN=client -keyout client.key -out client.csr"
+      " && openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -out client.pem";
   Result gen = RunShell(ssl + " 2>&1", 120);
   ASSERT_EQ(gen.code, 0) << gen.all;
   c.StartCoordinator({"--tls_cert", (d / "server.pem").string(), "--tls_key", (d / "server.key").string()});
@@ -384,6 +386,17 @@ TEST_F(ServiceTest, TlsWithTheWrongCertificateIsRefused) {
   EXPECT_EQ(r.code, 4) << r.all;
   r = c.Ctl("list --tls_ca " + (d / "server.key").string());  // not a certificate
   EXPECT_EQ(r.code, 2) << r.all;
+  EXPECT_NE(r.all.find("server.key"), std::string::npos) << r.all;
+
+  // Mutual TLS: without a client certificate signed by the CA, no call gets through.
+  c.coordinator().Kill(SIGKILL);
+  c.StartCoordinator({"--tls_cert", (d / "server.pem").string(), "--tls_key", (d / "server.key").string(),
+                      "--tls_client_ca", (d / "ca.pem").string()});
+  r = c.Ctl("list --timeout_s 3 --tls_ca " + (d / "ca.pem").string());
+  EXPECT_NE(r.code, 0) << r.all;
+  r = c.Ctl("list --tls_ca " + (d / "ca.pem").string() + " --tls_cert " + (d / "client.pem").string() + " --tls_key " +
+            (d / "client.key").string());
+  EXPECT_EQ(r.code, 0) << r.all;
 }
 
 }  // namespace
