@@ -144,6 +144,18 @@ std::string ToJson(const google::protobuf::Message& m) {
   return out;
 }
 
+// Text from the server shown on a terminal: control characters (escape sequences, line breaks in
+// a reason) would redraw the screen or break the table.
+std::string Printable(const std::string& text) {
+  std::string out;
+  for (unsigned char c : text) {
+    if (c == '\n' || c == '\r' || c == '\t') out += ' ';
+    else if (c < 0x20 || c == 0x7f) out += '?';
+    else out += static_cast<char>(c);
+  }
+  return out;
+}
+
 std::string Duration(double seconds) {
   if (!(seconds >= 0) || seconds > 1e8) return "?";
   const int64_t s = static_cast<int64_t>(seconds + 0.5);
@@ -217,9 +229,9 @@ int Submit(Client& client, const std::vector<std::string>& args) {
 std::string JobLine(const v1::Job& j) {
   const std::string steps = j.total_steps() > 0 ? absl::StrCat(j.step(), "/", j.total_steps()) : "-";
   const double age = (absl::ToUnixMillis(absl::Now()) - j.created_unix_ms()) / 1000.0;
-  return absl::StrFormat("%-11s %-20s %-10s %-7s %-9s %4d %7s  %s", j.id(), j.name().substr(0, 20),
-                         v1::JobState_Name(j.state()), j.phase().empty() ? "-" : j.phase(), steps, j.priority(),
-                         Duration(age), j.reason());
+  return absl::StrFormat("%-11s %-20s %-10s %-7s %-9s %4d %7s  %s", j.id(), Printable(j.name().substr(0, 20)),
+                         v1::JobState_Name(j.state()), j.phase().empty() ? "-" : Printable(j.phase()), steps,
+                         j.priority(), Duration(age), Printable(j.reason()));
 }
 
 int List(Client& client) {
@@ -265,9 +277,9 @@ int Get(Client& client, const std::vector<std::string>& args) {
     std::cout << ToJson(*j) << "\n";
     return 0;
   }
-  std::cout << "id:          " << j->id() << "\nname:        " << j->name() << "\nstate:       "
-            << v1::JobState_Name(j->state()) << (j->phase().empty() ? "" : " (" + j->phase() + ")")
-            << "\nreason:      " << j->reason() << "\nstep:        " << j->step() << " / " << j->total_steps()
+  std::cout << "id:          " << j->id() << "\nname:        " << Printable(j->name()) << "\nstate:       "
+            << v1::JobState_Name(j->state()) << (j->phase().empty() ? "" : " (" + Printable(j->phase()) + ")")
+            << "\nreason:      " << Printable(j->reason()) << "\nstep:        " << j->step() << " / " << j->total_steps()
             << "\nrestarts:    " << j->restarts() << "\nworkers:     " << absl::StrJoin(j->workers(), ", ")
             << "\npriority:    " << j->priority() << "\noutput_dir:  " << j->spec().output_dir()
             << "\nvariant:     " << j->spec().objective().variant() << "\nmanifest:    " << j->data_manifest()
@@ -302,7 +314,7 @@ int Workers(Client& client) {
   const int64_t now = absl::ToUnixMillis(absl::Now());
   for (const v1::WorkerInfo& w : r->workers())
     std::cout << absl::StrFormat("%-13s %-8s %-6s %-22s %-11s %-9s %s %d threads%s\n", w.id(),
-                                 w.role() == v1::TRAINER ? "trainer" : "datagen", w.state(), w.name().substr(0, 22),
+                                 w.role() == v1::TRAINER ? "trainer" : "datagen", w.state(), Printable(w.name().substr(0, 22)),
                                  w.job_id().empty() ? "-" : w.job_id(),
                                  Duration((now - w.last_heartbeat_unix_ms()) / 1000.0) + " ago", w.capacity().device(),
                                  w.capacity().threads(), w.capacity().gpus() > 0 ? absl::StrCat(", ", w.capacity().gpus(), " GPUs") : "");
@@ -355,7 +367,7 @@ int Watch(Client& client, const std::string& id, int64_t after) {
                                      ? absl::StrCat(v1::JobState_Name(e.state()), e.phase().empty() ? "" : " " + e.phase(), ": ")
                                      : "";
         std::cout << absl::FormatTime("%H:%M:%S", absl::FromUnixMillis(e.time_unix_ms()), absl::LocalTimeZone()) << " ["
-                  << e.job_id() << "] " << what << e.message() << "\n"
+                  << e.job_id() << "] " << what << Printable(e.message()) << "\n"
                   << std::flush;
       }
       if (e.kind() == v1::JobEvent::STATE && (e.state() == v1::SUCCEEDED || e.state() == v1::FAILED || e.state() == v1::CANCELLED))
@@ -372,7 +384,7 @@ int Watch(Client& client, const std::string& id, int64_t after) {
     if (!warned && !client.options().json) {
       if (progress_shown) std::cout << "\n";
       progress_shown = false;
-      std::cerr << "mfpoctl: " << status.message() << "; reconnecting\n";
+      std::cerr << "mfpoctl: " << status.message() << "; reconnecting (for up to 10 minutes)\n";
     }
     warned = true;
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
@@ -458,6 +470,10 @@ int main(int argc, char** argv) {
     return 0;
   }
   const std::string name = argv[1];
+  if (name.size() > 1 && name[0] == '-') {
+    std::cerr << "mfpoctl: no command given (flags go with a command: mfpoctl list --server HOST:PORT)\n\n" << Usage();
+    return 2;
+  }
   const Command* command = nullptr;
   for (const Command& c : Commands())
     if (name == c.name) command = &c;

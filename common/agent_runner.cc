@@ -139,6 +139,14 @@ absl::Status AgentRunner::Run(const std::atomic<bool>& stop) {
   }
   for (auto& [id, task] : tasks_) task->Abort();
   tasks_.clear();
+  // Say goodbye (best effort): the coordinator re-forms this worker's group at once.
+  v1::HeartbeatRequest request;
+  request.set_worker_id(worker_id_);
+  request.set_leaving(true);
+  v1::HeartbeatResponse response;
+  grpc::ClientContext context;
+  PrepareCall(&context, options_.security, std::chrono::milliseconds(1000));
+  (void)stub_->Heartbeat(&context, request, &response);
   return absl::OkStatus();
 }
 

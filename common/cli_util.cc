@@ -112,8 +112,10 @@ int ParseSingleCommand(const std::string& program, const std::string& synopsis, 
       std::cout << program << " " << version << "\n";
       return 0;
     }
-  if (absl::Status s = CheckCommandFlags(program, command, {}, GivenFlagNames(normalised)); !s.ok())
-    return ExitCode(s, program.c_str());
+  if (absl::Status s = CheckCommandFlags(program, command, {}, GivenFlagNames(normalised)); !s.ok()) {
+    std::cerr << s.message() << "\n";  // already "<program>: ..."
+    return 2;
+  }
   std::vector<char*> raw;
   for (auto& a : normalised) raw.push_back(a.data());
   std::vector<char*> args = absl::ParseCommandLine(static_cast<int>(raw.size()), raw.data());

@@ -22,6 +22,20 @@ absl::Status FromGrpcStatus(const grpc::Status& status, absl::string_view what) 
   return absl::Status(code, message);
 }
 
+absl::Status CheckListenAddress(const std::string& address, const std::string& flag) {
+  const size_t colon = address.rfind(':');
+  auto bad = [&](const char* why) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, " '", address, "': ", why, " (HOST:PORT, e.g. 127.0.0.1:7070)"));
+  };
+  if (colon == std::string::npos || colon == 0) return bad("no HOST:PORT");
+  const std::string host = address.substr(0, colon), port = address.substr(colon + 1);
+  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos) return bad("bad port");
+  if (std::stoi(port) > 65535) return bad("the port is above 65535");
+  if (host.front() == '[' && host.back() != ']') return bad("an IPv6 host goes in brackets");
+  if (host.front() != '[' && host.find(':') != std::string::npos) return bad("an IPv6 host goes in brackets");
+  return absl::OkStatus();
+}
+
 namespace {
 
 // A PEM file holding a certificate (or a private key when `key`): gRPC would only say later that
@@ -62,7 +76,7 @@ absl::Status CheckBearerToken(const grpc::ServerContextBase& context, const std:
   const auto& metadata = context.client_metadata();
   auto it = metadata.find("authorization");
   if (it == metadata.end())
-    return absl::UnauthenticatedError("this server needs a bearer token (mfpoctl --token or the config file's token)");
+    return absl::UnauthenticatedError("this server needs a bearer token (--token_file F, or token_file in mfpoctl's config file)");
   const std::string given(it->second.data(), it->second.size());
   const std::string want = absl::StrCat("Bearer ", token);
   // Constant time over the expected length: the comparison does not tell how much matched.
@@ -74,6 +88,12 @@ absl::Status CheckBearerToken(const grpc::ServerContextBase& context, const std:
 
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& address, const ClientSecurity& s) {
   if (address.empty()) return absl::InvalidArgumentError("no server address given (--server HOST:PORT)");
+  // gRPC target URIs (dns:///, unix:) pass as they are; a plain address must be HOST:PORT.
+  if (address.find(':') == std::string::npos || (address.find("://") == std::string::npos && address.rfind("unix:", 0) != 0)) {
+    MFPO_RETURN_IF_ERROR(CheckListenAddress(address, "the coordinator's address"));
+    if (address.substr(address.rfind(':') + 1) == "0")
+      return absl::InvalidArgumentError(absl::StrCat("the coordinator's address '", address, "': port 0"));
+  }
   if (s.cert.empty() != s.key.empty()) return absl::InvalidArgumentError("--tls_cert and --tls_key go together");
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);

@@ -22,6 +22,10 @@ grpc::Status ToGrpcStatus(const absl::Status& status);
 // hint about the server.
 absl::Status FromGrpcStatus(const grpc::Status& status, absl::string_view what);
 
+// "HOST:PORT" with a port in [0, 65535] (0: any free one) and a non-empty host ("[::1]:7070"
+// for IPv6); INVALID_ARGUMENT naming `flag` otherwise.
+absl::Status CheckListenAddress(const std::string& address, const std::string& flag);
+
 // Server side. Empty cert: plaintext (loopback and tests). With client_ca, clients must present
 // a certificate signed by it (mutual TLS).
 struct ServerSecurity {

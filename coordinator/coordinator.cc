@@ -167,6 +167,32 @@ absl::Status Coordinator::CheckPaths(const v1::JobSpec& spec) const {
                                                       ") is outside the coordinator's allowed roots (",
                                                       absl::StrJoin(options_.allowed_roots, ", "), ")"));
   }
+  // An output_dir that is a root, or holds the model or the data, would mix the job's files
+  // into what others read.
+  {
+    std::error_code e1;
+    const fs::path out = fs::weakly_canonical(spec.output_dir(), e1);
+    for (const std::string& root : options_.allowed_roots)
+      if (out == fs::path(root))
+        return absl::InvalidArgumentError(absl::StrCat("output_dir: ", spec.output_dir(),
+                                                       " is an allowed root itself; give the job a directory of its own"));
+    auto inside = [](const fs::path& inner, const fs::path& outer) {
+      return std::mismatch(outer.begin(), outer.end(), inner.begin(), inner.end()).first == outer.end();
+    };
+    // Directories read by the job (the model, the evaluation world): neither may hold the other.
+    for (const std::string* input : {&spec.model().path(), &spec.evaluation().data()}) {
+      if (input->empty()) continue;
+      const fs::path in = fs::weakly_canonical(*input, e1);
+      if (inside(out, in) || inside(in, out))
+        return absl::InvalidArgumentError(absl::StrCat("output_dir: ", spec.output_dir(), " and ", *input,
+                                                       " are inside one another; the job's outputs need a directory of their own"));
+    }
+    // The data: not inside output_dir, and output_dir not its very directory.
+    const fs::path data = fs::weakly_canonical(spec.data().train(), e1);
+    if (inside(data, out) || out == data.parent_path())
+      return absl::InvalidArgumentError(absl::StrCat("output_dir: ", spec.output_dir(), " holds data.train (",
+                                                     spec.data().train(), "); the job's outputs need a directory of their own"));
+  }
   // Inputs checked now, not when a worker reaches them.
   MFPO_RETURN_IF_ERROR(Annotate(CheckRegularFile(spec.data().train(), "preference manifest"), "data.train"));
   std::error_code ec;
@@ -190,8 +216,9 @@ absl::StatusOr<std::string> Coordinator::Submit(const v1::JobSpec& given, int pr
   for (const auto& [id, r] : jobs_)
     if (!IsFinal(r.job().state()) &&
         fs::weakly_canonical(r.job().spec().output_dir()) == fs::weakly_canonical(spec->output_dir()))
-      return absl::AlreadyExistsError(
-          absl::StrCat("output_dir: ", spec->output_dir(), " belongs to job ", id, ", which is still ", StateName(r.job().state())));
+      return absl::AlreadyExistsError(absl::StrCat("output_dir: ", spec->output_dir(), " belongs to job ", id,
+                                                   ", which is still ", StateName(r.job().state()), " (mfpoctl watch ",
+                                                   id, " follows it; mfpoctl cancel ", id, " ends it)"));
   MFPO_ASSIGN_OR_RETURN(const int64_t number, store_->NextJobNumber());
   JobRecord r;
   r.set_number(number);
@@ -202,11 +229,20 @@ absl::StatusOr<std::string> Coordinator::Submit(const v1::JobSpec& given, int pr
   *job.mutable_spec() = *spec;
   job.set_created_unix_ms(NowMs());
   job.set_data_manifest(spec->data().train());
-  SetState(r, v1::PENDING, "queued");
-  // Written before the id is returned: an acknowledged job survives any crash.
-  std::vector<v1::JobEvent> events = std::move(unwritten_[job.id()]);
-  unwritten_.erase(job.id());
-  MFPO_RETURN_IF_ERROR(store_->PutJob(r, events));
+  v1::JobEvent queued;
+  queued.set_kind(v1::JobEvent::STATE);
+  queued.set_state(v1::PENDING);
+  queued.set_message("queued");
+  queued.set_job_id(job.id());
+  queued.set_seq(1);
+  queued.set_time_unix_ms(job.created_unix_ms());
+  job.set_state(v1::PENDING);
+  job.set_reason("queued");
+  job.set_last_event_seq(1);
+  job.set_updated_unix_ms(job.created_unix_ms());
+  // Written before the id is returned: an acknowledged job survives any crash, and a refused
+  // one leaves nothing behind.
+  MFPO_RETURN_IF_ERROR(store_->PutJob(r, {queued}));
   spdlog::info("{}: submitted ({}, {}, priority {})", job.id(), job.name(), spec->objective().variant(), priority);
   jobs_[job.id()] = r;
   events_cv_.SignalAll();
@@ -259,12 +295,19 @@ absl::StatusOr<v1::Job> Coordinator::Cancel(const std::string& id) {
   if (!r) return absl::NotFoundError(absl::StrCat("no job '", id, "'"));
   if (IsFinal(r->job().state()))
     return absl::FailedPreconditionError(absl::StrCat(id, " has already ended (", StateName(r->job().state()), ")"));
+  const JobRecord before = *r;
+  const std::vector<v1::JobEvent> unwritten_before = unwritten_[id];
   // Its assignments are no longer current: workers are told to abort them at their next heartbeat.
   r->clear_group();
   for (ShardRecord& s : *r->mutable_shards())
     if (s.state() == ShardRecord::LEASED) s.set_state(ShardRecord::PENDING);
   SetState(*r, v1::CANCELLED, "cancelled by the user");
-  MFPO_RETURN_IF_ERROR(Persist(*r));
+  if (absl::Status s = Persist(*r); !s.ok()) {
+    // Not cancelled: what a later `get` says must be what a restart would find.
+    *r = before;
+    unwritten_[id] = unwritten_before;
+    return s;
+  }
   return r->job();
 }
 
@@ -356,6 +399,9 @@ absl::StatusOr<v1::RegisterResponse> Coordinator::Register(const v1::RegisterReq
     return absl::InvalidArgumentError("role must be TRAINER or DATAGEN_WORKER");
   if (request.role() == v1::TRAINER && request.rendezvous_address().empty())
     return absl::InvalidArgumentError("a trainer must give the address of its rendezvous store");
+  if (request.name().size() > 100) return absl::InvalidArgumentError("the worker's name is longer than 100 bytes");
+  for (unsigned char ch : request.name())
+    if (ch < 0x20 || ch == 0x7f) return absl::InvalidArgumentError("the worker's name contains a control character");
   absl::MutexLock lock(&mu_);
   std::string id = request.worker_id();
   if (id.empty() || !workers_.count(id)) {
@@ -414,7 +460,10 @@ void Coordinator::RefreshWorkerStates() {
           w.info.set_job_id(jid);
         }
     }
-    w.info.set_state(w.lost ? "lost" : (!w.info.assignment_id().empty() || !w.running.empty()) ? "busy" : "idle");
+    w.info.set_state(w.lost                                                    ? "lost"
+                     : (!w.info.assignment_id().empty() || !w.running.empty()) ? "busy"
+                     : !w.heard_since_start ? "unconfirmed"  // not heard from since the coordinator started
+                                            : "idle");
   }
 }
 
@@ -422,7 +471,11 @@ v1::Assignment Coordinator::BuildAssignment(const JobRecord& r, const GroupMembe
   v1::Assignment a;
   a.set_job_id(r.job().id());
   *a.mutable_spec() = r.job().spec();
-  a.mutable_spec()->mutable_data()->set_train(r.job().data_manifest());
+  if (r.job().data_manifest() != r.job().spec().data().train()) {
+    // Datagen's merged manifest holds exactly the records [0, max_samples) of data.train.
+    a.mutable_spec()->mutable_data()->set_train(r.job().data_manifest());
+    a.mutable_spec()->mutable_data()->set_max_samples(0);
+  }
   if (shard) {
     a.set_id(shard->assignment_id());
     a.set_kind(v1::Assignment::DATAGEN_SHARD);
@@ -452,6 +505,7 @@ v1::Assignment Coordinator::BuildAssignment(const JobRecord& r, const GroupMembe
   auto rank0 = workers_.find(r.group(0).worker_id());
   if (rank0 != workers_.end()) a.set_rendezvous(rank0->second.info.rendezvous_address());
   a.set_store_prefix(m->assignment_id().substr(0, m->assignment_id().rfind('/')) + "/");
+  a.set_resume_checkpoint(r.job().final_checkpoint());  // the newest one reported (the trainer finds it itself)
   return a;
 }
 
@@ -466,6 +520,13 @@ absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(const v1::Heartbeat
   }
   Worker& w = wit->second;
   const int64_t now = NowMs();
+  if (request.leaving()) {
+    // A clean stop: lost now, not after the heartbeat timeout, so its group re-forms at once.
+    w.lost = true;
+    w.running.clear();
+    spdlog::info("worker {} left", w.info.id());
+    return out;
+  }
   w.last_heartbeat_ms = now;
   if (w.lost) spdlog::info("worker {} is back", w.info.id());
   w.lost = false;
@@ -705,9 +766,11 @@ void Coordinator::AdvanceDatagen(JobRecord& r, int64_t now) {
     idle->running.insert(s.assignment_id());  // busy until its next heartbeat says otherwise
   }
   if (done < r.shards_size()) {
-    int64_t records = 0;
-    for (const ShardRecord& s : r.shards()) records += s.records_done();
-    r.mutable_job()->set_reason(absl::StrCat(done, " of ", r.shards_size(), " shards done"));
+    int live = 0;
+    for (const auto& [id, w] : workers_) live += w.info.role() == v1::DATAGEN_WORKER && !w.lost ? 1 : 0;
+    r.mutable_job()->set_reason(live == 0 ? absl::StrCat(done, " of ", r.shards_size(),
+                                                         " shards done; waiting for datagen workers: none registered")
+                                          : absl::StrCat(done, " of ", r.shards_size(), " shards done"));
     return;
   }
   if (absl::Status s = MergeShards(r); !s.ok()) {
@@ -744,11 +807,12 @@ absl::Status Coordinator::MergeShards(JobRecord& r) {
       }
   }
   if (records == 0) return absl::InvalidArgumentError("no record got a rejected image (see the shards' errors files)");
-  const std::string out = (fs::path(r.datagen_dir()) / "manifest.jsonl").string();
+  // Named by the records it covers: another job in this output_dir over other records writes
+  // another file instead of changing the manifest a finished run was trained on.
+  const std::string out =
+      (fs::path(r.datagen_dir()) / absl::StrCat("merged-0-", r.shards(r.shards_size() - 1).end(), ".jsonl")).string();
   MFPO_RETURN_IF_ERROR(WriteFileAtomically(out, merged));
   r.mutable_job()->set_data_manifest(out);
-  // The training job's manifest holds exactly the merged records.
-  r.mutable_job()->mutable_spec()->mutable_data()->set_max_samples(0);
   if (errors > 0) {
     v1::JobEvent e;
     e.set_kind(v1::JobEvent::MESSAGE);
@@ -821,12 +885,12 @@ void Coordinator::EndGroup(JobRecord& r, const std::string& reason, bool failure
     SetState(r, v1::FAILED, reason);
     return;
   }
-  r.mutable_job()->set_restarts(r.job().restarts() + 1);
-  if (r.job().restarts() > r.job().spec().resources().max_restarts()) {
+  if (r.job().restarts() >= r.job().spec().resources().max_restarts()) {
     SetState(r, v1::FAILED, absl::StrCat(reason, " (after ", r.job().spec().resources().max_restarts(),
                                          " restarts: resources.max_restarts)"));
     return;
   }
+  r.mutable_job()->set_restarts(r.job().restarts() + 1);
   v1::JobEvent e;
   e.set_kind(v1::JobEvent::MESSAGE);
   e.set_message(absl::StrCat("restart ", r.job().restarts(), " of ", r.job().spec().resources().max_restarts(), ": ",
@@ -870,7 +934,17 @@ void Coordinator::AdvanceGroupStage(JobRecord& r, int64_t now, bool* trainer_que
     return;
   }
   if (!FormGroup(r)) {
-    *trainer_queue_blocked = true;
+    // It blocks the jobs behind it only if the trainers registered now could ever serve it;
+    // one that wants more than exist lets others pass until more trainers register.
+    int live = 0;
+    for (const auto& [id, w] : workers_) live += w.info.role() == v1::TRAINER && !w.lost ? 1 : 0;
+    const int minimum = r.job().state() == v1::EVALUATING ? 1 : r.job().spec().resources().min_workers();
+    if (live >= minimum) {
+      *trainer_queue_blocked = true;
+    } else {
+      r.mutable_job()->set_reason(absl::StrCat("waiting for trainers: at least ", minimum, " needed, ", live,
+                                               " registered (jobs behind it may run meanwhile)"));
+    }
     return;
   }
   if (r.job().state() == v1::PENDING) SetState(r, v1::REFERENCE, "training group formed");
@@ -881,9 +955,21 @@ void Coordinator::StageDone(JobRecord& r, int64_t now) {
   v1::Job& job = *r.mutable_job();
   const v1::JobSpec& spec = job.spec();
   switch (job.state()) {
-    case v1::REFERENCE:
+    case v1::REFERENCE: {
+      // Records the trainer could not read are skipped and listed there: say so in the events.
+      if (absl::StatusOr<std::string> errors =
+              ReadFileToString((fs::path(spec.output_dir()) / "data_errors.txt").string());
+          errors.ok() && !errors->empty()) {
+        const int64_t n = std::count(errors->begin(), errors->end(), '\n');
+        v1::JobEvent e;
+        e.set_kind(v1::JobEvent::MESSAGE);
+        e.set_message(absl::StrCat(n, " records of ", job.data_manifest(), " could not be used and are skipped (",
+                                   spec.output_dir(), "/data_errors.txt)"));
+        Emit(r, e);
+      }
       SetState(r, v1::SCORING, "reference log-probs done");
       break;
+    }
     case v1::SCORING: {
       // The curriculum that ScoreDifficulty wrote: phase names and steps.
       const std::string path = (fs::path(spec.output_dir()) / "curriculum.json").string();

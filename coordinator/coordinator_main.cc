@@ -62,6 +62,7 @@ absl::StatusOr<Options> OptionsFromFlags() {
   o.coordinator.lease_ms = static_cast<int64_t>(lease * 1000);
   o.coordinator.shard_records = absl::GetFlag(FLAGS_shard_records);
   o.server.address = absl::GetFlag(FLAGS_address);
+  MFPO_RETURN_IF_ERROR(CheckListenAddress(o.server.address, "--address"));
   o.server.security.tls_cert = absl::GetFlag(FLAGS_tls_cert);
   o.server.security.tls_key = absl::GetFlag(FLAGS_tls_key);
   o.server.security.client_ca = absl::GetFlag(FLAGS_tls_client_ca);

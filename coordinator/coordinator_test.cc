@@ -309,7 +309,8 @@ TEST_F(CoordinatorTest, DatagenLeasesAreReissuedAndMergedOnce) {
   c_->Tick();
   j = Job(*id);
   EXPECT_EQ(j.state(), v1::PENDING) << j.reason();
-  EXPECT_EQ(j.data_manifest(), (fs::path(spec.output_dir()) / "datagen" / "manifest.jsonl").string());
+  EXPECT_EQ(j.data_manifest(), (fs::path(spec.output_dir()) / "datagen" / "merged-0-5.jsonl").string());
+  EXPECT_EQ(j.spec().data().max_samples(), 0);  // the user's spec as submitted
   std::ifstream merged(j.data_manifest());
   int lines = 0;
   for (std::string line; std::getline(merged, line);) ++lines;
@@ -354,6 +355,47 @@ TEST_F(CoordinatorTest, QueueByPriorityAndCancelAborts) {
   EXPECT_TRUE(absl::IsInvalidArgument(c_->ListJobs(page).status()));
 }
 
+TEST_F(CoordinatorTest, AJobWantingMoreTrainersThanExistDoesNotBlockTheQueue) {
+  const std::string t0 = AddWorker(v1::TRAINER, "a");
+  v1::JobSpec big = Spec("dpo", 4);
+  big.mutable_resources()->set_min_workers(4);
+  auto first = c_->Submit(big, 0);
+  auto second = c_->Submit(Spec("dpo", 1), 0);
+  ASSERT_TRUE(first.ok() && second.ok());
+  c_->Tick();
+  EXPECT_EQ(Job(*first).state(), v1::PENDING);
+  EXPECT_TRUE(absl::StrContains(Job(*first).reason(), "at least 4 needed, 1 registered")) << Job(*first).reason();
+  EXPECT_EQ(Job(*second).state(), v1::REFERENCE);
+}
+
+TEST_F(CoordinatorTest, OutputDirMustBeItsOwn) {
+  v1::JobSpec in_root = Spec("dpo");
+  in_root.set_output_dir(root_.string());
+  EXPECT_TRUE(absl::IsInvalidArgument(c_->Submit(in_root, 0).status()));
+  v1::JobSpec in_model = Spec("dpo");
+  in_model.set_output_dir((root_ / "model" / "out").string());
+  EXPECT_TRUE(absl::IsInvalidArgument(c_->Submit(in_model, 0).status()));
+  v1::JobSpec named = Spec("dpo");
+  named.set_name("bad\x1b[2Jname");
+  auto s = c_->Submit(named, 0);
+  EXPECT_TRUE(absl::StrContains(s.status().message(), "name")) << s.status();
+}
+
+TEST_F(CoordinatorTest, AWorkerThatLeavesEndsItsGroupAtOnce) {
+  const std::string t0 = AddWorker(v1::TRAINER, "a"), t1 = AddWorker(v1::TRAINER, "bb");
+  auto id = c_->Submit(Spec("dpo"), 0);
+  ASSERT_TRUE(id.ok());
+  c_->Tick();
+  Beat(t0);
+  v1::HeartbeatRequest bye;
+  bye.set_worker_id(t1);
+  bye.set_leaving(true);
+  ASSERT_TRUE(c_->Heartbeat(bye).ok());
+  c_->Tick();
+  EXPECT_EQ(Job(*id).restarts(), 1);
+  EXPECT_EQ(Job(*id).workers_size(), 0);
+}
+
 TEST_F(CoordinatorTest, AnotherCoordinatorOnTheSameDatabaseIsRefused) {
   CoordinatorOptions o;
   o.database = (root_ / "jobs.db").string();
@@ -361,6 +403,7 @@ TEST_F(CoordinatorTest, AnotherCoordinatorOnTheSameDatabaseIsRefused) {
   o.start_scheduler = false;
   auto second = Coordinator::Open(o);
   EXPECT_FALSE(second.ok());
+  EXPECT_TRUE(absl::StrContains(second.status().message(), "another coordinator")) << second.status();
 }
 
 }  // namespace

@@ -50,7 +50,12 @@ absl::Status JobStore::Exec(const char* sql) {
     std::string text = err ? err : "unknown error";
     sqlite3_free(err);
     absl::Status s = Error(sql);
-    return absl::Status(s.code(), absl::StrCat(path_, ": ", text, " (in: ", sql, ")"));
+    const int code = sqlite3_errcode(db_);
+    const char* hint = code == SQLITE_BUSY || code == SQLITE_LOCKED ? " (another coordinator uses this database)"
+                       : code == SQLITE_FULL                       ? " (the disk is full)"
+                       : code == SQLITE_NOTADB || code == SQLITE_CORRUPT ? " (not a coordinator database, or damaged)"
+                                                                          : "";
+    return absl::Status(s.code(), absl::StrCat(path_, ": ", text, hint, " (in: ", sql, ")"));
   }
   return absl::OkStatus();
 }

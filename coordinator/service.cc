@@ -102,6 +102,9 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(Coor
   builder.RegisterService(server->jobs_.get());
   builder.RegisterService(server->workers_.get());
   builder.SetMaxReceiveMessageSize(16 << 20);
+  // gRPC sets SO_REUSEPORT by default: a second coordinator on a port in use would then share it
+  // silently, each answering half of the calls.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   server->server_ = builder.BuildAndStart();
   if (!server->server_ || server->port_ == 0)
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options.address,
@@ -116,7 +119,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(Coor
 }
 
 void CoordinatorServer::Shutdown(std::chrono::milliseconds grace) {
-  if (shut_down_) return;
+  if (shut_down_ || !server_) return;
   shut_down_ = true;
   if (grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService()) health->Shutdown();
   server_->Shutdown(std::chrono::system_clock::now() + grace);

@@ -17,7 +17,7 @@
 namespace mfpo {
 
 absl::StatusOr<ShardReport> RunPerturbCommand(const PerturbCommandOptions& o, PerturbCounters* counters) {
-  if (o.shard.manifest.empty()) return absl::InvalidArgumentError("--manifest is required");
+  if (o.shard.manifest.empty()) return absl::InvalidArgumentError("--manifest is required (or, as the job service's datagen agent, --coordinator HOST:PORT)");
   if (o.shard.out_dir.empty()) return absl::InvalidArgumentError("--out is required");
   if (o.perturb.noise_step < 0 || o.perturb.noise_step > 1000)
     return absl::InvalidArgumentError("--noise-step must be in [0, 1000]");

@@ -4,7 +4,7 @@
 # (scripts/build.sh).
 #
 #   bash scripts/local-cluster.sh start [--dir DIR] [--port 7070] [--trainers 2] [--datagen 1]
-#                                       [--threads N] [--roots DIR[,DIR]] [--token-file F]
+#                                       [--threads N] [--roots DIR[,DIR]] [--token-file F] [--build DIR]
 #   bash scripts/local-cluster.sh stop   [--dir DIR]
 #   bash scripts/local-cluster.sh status [--dir DIR]
 #   bash scripts/local-cluster.sh run [start flags] -- COMMAND [ARGS...]
@@ -13,29 +13,33 @@
 #
 # DIR (default out/cluster) holds the database (jobs.db), the logs (*.log) and the pids. --threads
 # is each agent's CPU threads (default: the cores shared among the trainers). --roots are the
-# directories job specs may name (default: this repository). Then: build/cli/mfpoctl --server
+# directories job specs may name (default: this repository). --build is the build directory
+# (default build). Then: build/cli/mfpoctl --server
 # 127.0.0.1:PORT list | submit | watch | workers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
-usage() { sed -n 2,20p "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
+# value FLAG WHAT VALUE: the flag's non-empty value (exits 2 when it is missing).
+value() { [ -n "${3:-}" ] || { echo "local-cluster.sh: $1 needs $2" >&2; exit 2; }; printf '%s' "$3"; }
 ACTION=${1:-}
 case $ACTION in
   start|stop|status|run) shift ;;
   -h|--help) usage; exit 0 ;;
   *) echo "local-cluster.sh: first argument must be start, stop, status or run" >&2; usage >&2; exit 2 ;;
 esac
-DIR=out/cluster PORT=7070 TRAINERS=2 DATAGEN=1 THREADS= ROOTS=$REPO TOKEN_FILE=
+DIR=out/cluster PORT=7070 TRAINERS=2 DATAGEN=1 THREADS= ROOTS=$REPO TOKEN_FILE= BIN=build
 COMMAND=()
 while [ $# -gt 0 ]; do
   case $1 in
-    --dir) DIR=${2:?--dir needs a directory}; shift ;;
-    --port) PORT=${2:?--port needs a number}; shift ;;
-    --trainers) TRAINERS=${2:?--trainers needs a number}; shift ;;
-    --datagen) DATAGEN=${2:?--datagen needs a number}; shift ;;
-    --threads) THREADS=${2:?--threads needs a number}; shift ;;
-    --roots) ROOTS=${2:?--roots needs directories}; shift ;;
-    --token-file) TOKEN_FILE=${2:?--token-file needs a file}; shift ;;
+    --dir) DIR=$(value --dir 'a directory' "${2:-}") || exit 2; shift ;;
+    --port) PORT=$(value --port 'a number' "${2:-}") || exit 2; shift ;;
+    --trainers) TRAINERS=$(value --trainers 'a number' "${2:-}") || exit 2; shift ;;
+    --datagen) DATAGEN=$(value --datagen 'a number' "${2:-}") || exit 2; shift ;;
+    --threads) THREADS=$(value --threads 'a number' "${2:-}") || exit 2; shift ;;
+    --roots) ROOTS=$(value --roots 'directories' "${2:-}") || exit 2; shift ;;
+    --token-file) TOKEN_FILE=$(value --token-file 'a file' "${2:-}") || exit 2; shift ;;
+    --build) BIN=$(value --build 'a directory' "${2:-}") || exit 2; shift ;;
     --) shift; COMMAND=("$@"); break ;;
     -h|--help) usage; exit 0 ;;
     *) echo "local-cluster.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
@@ -45,12 +49,28 @@ done
 for n in "$PORT" "$TRAINERS" "$DATAGEN" ${THREADS:+"$THREADS"}; do
   case $n in ''|*[!0-9]*) echo "local-cluster.sh: '$n' is not a number" >&2; exit 2 ;; esac
 done
-BIN=build
+[ "$PORT" -ge 1 ] && [ "$PORT" -le 65535 ] || { echo "local-cluster.sh: --port must be in [1, 65535]" >&2; exit 2; }
 PIDS=$DIR/pids
+TOKEN=()
+[ -n "$TOKEN_FILE" ] && TOKEN=(--token_file "$TOKEN_FILE")
+
+# The cluster's processes: the pids it started that still run an mfpo binary (a pid reused by
+# another program is left alone), and any mfpo process serving or talking to its port (a
+# coordinator restarted by hand on the same port).
+cluster_pids() {
+  local p port
+  if [ -f "$PIDS" ]; then
+    for p in $(cat "$PIDS"); do
+      if tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -q 'mfpo-'; then echo "$p"; fi
+    done
+  fi
+  port=$(cat "$DIR/port" 2>/dev/null || true)
+  if [ -n "$port" ]; then pgrep -f "mfpo-(coordinator|worker|datagen) .*127[.]0[.]0[.]1:$port( |\$)" || true; fi
+}
 
 stop_cluster() {
-  [ -f "$PIDS" ] || return 0
-  local pids; pids=$(cat "$PIDS")
+  local pids; pids=$(cluster_pids | sort -u)
+  if [ -z "$pids" ]; then rm -f "$PIDS"; return 0; fi
   # Agents first (their stages stop with them), then the coordinator.
   for p in $pids; do kill -TERM "$p" 2>/dev/null || true; done
   for _ in $(seq 1 100); do
@@ -59,7 +79,9 @@ stop_cluster() {
     [ "$alive" = 0 ] && break
     sleep 0.1
   done
-  for p in $pids; do kill -KILL -- "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null || true; done
+  for p in $pids; do
+    if kill -0 "$p" 2>/dev/null; then kill -KILL -- "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null || true; fi
+  done
   rm -f "$PIDS"
   echo "local-cluster: stopped"
 }
@@ -69,20 +91,19 @@ start_cluster() {
     [ -x "$BIN/$b" ] || { echo "local-cluster.sh: $BIN/$b is missing: run scripts/build.sh first" >&2; exit 2; }
   done
   mkdir -p "$DIR"
-  if [ -f "$PIDS" ]; then
-    for p in $(cat "$PIDS"); do
-      if kill -0 "$p" 2>/dev/null; then echo "local-cluster.sh: a cluster already runs from $DIR (stop it first)" >&2; exit 2; fi
-    done
-    rm -f "$PIDS"
+  if [ -n "$(cluster_pids)" ]; then
+    echo "local-cluster.sh: a cluster already runs from $DIR (stop it first)" >&2; exit 2
+  fi
+  rm -f "$PIDS"
+  if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+    echo "local-cluster.sh: something already listens on 127.0.0.1:$PORT (choose another --port)" >&2; exit 2
   fi
   local cores; cores=$(nproc)
   local threads=${THREADS:-$(( cores / (TRAINERS > 0 ? TRAINERS : 1) ))}
   [ "$threads" -ge 1 ] || threads=1
-  local token=()
-  [ -n "$TOKEN_FILE" ] && token=(--token_file "$TOKEN_FILE")
   rm -f "$DIR/port"
   setsid "$BIN/coordinator/mfpo-coordinator" --address "127.0.0.1:$PORT" --database "$DIR/jobs.db" --roots "$ROOTS" \
-    --port_file "$DIR/port" "${token[@]}" > "$DIR/coordinator.log" 2>&1 &
+    --port_file "$DIR/port" "${TOKEN[@]}" > "$DIR/coordinator.log" 2>&1 &
   echo $! >> "$PIDS"
   for _ in $(seq 1 200); do [ -f "$DIR/port" ] && break; sleep 0.05; done
   if [ ! -f "$DIR/port" ]; then
@@ -91,19 +112,19 @@ start_cluster() {
   for i in $(seq 0 $(( TRAINERS - 1 ))); do
     [ "$TRAINERS" -gt 0 ] || break
     setsid "$BIN/worker/mfpo-worker" --coordinator "127.0.0.1:$PORT" --name "trainer-$i" --threads "$threads" \
-      --work_dir "$DIR/trainer-$i" "${token[@]}" > "$DIR/trainer-$i.log" 2>&1 &
+      --work_dir "$DIR/trainer-$i" "${TOKEN[@]}" > "$DIR/trainer-$i.log" 2>&1 &
     echo $! >> "$PIDS"
   done
   for i in $(seq 0 $(( DATAGEN - 1 ))); do
     [ "$DATAGEN" -gt 0 ] || break
     setsid "$BIN/datagen/mfpo-datagen" --coordinator "127.0.0.1:$PORT" --name "datagen-$i" --threads "$cores" \
-      "${token[@]}" > "$DIR/datagen-$i.log" 2>&1 &
+      "${TOKEN[@]}" > "$DIR/datagen-$i.log" 2>&1 &
     echo $! >> "$PIDS"
   done
   # Ready when every agent has registered.
   local want=$(( TRAINERS + DATAGEN )) have=0
   for _ in $(seq 1 300); do
-    have=$("$BIN/cli/mfpoctl" --server "127.0.0.1:$PORT" "${token[@]}" workers --json 2>/dev/null | grep -o '"state":"[a-z]*"' | grep -vc lost || true)
+    have=$("$BIN/cli/mfpoctl" workers --server "127.0.0.1:$PORT" "${TOKEN[@]}" --json 2>/dev/null | grep -o '"state":"[a-z]*"' | grep -vc lost || true)
     [ "$have" -ge "$want" ] && break
     sleep 0.1
   done
@@ -117,7 +138,11 @@ case $ACTION in
   start) start_cluster ;;
   stop) stop_cluster ;;
   status)
-    if [ -f "$DIR/port" ] && [ -f "$PIDS" ]; then "$BIN/cli/mfpoctl" --server "127.0.0.1:$(cat "$DIR/port")" workers; else echo "local-cluster: not running ($DIR)"; exit 1; fi ;;
+    if [ -n "$(cluster_pids)" ]; then
+      "$BIN/cli/mfpoctl" workers --server "127.0.0.1:$(cat "$DIR/port")" "${TOKEN[@]}"
+    else
+      echo "local-cluster: not running ($DIR)"; exit 1
+    fi ;;
   run)
     [ ${#COMMAND[@]} -gt 0 ] || { echo "local-cluster.sh run: give the command after --" >&2; exit 2; }
     trap 'stop_cluster' EXIT

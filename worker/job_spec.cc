@@ -227,6 +227,10 @@ v1::JobSpec DefaultJobSpec() {
 }
 
 absl::Status ValidateJobSpec(const v1::JobSpec& s) {
+  // The name is shown in listings and terminals: bounded, one line, no control characters.
+  if (s.name().size() > 200) return Bad("name", absl::StrCat("is ", s.name().size(), " bytes long (at most 200)"));
+  for (unsigned char ch : s.name())
+    if (ch < 0x20 || ch == 0x7f) return Bad("name", "contains a control character (line break, escape, ...)");
   if (s.output_dir().empty()) return Bad("output_dir", "required");
   if (s.model().path().empty()) return Bad("model.path", "required");
   if (s.model().dtype() != "float32" && s.model().dtype() != "bfloat16")

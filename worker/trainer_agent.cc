@@ -79,7 +79,7 @@ class StageTask final : public AgentRunner::Task {
     }
     close(out[1]);
     close(log_fd);
-    auto task = std::unique_ptr<StageTask>(new StageTask(a, runner, pid, out[0], log_path));
+    auto task = std::unique_ptr<StageTask>(new StageTask(a, runner, pid, out[0], log_path, assignment_path));
     spdlog::info("{}: {} {}rank {}/{} started (pid {}, log {})", a.id(), v1::JobState_Name(a.stage()),
                  a.stage() == v1::TRAINING ? absl::StrCat("phase ", a.phase(), " ") : "", a.rank(), a.world_size(), pid,
                  log_path);
@@ -107,8 +107,8 @@ class StageTask final : public AgentRunner::Task {
   }
 
  private:
-  StageTask(const v1::Assignment& a, AgentRunner* runner, pid_t pid, int fd, std::string log)
-      : assignment_(a), runner_(runner), pid_(pid), fd_(fd), log_path_(std::move(log)),
+  StageTask(const v1::Assignment& a, AgentRunner* runner, pid_t pid, int fd, std::string log, std::string file)
+      : assignment_(a), runner_(runner), pid_(pid), fd_(fd), log_path_(std::move(log)), assignment_path_(std::move(file)),
         started_(std::chrono::steady_clock::now()) {
     status_.set_assignment_id(a.id());
     status_.set_state(v1::AssignmentStatus::RUNNING);
@@ -152,6 +152,8 @@ class StageTask final : public AgentRunner::Task {
     int wstatus = 0;
     while (waitpid(pid_, &wstatus, 0) < 0 && errno == EINTR) {
     }
+    std::error_code ec;
+    fs::remove(assignment_path_, ec);  // the stage's log stays
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
     absl::MutexLock lock(&mu_);
     exited_ = true;
@@ -182,6 +184,7 @@ class StageTask final : public AgentRunner::Task {
   const pid_t pid_;
   const int fd_;
   const std::string log_path_;
+  const std::string assignment_path_;
   const std::chrono::steady_clock::time_point started_;
   json result_;  // the reader thread only
   absl::Mutex mu_;
@@ -195,7 +198,8 @@ class StageTask final : public AgentRunner::Task {
 
 absl::Status RunTrainerAgent(const TrainerAgentOptions& options, const std::atomic<bool>& stop) {
   TrainerAgentOptions o = options;
-  if (o.work_dir.empty()) o.work_dir = (fs::temp_directory_path() / absl::StrCat("mfpo-worker-", getpid())).string();
+  const bool own_work_dir = o.work_dir.empty();
+  if (own_work_dir) o.work_dir = (fs::temp_directory_path() / absl::StrCat("mfpo-worker-", getpid())).string();
   std::error_code ec;
   fs::create_directories(o.work_dir, ec);
   if (ec) return absl::InvalidArgumentError(absl::StrCat("--work_dir ", o.work_dir, ": ", ec.message()));
@@ -209,7 +213,10 @@ absl::Status RunTrainerAgent(const TrainerAgentOptions& options, const std::atom
                         AgentRunner::Create(o.agent, [&o](const v1::Assignment& a, AgentRunner* r) {
                           return StageTask::Start(a, r, o);
                         }));
-  return runner->Run(stop);
+  absl::Status s = runner->Run(stop);
+  runner.reset();  // stages stopped
+  if (own_work_dir) fs::remove_all(o.work_dir, ec);
+  return s;
 }
 
 int RunStageChild(const std::string& assignment_path, int threads) {
