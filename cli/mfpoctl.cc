@@ -77,13 +77,6 @@ int Fail(const absl::Status& s) {
   return absl::IsInvalidArgument(s) || absl::IsPermissionDenied(s) || absl::IsAlreadyExists(s) ? 2 : 1;
 }
 
-absl::StatusOr<std::string> ReadToken(const std::string& path) {
-  MFPO_ASSIGN_OR_RETURN(std::string token, ReadFileToString(path, "token file"));
-  while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ')) token.pop_back();
-  if (token.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": the token file is empty"));
-  return token;
-}
-
 // Flags over the config file over the defaults. Relative paths in the config file are relative
 // to the file.
 absl::StatusOr<Options> LoadOptions(const std::string& home) {
@@ -127,7 +120,7 @@ absl::StatusOr<Options> LoadOptions(const std::string& home) {
   if (!absl::GetFlag(FLAGS_tls_server_name).empty()) o.security.server_name = absl::GetFlag(FLAGS_tls_server_name);
   if (!absl::GetFlag(FLAGS_token_file).empty()) token_file = absl::GetFlag(FLAGS_token_file);
   if (!token_file.empty()) {
-    MFPO_ASSIGN_OR_RETURN(o.security.token, ReadToken(token_file));
+    MFPO_ASSIGN_OR_RETURN(o.security.token, ReadTokenFile(token_file));
   }
   o.json = absl::GetFlag(FLAGS_json);
   const double t = absl::GetFlag(FLAGS_timeout_s);

@@ -71,6 +71,14 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(c
   return grpc::SslServerCredentials(options);
 }
 
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
+  MFPO_ASSIGN_OR_RETURN(std::string token, ReadFileToString(path, "token file"));
+  while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ' || token.back() == '\t'))
+    token.pop_back();
+  if (token.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": the token file is empty"));
+  return token;
+}
+
 absl::Status CheckBearerToken(const grpc::ServerContextBase& context, const std::string& token) {
   if (token.empty()) return absl::OkStatus();
   const auto& metadata = context.client_metadata();

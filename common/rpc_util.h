@@ -36,6 +36,8 @@ struct ServerSecurity {
 };
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(const ServerSecurity& security);
 // UNAUTHENTICATED unless the call carries "authorization: Bearer <token>" (constant-time compare).
+// The bearer token in `path` (trailing white space dropped); an empty file is an error.
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
 absl::Status CheckBearerToken(const grpc::ServerContextBase& context, const std::string& token);
 
 // Client side. ca: PEM file of the CA that signed the server (turns TLS on); cert/key: this

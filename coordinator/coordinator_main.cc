@@ -67,10 +67,7 @@ absl::StatusOr<Options> OptionsFromFlags() {
   o.server.security.tls_key = absl::GetFlag(FLAGS_tls_key);
   o.server.security.client_ca = absl::GetFlag(FLAGS_tls_client_ca);
   if (const std::string f = absl::GetFlag(FLAGS_token_file); !f.empty()) {
-    MFPO_ASSIGN_OR_RETURN(std::string token, ReadFileToString(f, "token file"));
-    while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ')) token.pop_back();
-    if (token.empty()) return absl::InvalidArgumentError(absl::StrCat(f, ": the token file is empty"));
-    o.server.security.token = token;
+    MFPO_ASSIGN_OR_RETURN(o.server.security.token, ReadTokenFile(f));
   }
   o.port_file = absl::GetFlag(FLAGS_port_file);
   return o;

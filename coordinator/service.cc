@@ -7,6 +7,18 @@
 #include "mfpo_service.grpc.pb.h"
 
 namespace mfpo {
+namespace {
+
+// The token check, then the call's result into `out` (or its status).
+template <typename T>
+grpc::Status Reply(const grpc::ServerContext& ctx, const std::string& token, absl::StatusOr<T> result, T* out) {
+  if (absl::Status s = CheckBearerToken(ctx, token); !s.ok()) return ToGrpcStatus(s);
+  if (!result.ok()) return ToGrpcStatus(result.status());
+  *out = std::move(*result);
+  return grpc::Status::OK;
+}
+
+}  // namespace
 
 class CoordinatorServer::JobServiceImpl final : public v1::JobService::Service {
  public:
@@ -20,14 +32,14 @@ class CoordinatorServer::JobServiceImpl final : public v1::JobService::Service {
     return grpc::Status::OK;
   }
   grpc::Status GetJob(grpc::ServerContext* ctx, const v1::GetJobRequest* req, v1::Job* out) override {
-    return Reply(*ctx, c_->GetJob(req->job_id()), out);
+    return Reply(*ctx, token_, c_->GetJob(req->job_id()), out);
   }
   grpc::Status ListJobs(grpc::ServerContext* ctx, const v1::ListJobsRequest* req, v1::ListJobsResponse* out) override {
-    return Reply(*ctx, c_->ListJobs(*req), out);
+    return Reply(*ctx, token_, c_->ListJobs(*req), out);
   }
   grpc::Status CancelJob(grpc::ServerContext* ctx, const v1::CancelJobRequest* req, v1::Job* out) override {
     if (absl::Status s = CheckBearerToken(*ctx, token_); !s.ok()) return ToGrpcStatus(s);
-    return Reply(*ctx, c_->Cancel(req->job_id()), out);
+    return Reply(*ctx, token_, c_->Cancel(req->job_id()), out);
   }
   grpc::Status ListWorkers(grpc::ServerContext* ctx, const v1::ListWorkersRequest*, v1::ListWorkersResponse* out) override {
     if (absl::Status s = CheckBearerToken(*ctx, token_); !s.ok()) return ToGrpcStatus(s);
@@ -52,13 +64,6 @@ class CoordinatorServer::JobServiceImpl final : public v1::JobService::Service {
   }
 
  private:
-  template <typename T>
-  grpc::Status Reply(const grpc::ServerContext& ctx, absl::StatusOr<T> result, T* out) {
-    if (absl::Status s = CheckBearerToken(ctx, token_); !s.ok()) return ToGrpcStatus(s);
-    if (!result.ok()) return ToGrpcStatus(result.status());
-    *out = std::move(*result);
-    return grpc::Status::OK;
-  }
   Coordinator* c_;
   const std::string token_;
 };
@@ -67,23 +72,16 @@ class CoordinatorServer::WorkerServiceImpl final : public v1::WorkerService::Ser
  public:
   WorkerServiceImpl(Coordinator* c, std::string token) : c_(c), token_(std::move(token)) {}
   grpc::Status Register(grpc::ServerContext* ctx, const v1::RegisterRequest* req, v1::RegisterResponse* out) override {
-    return Reply(*ctx, c_->Register(*req), out);
+    return Reply(*ctx, token_, c_->Register(*req), out);
   }
   grpc::Status Heartbeat(grpc::ServerContext* ctx, const v1::HeartbeatRequest* req, v1::HeartbeatResponse* out) override {
-    return Reply(*ctx, c_->Heartbeat(*req), out);
+    return Reply(*ctx, token_, c_->Heartbeat(*req), out);
   }
   grpc::Status ReportProgress(grpc::ServerContext* ctx, const v1::ProgressRequest* req, v1::ProgressResponse* out) override {
-    return Reply(*ctx, c_->Progress(*req), out);
+    return Reply(*ctx, token_, c_->Progress(*req), out);
   }
 
  private:
-  template <typename T>
-  grpc::Status Reply(const grpc::ServerContext& ctx, absl::StatusOr<T> result, T* out) {
-    if (absl::Status s = CheckBearerToken(ctx, token_); !s.ok()) return ToGrpcStatus(s);
-    if (!result.ok()) return ToGrpcStatus(result.status());
-    *out = std::move(*result);
-    return grpc::Status::OK;
-  }
   Coordinator* c_;
   const std::string token_;
 };

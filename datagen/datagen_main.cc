@@ -118,12 +118,9 @@ int main(int argc, char** argv) {
     agent.agent.security.key = absl::GetFlag(FLAGS_tls_key);
     agent.agent.security.server_name = absl::GetFlag(FLAGS_tls_server_name);
     if (const std::string f = absl::GetFlag(FLAGS_token_file); !f.empty()) {
-      absl::StatusOr<std::string> token = mfpo::ReadFileToString(f, "token file");
+      absl::StatusOr<std::string> token = mfpo::ReadTokenFile(f);
       if (!token.ok()) return mfpo::ExitCode(token.status(), "mfpo-datagen");
-      std::string t = *token;
-      while (!t.empty() && (t.back() == '\n' || t.back() == '\r' || t.back() == ' ')) t.pop_back();
-      if (t.empty()) return mfpo::ExitCode(absl::InvalidArgumentError(f + ": the token file is empty"), "mfpo-datagen");
-      agent.agent.security.token = t;
+      agent.agent.security.token = *token;
     }
     agent.agent.capacity.set_device("cpu");
     agent.agent.capacity.set_threads(o.shard.threads > 0 ? o.shard.threads

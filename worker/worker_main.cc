@@ -42,14 +42,6 @@ namespace {
 std::atomic<bool> g_stop{false};
 void OnSignal(int) { g_stop = true; }
 
-absl::StatusOr<std::string> ReadToken(const std::string& path) {
-  if (path.empty()) return std::string();
-  MFPO_ASSIGN_OR_RETURN(std::string token, ReadFileToString(path, "token file"));
-  while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ')) token.pop_back();
-  if (token.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": the token file is empty"));
-  return token;
-}
-
 absl::StatusOr<TrainerAgentOptions> OptionsFromFlags() {
   TrainerAgentOptions o;
   o.agent.coordinator = absl::GetFlag(FLAGS_coordinator);
@@ -64,7 +56,9 @@ absl::StatusOr<TrainerAgentOptions> OptionsFromFlags() {
   o.agent.security.cert = absl::GetFlag(FLAGS_tls_cert);
   o.agent.security.key = absl::GetFlag(FLAGS_tls_key);
   o.agent.security.server_name = absl::GetFlag(FLAGS_tls_server_name);
-  MFPO_ASSIGN_OR_RETURN(o.agent.security.token, ReadToken(absl::GetFlag(FLAGS_token_file)));
+  if (const std::string f = absl::GetFlag(FLAGS_token_file); !f.empty()) {
+    MFPO_ASSIGN_OR_RETURN(o.agent.security.token, ReadTokenFile(f));
+  }
   const std::string device = absl::GetFlag(FLAGS_device);
   if (device != "cpu" && device != "cuda") return absl::InvalidArgumentError("--device must be cpu or cuda");
   o.threads = absl::GetFlag(FLAGS_threads);
