@@ -6,6 +6,7 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
+  openssl procps   # the TLS test makes certificates; local-cluster.sh and tests use pgrep
   libtorch-dev libgloo-dev   # libgloo-dev: the headers c10d's ProcessGroupGloo.hpp includes
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libabsl-dev
