@@ -349,6 +349,7 @@ void Coordinator::SetState(JobRecord& r, v1::JobState state, const std::string& 
   job.set_state(state);
   job.set_reason(reason);
   if (state != v1::TRAINING) job.set_phase("");
+  if (IsFinal(state)) last_progress_.erase(job.id());
   v1::JobEvent e;
   e.set_kind(v1::JobEvent::STATE);
   e.set_state(state);
@@ -384,6 +385,30 @@ std::map<v1::JobState, int> Coordinator::JobsByState() {
   absl::MutexLock lock(&mu_);
   std::map<v1::JobState, int> out;
   for (const auto& [id, r] : jobs_) ++out[r.job().state()];
+  return out;
+}
+
+Coordinator::Snapshot Coordinator::TakeSnapshot() {
+  absl::MutexLock lock(&mu_);
+  RefreshWorkerStates();
+  Snapshot out;
+  for (v1::JobState s : {v1::PENDING, v1::DATAGEN, v1::REFERENCE, v1::SCORING, v1::TRAINING, v1::EVALUATING,
+                         v1::SUCCEEDED, v1::FAILED, v1::CANCELLED})
+    out.jobs_by_state[s] = 0;
+  for (const auto& [id, r] : jobs_) {
+    ++out.jobs_by_state[r.job().state()];
+    if (IsFinal(r.job().state())) continue;
+    Snapshot::ActiveJob a;
+    a.job = r.job();
+    a.job.clear_spec();
+    if (auto it = last_progress_.find(id); it != last_progress_.end()) a.last_progress = it->second;
+    out.active.push_back(std::move(a));
+  }
+  for (const char* role : {"trainer", "datagen"})
+    for (const char* state : {"idle", "busy", "lost", "unconfirmed"}) out.workers[{role, state}] = 0;
+  for (const auto& [id, w] : workers_)
+    ++out.workers[{w.info.role() == v1::TRAINER ? "trainer" : "datagen", w.info.state()}];
+  out.counters = counters_;
   return out;
 }
 
@@ -637,6 +662,8 @@ absl::StatusOr<v1::ProgressResponse> Coordinator::Progress(const v1::ProgressReq
   if (done > 0 && now > r->stage_started_unix_ms())
     e.set_eta_seconds(static_cast<double>(job.total_steps() - st.step()) * (now - r->stage_started_unix_ms()) / done /
                       1000.0);
+  e.set_time_unix_ms(now);
+  last_progress_[job.id()] = e;
   Emit(*r, e);
   MFPO_RETURN_IF_ERROR(Persist(*r));
   return out;

@@ -93,6 +93,19 @@ class Coordinator {
   // Jobs per state, for metrics.
   std::map<v1::JobState, int> JobsByState();
 
+  // What the metrics show (coordinator_metrics.h), taken under the lock in one go.
+  struct Snapshot {
+    std::map<v1::JobState, int> jobs_by_state;
+    struct ActiveJob {
+      v1::Job job;
+      v1::JobEvent last_progress;  // the newest PROGRESS event (empty before the first step)
+    };
+    std::vector<ActiveJob> active;                       // jobs not in a final state
+    std::map<std::pair<std::string, std::string>, int> workers;  // (role, state) -> count
+    CoordinatorCounters counters;
+  };
+  Snapshot TakeSnapshot();
+
  private:
   struct Worker {
     v1::WorkerInfo info;
@@ -135,6 +148,7 @@ class Coordinator {
   std::unique_ptr<JobStore> store_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, v1::internal::JobRecord> jobs_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::vector<v1::JobEvent>> unwritten_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, v1::JobEvent> last_progress_ ABSL_GUARDED_BY(mu_);  // active jobs only
   std::map<std::string, Worker> workers_ ABSL_GUARDED_BY(mu_);
   CoordinatorCounters counters_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;

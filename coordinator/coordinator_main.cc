@@ -5,6 +5,7 @@
 #include <signal.h>
 
 #include <fstream>
+#include <thread>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -19,7 +20,11 @@
 #include "common/cli_util.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
+#include "absl/synchronization/notification.h"
+#include "common/metrics_server.h"
+#include "common/rpc_util.h"
 #include "coordinator/coordinator.h"
+#include "coordinator/coordinator_metrics.h"
 #include "coordinator/service.h"
 
 ABSL_FLAG(std::string, address, "127.0.0.1:7070", "HOST:PORT to serve gRPC on (port 0: a free one, see --port_file)");
@@ -34,6 +39,8 @@ ABSL_FLAG(double, heartbeat_interval_s, 1.0, "how often workers heartbeat");
 ABSL_FLAG(double, worker_timeout_s, 10.0, "a worker silent for this long is lost (its group is re-formed)");
 ABSL_FLAG(double, lease_s, 30.0, "a datagen shard lease lasts this long past its last heartbeat");
 ABSL_FLAG(int64_t, shard_records, 64, "records per datagen shard");
+ABSL_FLAG(std::string, metrics_address, "",
+          "serve Prometheus metrics at HOST:PORT/metrics (e.g. 0.0.0.0:9100); empty = off");
 
 namespace mfpo {
 namespace {
@@ -42,6 +49,7 @@ struct Options {
   CoordinatorOptions coordinator;
   ServerOptions server;
   std::string port_file;
+  std::string metrics_address;
 };
 
 absl::StatusOr<Options> OptionsFromFlags() {
@@ -70,6 +78,8 @@ absl::StatusOr<Options> OptionsFromFlags() {
     MFPO_ASSIGN_OR_RETURN(o.server.security.token, ReadTokenFile(f));
   }
   o.port_file = absl::GetFlag(FLAGS_port_file);
+  o.metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  if (!o.metrics_address.empty()) MFPO_RETURN_IF_ERROR(CheckListenAddress(o.metrics_address, "--metrics_address"));
   return o;
 }
 
@@ -82,8 +92,26 @@ int Run(const Options& o) {
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
   absl::StatusOr<std::unique_ptr<Coordinator>> coordinator = Coordinator::Open(o.coordinator);
   if (!coordinator.ok()) return ExitCode(coordinator.status(), "mfpo-coordinator");
-  absl::StatusOr<std::unique_ptr<CoordinatorServer>> server = CoordinatorServer::Start(coordinator->get(), o.server);
+  auto registry = std::make_shared<prometheus::Registry>();
+  CoordinatorMetrics metrics(*registry, MFPO_VERSION);
+  std::unique_ptr<MetricsServer> metrics_server;
+  if (!o.metrics_address.empty()) {
+    absl::StatusOr<std::unique_ptr<MetricsServer>> started = MetricsServer::Start(o.metrics_address, registry);
+    if (!started.ok()) return ExitCode(started.status(), "mfpo-coordinator");
+    metrics_server = std::move(*started);
+    spdlog::info("metrics at {}", metrics_server->url());
+  }
+  ServerOptions server_options = o.server;
+  server_options.observe_heartbeat = [&metrics](double s) { metrics.ObserveHeartbeat(s); };
+  absl::StatusOr<std::unique_ptr<CoordinatorServer>> server = CoordinatorServer::Start(coordinator->get(), server_options);
   if (!server.ok()) return ExitCode(server.status(), "mfpo-coordinator");
+  // The gauges follow the coordinator's state once a second.
+  absl::Notification stopping;
+  std::thread sync([&] {
+    do {
+      metrics.Sync((*coordinator)->TakeSnapshot());
+    } while (!stopping.WaitForNotificationWithTimeout(absl::Seconds(1)));
+  });
   spdlog::info("serving on port {} ({}{}), database {}", (*server)->port(),
                o.server.security.tls_cert.empty() ? "plaintext" : "TLS",
                o.server.security.token.empty() ? "" : ", bearer token", o.coordinator.database);
@@ -94,6 +122,8 @@ int Run(const Options& o) {
   int sig = 0;
   sigwait(&stop, &sig);
   spdlog::info("signal {}: stopping", sig);
+  stopping.Notify();
+  sync.join();
   (*server)->Shutdown(std::chrono::milliseconds(2000));
   server->reset();
   coordinator->reset();
@@ -114,9 +144,10 @@ int main(int argc, char** argv) {
       "mfpo-coordinator",
       "mfpo-coordinator --database FILE --roots DIR[,DIR] [--address HOST:PORT] [--port_file F]\n"
       "  [--tls_cert PEM --tls_key PEM [--tls_client_ca PEM]] [--token_file F]\n"
-      "  [--heartbeat_interval_s 1] [--worker_timeout_s 10] [--lease_s 30] [--shard_records 64]",
+      "  [--heartbeat_interval_s 1] [--worker_timeout_s 10] [--lease_s 30] [--shard_records 64]\n"
+      "  [--metrics_address HOST:PORT]",
       {"address", "database", "roots", "port_file", "tls_cert", "tls_key", "tls_client_ca", "token_file",
-       "heartbeat_interval_s", "worker_timeout_s", "lease_s", "shard_records"},
+       "heartbeat_interval_s", "worker_timeout_s", "lease_s", "shard_records", "metrics_address"},
       argc, argv, MFPO_VERSION, &positional);
   if (code >= 0) return code;
   if (!positional.empty()) return mfpo::ExitCode(absl::InvalidArgumentError("unexpected positional arguments"), "mfpo-coordinator");

@@ -9,8 +9,11 @@
 
 #include <gtest/gtest.h>
 
-#include "absl/strings/str_cat.h"
+#include <prometheus/text_serializer.h>
+
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "coordinator/coordinator_metrics.h"
 
 namespace mfpo {
 namespace {
@@ -394,6 +397,39 @@ TEST_F(CoordinatorTest, AWorkerThatLeavesEndsItsGroupAtOnce) {
   c_->Tick();
   EXPECT_EQ(Job(*id).restarts(), 1);
   EXPECT_EQ(Job(*id).workers_size(), 0);
+}
+
+TEST_F(CoordinatorTest, MetricsFollowJobsAndDropEndedJobsSeries) {
+  prometheus::Registry registry;
+  CoordinatorMetrics metrics(registry, "test");
+  auto text = [&] {
+    metrics.Sync(c_->TakeSnapshot());
+    return prometheus::TextSerializer().Serialize(registry.Collect());
+  };
+  const std::string t0 = AddWorker(v1::TRAINER, "a");
+  auto id = c_->Submit(Spec("dpo", 1), 0);
+  ASSERT_TRUE(id.ok());
+  c_->Tick();
+  const std::string a = Beat(t0).assignments(0).id();
+  v1::ProgressRequest p;
+  p.set_worker_id(t0);
+  p.mutable_status()->set_assignment_id(a);
+  p.mutable_status()->set_step(3);
+  p.mutable_status()->set_loss(0.5);
+  p.mutable_status()->set_loss_image(0.25);
+  p.mutable_status()->set_image_reward_accuracy(0.75);
+  ASSERT_TRUE(c_->Progress(p).ok());
+  std::string t = text();
+  EXPECT_TRUE(absl::StrContains(t, "mfpo_jobs{state=\"REFERENCE\"} 1")) << t;
+  EXPECT_TRUE(absl::StrContains(t, "mfpo_job_step{job=\"" + *id + "\"} 3")) << t;
+  EXPECT_TRUE(absl::StrContains(t, "mfpo_job_loss{job=\"" + *id + "\",term=\"image\"} 0.25")) << t;
+  EXPECT_TRUE(absl::StrContains(t, "mfpo_job_reward_accuracy{job=\"" + *id + "\",modality=\"image\"} 0.75")) << t;
+  EXPECT_TRUE(absl::StrContains(t, "mfpo_workers{role=\"trainer\",state=\"busy\"} 1")) << t;
+  EXPECT_TRUE(absl::StrContains(t, "mfpo_coordinator_heartbeats_total 1")) << t;
+  ASSERT_TRUE(c_->Cancel(*id).ok());
+  t = text();
+  EXPECT_TRUE(absl::StrContains(t, "mfpo_jobs{state=\"CANCELLED\"} 1")) << t;
+  EXPECT_FALSE(absl::StrContains(t, "job=\"" + *id + "\"")) << t;
 }
 
 TEST_F(CoordinatorTest, AnotherCoordinatorOnTheSameDatabaseIsRefused) {

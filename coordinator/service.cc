@@ -70,12 +70,16 @@ class CoordinatorServer::JobServiceImpl final : public v1::JobService::Service {
 
 class CoordinatorServer::WorkerServiceImpl final : public v1::WorkerService::Service {
  public:
-  WorkerServiceImpl(Coordinator* c, std::string token) : c_(c), token_(std::move(token)) {}
+  WorkerServiceImpl(Coordinator* c, std::string token, std::function<void(double)> observe)
+      : c_(c), token_(std::move(token)), observe_(std::move(observe)) {}
   grpc::Status Register(grpc::ServerContext* ctx, const v1::RegisterRequest* req, v1::RegisterResponse* out) override {
     return Reply(*ctx, token_, c_->Register(*req), out);
   }
   grpc::Status Heartbeat(grpc::ServerContext* ctx, const v1::HeartbeatRequest* req, v1::HeartbeatResponse* out) override {
-    return Reply(*ctx, token_, c_->Heartbeat(*req), out);
+    const auto t0 = std::chrono::steady_clock::now();
+    grpc::Status s = Reply(*ctx, token_, c_->Heartbeat(*req), out);
+    if (observe_) observe_(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    return s;
   }
   grpc::Status ReportProgress(grpc::ServerContext* ctx, const v1::ProgressRequest* req, v1::ProgressResponse* out) override {
     return Reply(*ctx, token_, c_->Progress(*req), out);
@@ -84,6 +88,7 @@ class CoordinatorServer::WorkerServiceImpl final : public v1::WorkerService::Ser
  private:
   Coordinator* c_;
   const std::string token_;
+  const std::function<void(double)> observe_;
 };
 
 absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(Coordinator* coordinator,
@@ -94,7 +99,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(Coor
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   std::unique_ptr<CoordinatorServer> server(new CoordinatorServer());
   server->jobs_ = std::make_unique<JobServiceImpl>(coordinator, options.security.token);
-  server->workers_ = std::make_unique<WorkerServiceImpl>(coordinator, options.security.token);
+  server->workers_ = std::make_unique<WorkerServiceImpl>(coordinator, options.security.token, options.observe_heartbeat);
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options.address, *credentials, &server->port_);
   builder.RegisterService(server->jobs_.get());

@@ -5,6 +5,7 @@
 #ifndef MFPO_COORDINATOR_SERVICE_H_
 #define MFPO_COORDINATOR_SERVICE_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -19,6 +20,7 @@ namespace mfpo {
 struct ServerOptions {
   std::string address = "127.0.0.1:7070";  // HOST:PORT; port 0 picks a free one
   ServerSecurity security;
+  std::function<void(double seconds)> observe_heartbeat;  // optional: each Heartbeat's handling time
 };
 
 class CoordinatorServer {
