@@ -53,6 +53,8 @@ ABSL_FLAG(double, cooccur_prior, 0.85, "world: P(partner object | anchor) in tra
 ABSL_FLAG(double, colour_prior, 0.85, "world: P(typical colour) in train/val");
 ABSL_FLAG(std::string, spec, "", "train: job spec (YAML or JSON)");
 ABSL_FLAG(int64_t, stop_after_steps, 0, "train: stop (with a checkpoint) after this many steps");
+ABSL_FLAG(std::string, metrics_address, "",
+          "train: serve Prometheus training metrics at HOST:PORT/metrics while training (rank 0 reports)");
 ABSL_FLAG(int32_t, rank, -1, "train: this process's rank in a data-parallel group (default: $RANK)");
 ABSL_FLAG(int32_t, world_size, 0, "train: ranks in the group (default: $WORLD_SIZE)");
 ABSL_FLAG(std::string, rendezvous, "", "train: HOST:PORT where rank 0 hosts the group's rendezvous (default: $MASTER_ADDR:$MASTER_PORT)");
@@ -156,8 +158,9 @@ const std::vector<mfpo::CommandFlags>& Commands() {
        {"model", "image", "prompt", "max_new_tokens", "json", "dtype"}},
       {"world", "--out DIR [--seed N] [--train N --val N --test N] [--size PX]",
        {"out", "seed", "train", "val", "test", "size", "cooccur_prior", "colour_prior", "overwrite"}},
-      {"train", "--spec job.yaml [--stop-after-steps N] [--rank R --world-size N --rendezvous HOST:PORT]",
-       {"spec", "stop_after_steps", "rank", "world_size", "rendezvous", "local_rank", "launcher_store"}},
+      {"train", "--spec job.yaml [--stop-after-steps N] [--rank R --world-size N --rendezvous HOST:PORT]\n"
+                "  [--metrics-address HOST:PORT]",
+       {"spec", "stop_after_steps", "rank", "world_size", "rendezvous", "local_rank", "launcher_store", "metrics_address"}},
       {"import", "--format native|rlhf-v|rlaif-v|vlfeedback|hf IN.jsonl OUT.jsonl [--overwrite]", {"format", "overwrite"}},
       {"score", "--suite chair|pope|amber --answers FILE.jsonl --truth FILE [--synonyms FILE] [--json]",
        {"suite", "answers", "truth", "synonyms", "association", "safe_words", "json"}},
@@ -327,6 +330,7 @@ int Run(const std::vector<char*>& args, const std::vector<std::string>& given) {
     mfpo::TrainCommandOptions o;
     o.spec_path = absl::GetFlag(FLAGS_spec);
     o.stop_after_steps = absl::GetFlag(FLAGS_stop_after_steps);
+    o.metrics_address = absl::GetFlag(FLAGS_metrics_address);
     o.threads = threads;
     std::error_code ec;
     o.binary = std::filesystem::read_symlink("/proc/self/exe", ec).string();

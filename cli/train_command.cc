@@ -9,6 +9,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/local_ranks.h"
+#include "common/metrics_server.h"
+#include "worker/trainer_metrics.h"
 #include "common/file_util.h"
 #include "common/jsonl.h"
 #include "common/status_macros.h"
@@ -41,6 +43,24 @@ absl::Status RunTrainCommand(const TrainCommandOptions& options, std::ostream& o
   if (options.threads > 0) spec.mutable_resources()->set_threads(options.threads);
   TrainControl control;
   control.stop_after_steps = options.stop_after_steps;
+  // Training metrics for Prometheus (rank 0 reports steps and checkpoints).
+  auto registry = std::make_shared<prometheus::Registry>();
+  std::unique_ptr<TrainerMetrics> metrics;
+  std::unique_ptr<MetricsServer> metrics_server;
+  if (!options.metrics_address.empty()) {
+    if (!options.is_rank && spec.resources().workers() > 1)
+      return absl::InvalidArgumentError(
+          "--metrics_address with resources.workers > 1 local ranks: start the ranks yourself (--rank 0 ... with "
+          "--metrics_address on rank 0), or use the job service (mfpo-worker --metrics_address)");
+    MFPO_ASSIGN_OR_RETURN(metrics_server, MetricsServer::Start(options.metrics_address, registry));
+    metrics = std::make_unique<TrainerMetrics>(*registry, "train", MFPO_VERSION);
+    out << "== training metrics at " << metrics_server->url() << "\n";
+    control.on_step = [m = metrics.get()](const std::string& line) {
+      nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+      if (j.is_object()) m->OnStep(j);
+    };
+    control.on_checkpoint = [m = metrics.get()](int64_t step, double seconds) { m->OnCheckpoint(step, seconds); };
+  }
   TrainResult result;
   if (options.is_rank) {
     MFPO_ASSIGN_OR_RETURN(result, EndProgressLineOnError(RunTraining(spec, control, out, options.group), out));

@@ -23,6 +23,7 @@ struct TrainCommandOptions {
   GroupOptions group;
   bool launched_locally = false;  // a rank started by RunLocalRanks (the launcher evaluates)
   std::string binary;             // this program, to start local ranks
+  std::string metrics_address;    // serve training metrics there (one process, or a rank of a group)
 };
 
 // Trains, then, when `evaluation.data` is set and training ran to the end, evaluates the final

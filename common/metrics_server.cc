@@ -183,6 +183,12 @@ void MetricsServer::HandleConnection(int fd) {
                               "\r\nConnection: close\r\n\r\n", get ? body : ""));
     return;
   }
+  std::function<void()> refresh;
+  {
+    absl::MutexLock lock(&mu_);
+    refresh = refresh_;
+  }
+  if (refresh) refresh();
   const std::string body = prometheus::TextSerializer().Serialize(registry_->Collect());
   WriteAll(fd, absl::StrCat("HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: ",
                             body.size(), "\r\nConnection: close\r\n\r\n", get ? body : ""));

@@ -11,6 +11,7 @@
 #define MFPO_COMMON_METRICS_SERVER_H_
 
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -30,6 +31,12 @@ class MetricsServer {
   // a free one) and serves GET /metrics from `registry` until destroyed. Errors name the address.
   static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(const std::string& address,
                                                             std::shared_ptr<prometheus::Registry> registry);
+  // `refresh` runs before each scrape is serialised (e.g. gauges copied from a state snapshot),
+  // so that a scrape never shows a state older than the request. Set once, before serving.
+  void SetRefresh(std::function<void()> refresh) {
+    absl::MutexLock lock(&mu_);
+    refresh_ = std::move(refresh);
+  }
   ~MetricsServer();
   MetricsServer(const MetricsServer&) = delete;
   MetricsServer& operator=(const MetricsServer&) = delete;
@@ -53,6 +60,7 @@ class MetricsServer {
   std::shared_ptr<prometheus::Registry> registry_;
   absl::Mutex mu_;
   std::deque<int> queue_ ABSL_GUARDED_BY(mu_);
+  std::function<void()> refresh_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread acceptor_;                 // owned: joined by the destructor
   std::vector<std::thread> handlers_;    // owned: joined by the destructor

@@ -20,7 +20,6 @@
 #include "common/cli_util.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
-#include "absl/synchronization/notification.h"
 #include "common/metrics_server.h"
 #include "common/rpc_util.h"
 #include "coordinator/coordinator.h"
@@ -99,19 +98,14 @@ int Run(const Options& o) {
     absl::StatusOr<std::unique_ptr<MetricsServer>> started = MetricsServer::Start(o.metrics_address, registry);
     if (!started.ok()) return ExitCode(started.status(), "mfpo-coordinator");
     metrics_server = std::move(*started);
+    metrics_server->SetRefresh([&] { metrics.Sync((*coordinator)->TakeSnapshot()); });
     spdlog::info("metrics at {}", metrics_server->url());
   }
   ServerOptions server_options = o.server;
   server_options.observe_heartbeat = [&metrics](double s) { metrics.ObserveHeartbeat(s); };
   absl::StatusOr<std::unique_ptr<CoordinatorServer>> server = CoordinatorServer::Start(coordinator->get(), server_options);
   if (!server.ok()) return ExitCode(server.status(), "mfpo-coordinator");
-  // The gauges follow the coordinator's state once a second.
-  absl::Notification stopping;
-  std::thread sync([&] {
-    do {
-      metrics.Sync((*coordinator)->TakeSnapshot());
-    } while (!stopping.WaitForNotificationWithTimeout(absl::Seconds(1)));
-  });
+
   spdlog::info("serving on port {} ({}{}), database {}", (*server)->port(),
                o.server.security.tls_cert.empty() ? "plaintext" : "TLS",
                o.server.security.token.empty() ? "" : ", bearer token", o.coordinator.database);
@@ -122,8 +116,7 @@ int Run(const Options& o) {
   int sig = 0;
   sigwait(&stop, &sig);
   spdlog::info("signal {}: stopping", sig);
-  stopping.Notify();
-  sync.join();
+  metrics_server.reset();  // its refresh reads the coordinator
   (*server)->Shutdown(std::chrono::milliseconds(2000));
   server->reset();
   coordinator->reset();

@@ -18,6 +18,7 @@
 
 #include "common/presets.h"
 #include "datagen/scene_world.h"
+#include "common/metrics_test_util.h"
 #include "tests/checkpoint_diff.h"
 #include "tests/cli_runner.h"
 #include "tests/test_process.h"
@@ -175,9 +176,10 @@ class ServiceTest : public ::testing::Test {
 // model equals `mfpo train` with 2 ranks on the same data.
 TEST_F(ServiceTest, WholeJobRunsEveryStageAndEqualsLocalTraining) {
   Cluster c("whole");
-  c.StartCoordinator();
-  c.AddTrainer();
-  c.AddTrainer();
+  const int coordinator_metrics = FreePort(), trainer_metrics[2] = {FreePort(), FreePort()};
+  c.StartCoordinator({"--metrics_address", "127.0.0.1:" + std::to_string(coordinator_metrics)});
+  c.AddTrainer({"--metrics_address", "127.0.0.1:" + std::to_string(trainer_metrics[0])});
+  c.AddTrainer({"--metrics_address", "127.0.0.1:" + std::to_string(trainer_metrics[1])});
   c.AddDatagen();
   JobOptions j;
   j.evaluate = true;
@@ -191,6 +193,15 @@ TEST_F(ServiceTest, WholeJobRunsEveryStageAndEqualsLocalTraining) {
   json job = c.Job(id);
   EXPECT_EQ(job["state"], "SUCCEEDED");
   EXPECT_TRUE(fs::exists(c.dir() / "out" / "eval" / "report.json"));
+  // Metrics: the coordinator counts the job as succeeded; rank 0's agent saw every step.
+  const std::string cm = HttpGet(coordinator_metrics, "/metrics");
+  EXPECT_NE(cm.find("mfpo_jobs{state=\"SUCCEEDED\"} 1"), std::string::npos) << cm;
+  EXPECT_NE(cm.find("mfpo_workers{role=\"trainer\",state=\"idle\"} 2"), std::string::npos) << cm;
+  const std::string tm = HttpGet(trainer_metrics[0], "/metrics") + HttpGet(trainer_metrics[1], "/metrics");
+  EXPECT_NE(tm.find("mfpo_train_steps_total 3"), std::string::npos) << tm;
+  EXPECT_NE(tm.find("mfpo_train_samples_total 24"), std::string::npos) << tm;
+  EXPECT_NE(tm.find("mfpo_train_step_part_seconds_count{part=\"allreduce_wait\"} 3"), std::string::npos) << tm;
+  EXPECT_NE(tm.find("mfpo_checkpoint_seconds_count 3"), std::string::npos) << tm;
   const std::string manifest = job["data_manifest"];
   EXPECT_EQ(manifest, (c.dir() / "out" / "datagen" / "merged-0-24.jsonl").string());
   {

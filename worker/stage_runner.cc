@@ -8,7 +8,8 @@
 namespace mfpo {
 
 absl::StatusOr<StageOutcome> RunStage(const v1::Assignment& a, int threads,
-                                      const std::function<void(const std::string&)>& on_step, std::ostream& log) {
+                                      const std::function<void(const std::string&)>& on_step,
+                                      const std::function<void(int64_t, double)>& on_checkpoint, std::ostream& log) {
   if (a.kind() != v1::Assignment::TRAIN_STAGE)
     return absl::InvalidArgumentError(absl::StrCat(a.id(), ": not a training stage"));
   v1::JobSpec spec = a.spec();
@@ -42,6 +43,7 @@ absl::StatusOr<StageOutcome> RunStage(const v1::Assignment& a, int threads,
         absl::StrCat(a.id(), ": phase ", a.phase(), " is not in the curriculum (", curriculum.phases.size(), " phases)"));
   TrainControl control;
   control.on_step = on_step;
+  control.on_checkpoint = on_checkpoint;
   MFPO_ASSIGN_OR_RETURN(TrainResult result, job->TrainPhase(curriculum, a.phase(), control, log));
   outcome.checkpoint = result.final_checkpoint;
   return outcome;

@@ -6,6 +6,7 @@
 //
 // The child talks to its agent on stdout, one line each:
 //   PROGRESS <metrics.jsonl line>           rank 0, after each optimizer step
+//   CHECKPOINT {"step":N,"seconds":S}        rank 0, after each checkpoint
 //   RESULT {"code":0,"message":"","checkpoint":"..."}   last line
 #ifndef MFPO_WORKER_STAGE_RUNNER_H_
 #define MFPO_WORKER_STAGE_RUNNER_H_
@@ -25,7 +26,8 @@ struct StageOutcome {
 
 // `threads` > 0 overrides the spec's resources.threads. `on_step` gets rank 0's metrics lines.
 absl::StatusOr<StageOutcome> RunStage(const v1::Assignment& assignment, int threads,
-                                      const std::function<void(const std::string&)>& on_step, std::ostream& log);
+                                      const std::function<void(const std::string&)>& on_step,
+                                      const std::function<void(int64_t, double)>& on_checkpoint, std::ostream& log);
 
 }  // namespace mfpo
 

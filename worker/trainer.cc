@@ -1211,7 +1211,8 @@ absl::StatusOr<TrainResult> TrainingJob::TrainPhase(const Curriculum& c, int p, 
     if (spec.optimizer().shard_state() && g.size() > 1) MFPO_RETURN_IF_ERROR(ShareUpdatedShards());
     const double t_optimizer = lap(since);
     st.step = step + 1;
-    samples_done += static_cast<int64_t>(sums[2 * k_metrics].item<double>());
+    const int64_t step_samples = static_cast<int64_t>(sums[2 * k_metrics].item<double>());
+    samples_done += step_samples;
     json line = {{"step", step}, {"phase", c.phase_names[p]}, {"lr", lr}, {"grad_norm", grad_norm}};
     for (int64_t m = 0; m < k_metrics; ++m) {
       const double count = sums[k_metrics + m].item<double>();
@@ -1225,6 +1226,7 @@ absl::StatusOr<TrainResult> TrainingJob::TrainPhase(const Curriculum& c, int p, 
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     const double rate = samples_done / std::max(secs, 1e-9);
     line["samples_per_second"] = rate;
+    line["samples"] = step_samples;
     line["tokens"] = sums[2 * k_metrics + 1].item<double>();
     line["time"] = {{"data_s", t_data},           {"forward_s", t_forward}, {"backward_s", t_backward},
                     {"allreduce_wait_s", t_wait}, {"optimizer_s", t_optimizer},
@@ -1253,8 +1255,12 @@ absl::StatusOr<TrainResult> TrainingJob::TrainPhase(const Curriculum& c, int p, 
                                   step + 1, c.total_steps, line.value("loss", 0.0), rewards, rate, eta)
                << std::flush;
     const int every = spec.checkpoint().every_steps();
-    if ((every > 0 && (step + 1) % every == 0) || s + 1 == c.phase_steps[p])
+    if ((every > 0 && (step + 1) % every == 0) || s + 1 == c.phase_steps[p]) {
+      const auto c0 = Clock::now();
       MFPO_RETURN_IF_ERROR(SaveCheckpoint(c, step + 1, p));
+      if (writer && control.on_checkpoint)
+        control.on_checkpoint(step + 1, std::chrono::duration<double>(Clock::now() - c0).count());
+    }
   }
   return TrainResult{CheckpointDir(st.ckpt_root, end).string(), end, true};
 }

@@ -55,6 +55,8 @@ struct TrainControl {
   // Called on rank 0 after each optimizer step with that step's metrics.jsonl line (the trainer
   // agent forwards it to the coordinator as progress).
   std::function<void(const std::string& metrics_line)> on_step;
+  // Called on rank 0 after each checkpoint is written: its step and how long writing took.
+  std::function<void(int64_t step, double seconds)> on_checkpoint;
 };
 
 // Learning rate at optimizer step `step` (0-based) of `total`: linear warm-up over

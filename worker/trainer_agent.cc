@@ -79,7 +79,7 @@ class StageTask final : public AgentRunner::Task {
     }
     close(out[1]);
     close(log_fd);
-    auto task = std::unique_ptr<StageTask>(new StageTask(a, runner, pid, out[0], log_path, assignment_path));
+    auto task = std::unique_ptr<StageTask>(new StageTask(a, runner, pid, out[0], log_path, assignment_path, o.metrics));
     spdlog::info("{}: {} {}rank {}/{} started (pid {}, log {})", a.id(), v1::JobState_Name(a.stage()),
                  a.stage() == v1::TRAINING ? absl::StrCat("phase ", a.phase(), " ") : "", a.rank(), a.world_size(), pid,
                  log_path);
@@ -107,9 +107,10 @@ class StageTask final : public AgentRunner::Task {
   }
 
  private:
-  StageTask(const v1::Assignment& a, AgentRunner* runner, pid_t pid, int fd, std::string log, std::string file)
+  StageTask(const v1::Assignment& a, AgentRunner* runner, pid_t pid, int fd, std::string log, std::string file,
+            TrainerMetrics* metrics)
       : assignment_(a), runner_(runner), pid_(pid), fd_(fd), log_path_(std::move(log)), assignment_path_(std::move(file)),
-        started_(std::chrono::steady_clock::now()) {
+        metrics_(metrics), started_(std::chrono::steady_clock::now()) {
     status_.set_assignment_id(a.id());
     status_.set_state(v1::AssignmentStatus::RUNNING);
   }
@@ -118,6 +119,7 @@ class StageTask final : public AgentRunner::Task {
     if (absl::StartsWith(line, "PROGRESS ")) {
       json j = json::parse(line.substr(9), nullptr, false);
       if (!j.is_object()) return;
+      if (metrics_) metrics_->OnStep(j);
       v1::AssignmentStatus st;
       st.set_assignment_id(assignment_.id());
       st.set_state(v1::AssignmentStatus::RUNNING);
@@ -130,6 +132,9 @@ class StageTask final : public AgentRunner::Task {
       st.set_image_reward_accuracy(j.value("reward_acc_image", 0.0));
       st.set_samples_per_second(j.value("samples_per_second", 0.0));
       if (runner_->SendProgress(st)) Abort();
+    } else if (absl::StartsWith(line, "CHECKPOINT ")) {
+      json j = json::parse(line.substr(11), nullptr, false);
+      if (metrics_ && j.is_object()) metrics_->OnCheckpoint(j.value("step", int64_t{0}), j.value("seconds", 0.0));
     } else if (absl::StartsWith(line, "RESULT ")) {
       result_ = json::parse(line.substr(7), nullptr, false);
     }
@@ -157,11 +162,15 @@ class StageTask final : public AgentRunner::Task {
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
     absl::MutexLock lock(&mu_);
     exited_ = true;
-    if (aborted_) return;
+    if (aborted_) {
+      if (metrics_) metrics_->OnStage("aborted", false);
+      return;
+    }
     if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0) {
       status_.set_state(v1::AssignmentStatus::SUCCEEDED);
       if (result_.is_object()) status_.set_checkpoint(result_.value("checkpoint", ""));
       spdlog::info("{}: done in {:.1f} s", assignment_.id(), secs);
+      if (metrics_) metrics_->OnStage("succeeded", false);
     } else {
       status_.set_state(v1::AssignmentStatus::FAILED);
       if (result_.is_object() && result_.value("code", 0) != 0) {
@@ -175,6 +184,7 @@ class StageTask final : public AgentRunner::Task {
         status_.set_error_code(static_cast<int>(absl::StatusCode::kUnknown));
       }
       spdlog::error("{}: failed after {:.1f} s: {}", assignment_.id(), secs, status_.error());
+      if (metrics_) metrics_->OnStage("failed", absl::StrContains(status_.error(), "the loss is not finite"));
     }
     runner_->Wake();
   }
@@ -185,6 +195,7 @@ class StageTask final : public AgentRunner::Task {
   const int fd_;
   const std::string log_path_;
   const std::string assignment_path_;
+  TrainerMetrics* const metrics_;
   const std::chrono::steady_clock::time_point started_;
   json result_;  // the reader thread only
   absl::Mutex mu_;
@@ -240,6 +251,10 @@ int RunStageChild(const std::string& assignment_path, int threads) {
         [&](const std::string& line) {
           std::lock_guard<std::mutex> lock(out_mu);
           std::cout << "PROGRESS " << line << std::endl;
+        },
+        [&](int64_t step, double seconds) {
+          std::lock_guard<std::mutex> lock(out_mu);
+          std::cout << "CHECKPOINT " << json{{"step", step}, {"seconds", seconds}}.dump() << std::endl;
         },
         std::cerr);
   });

@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "common/agent_runner.h"
+#include "worker/trainer_metrics.h"
 
 namespace mfpo {
 
@@ -19,6 +20,7 @@ struct TrainerAgentOptions {
   int threads = 0;                      // CPU threads of each stage (0: the spec's resources.threads)
   std::string binary;                   // this program (started as `BINARY stage ...`)
   std::string work_dir;                 // assignments and the stages' logs
+  TrainerMetrics* metrics = nullptr;    // optional: fed from rank 0's step and checkpoint lines
 };
 
 absl::Status RunTrainerAgent(const TrainerAgentOptions& options, const std::atomic<bool>& stop);

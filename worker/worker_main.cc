@@ -19,7 +19,9 @@
 #include "common/cli_util.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
+#include "common/metrics_server.h"
 #include "worker/trainer_agent.h"
+#include "worker/trainer_metrics.h"
 
 ABSL_FLAG(std::string, coordinator, "", "HOST:PORT of mfpo-coordinator; required");
 ABSL_FLAG(std::string, name, "", "a name for this worker in listings (default: the host name)");
@@ -35,6 +37,7 @@ ABSL_FLAG(std::string, tls_key, "", "PEM key of --tls_cert");
 ABSL_FLAG(std::string, tls_server_name, "", "the name to verify in the coordinator's certificate");
 ABSL_FLAG(std::string, token_file, "", "file holding the coordinator's bearer token");
 ABSL_FLAG(std::string, assignment, "", "stage: the assignment file");
+ABSL_FLAG(std::string, metrics_address, "", "serve Prometheus metrics at HOST:PORT/metrics (e.g. 0.0.0.0:9101); empty = off");
 
 namespace mfpo {
 namespace {
@@ -96,15 +99,25 @@ int main(int argc, char** argv) {
       "mfpo-worker",
       "mfpo-worker --coordinator HOST:PORT [--name N] [--advertise_host H] [--threads N] [--device cpu|cuda]\n"
       "  [--gpus N] [--work_dir DIR] [--tls_ca PEM [--tls_cert PEM --tls_key PEM] [--tls_server_name N]]\n"
-      "  [--token_file F]",
+      "  [--token_file F] [--metrics_address HOST:PORT]",
       {"coordinator", "name", "advertise_host", "threads", "device", "gpus", "work_dir", "tls_ca", "tls_cert", "tls_key",
-       "tls_server_name", "token_file"},
+       "tls_server_name", "token_file", "metrics_address"},
       argc, argv, MFPO_VERSION, &positional);
   if (code >= 0) return code;
   if (!positional.empty())
     return mfpo::ExitCode(absl::InvalidArgumentError(absl::StrCat("unexpected argument '", positional[0], "'")), "mfpo-worker");
   absl::StatusOr<mfpo::TrainerAgentOptions> options = mfpo::OptionsFromFlags();
   if (!options.ok()) return mfpo::ExitCode(options.status(), "mfpo-worker");
+  auto registry = std::make_shared<prometheus::Registry>();
+  mfpo::TrainerMetrics metrics(*registry, "trainer", MFPO_VERSION);
+  std::unique_ptr<mfpo::MetricsServer> metrics_server;
+  if (const std::string address = absl::GetFlag(FLAGS_metrics_address); !address.empty()) {
+    absl::StatusOr<std::unique_ptr<mfpo::MetricsServer>> started = mfpo::MetricsServer::Start(address, registry);
+    if (!started.ok()) return mfpo::ExitCode(started.status(), "mfpo-worker");
+    metrics_server = std::move(*started);
+    spdlog::info("metrics at {}", metrics_server->url());
+  }
+  options->metrics = &metrics;
   std::signal(SIGINT, mfpo::OnSignal);
   std::signal(SIGTERM, mfpo::OnSignal);
   absl::Status s = mfpo::RunTrainerAgent(*options, mfpo::g_stop);
