@@ -38,6 +38,8 @@ ABSL_FLAG(double, heartbeat_interval_s, 1.0, "how often workers heartbeat");
 ABSL_FLAG(double, worker_timeout_s, 10.0, "a worker silent for this long is lost (its group is re-formed)");
 ABSL_FLAG(double, lease_s, 30.0, "a datagen shard lease lasts this long past its last heartbeat");
 ABSL_FLAG(int64_t, shard_records, 64, "records per datagen shard");
+ABSL_FLAG(std::string, health_address, "",
+          "also serve grpc.health.v1 alone, in plaintext, at HOST:PORT (for Kubernetes' gRPC probes); empty = off");
 ABSL_FLAG(std::string, metrics_address, "",
           "serve Prometheus metrics at HOST:PORT/metrics (e.g. 0.0.0.0:9100); empty = off");
 
@@ -78,6 +80,9 @@ absl::StatusOr<Options> OptionsFromFlags() {
   }
   o.port_file = absl::GetFlag(FLAGS_port_file);
   o.metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  o.server.health_address = absl::GetFlag(FLAGS_health_address);
+  if (!o.server.health_address.empty())
+    MFPO_RETURN_IF_ERROR(CheckListenAddress(o.server.health_address, "--health_address"));
   if (!o.metrics_address.empty()) MFPO_RETURN_IF_ERROR(CheckListenAddress(o.metrics_address, "--metrics_address"));
   return o;
 }
@@ -138,9 +143,9 @@ int main(int argc, char** argv) {
       "mfpo-coordinator --database FILE --roots DIR[,DIR] [--address HOST:PORT] [--port_file F]\n"
       "  [--tls_cert PEM --tls_key PEM [--tls_client_ca PEM]] [--token_file F]\n"
       "  [--heartbeat_interval_s 1] [--worker_timeout_s 10] [--lease_s 30] [--shard_records 64]\n"
-      "  [--metrics_address HOST:PORT]",
+      "  [--metrics_address HOST:PORT] [--health_address HOST:PORT]",
       {"address", "database", "roots", "port_file", "tls_cert", "tls_key", "tls_client_ca", "token_file",
-       "heartbeat_interval_s", "worker_timeout_s", "lease_s", "shard_records", "metrics_address"},
+       "heartbeat_interval_s", "worker_timeout_s", "lease_s", "shard_records", "metrics_address", "health_address"},
       argc, argv, MFPO_VERSION, &positional);
   if (code >= 0) return code;
   if (!positional.empty()) return mfpo::ExitCode(absl::InvalidArgumentError("unexpected positional arguments"), "mfpo-coordinator");

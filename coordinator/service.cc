@@ -112,11 +112,22 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(Coor
   if (!server->server_ || server->port_ == 0)
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options.address,
                                                " (in use, or not an address of this machine?)"));
-  grpc::HealthCheckServiceInterface* health = server->server_->GetHealthCheckService();
-  if (health) {
-    health->SetServingStatus(true);
-    health->SetServingStatus("mfpo.v1.JobService", true);
-    health->SetServingStatus("mfpo.v1.WorkerService", true);
+  auto serving = [](grpc::Server* s) {
+    if (grpc::HealthCheckServiceInterface* health = s->GetHealthCheckService()) {
+      health->SetServingStatus(true);
+      health->SetServingStatus("mfpo.v1.JobService", true);
+      health->SetServingStatus("mfpo.v1.WorkerService", true);
+    }
+  };
+  serving(server->server_.get());
+  if (!options.health_address.empty()) {
+    grpc::ServerBuilder health;
+    health.AddListeningPort(options.health_address, grpc::InsecureServerCredentials(), &server->health_port_);
+    health.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    server->health_server_ = health.BuildAndStart();
+    if (!server->health_server_ || server->health_port_ == 0)
+      return absl::UnavailableError(absl::StrCat("cannot listen on ", options.health_address, " (--health_address)"));
+    serving(server->health_server_.get());
   }
   return server;
 }
@@ -124,9 +135,12 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(Coor
 void CoordinatorServer::Shutdown(std::chrono::milliseconds grace) {
   if (shut_down_ || !server_) return;
   shut_down_ = true;
-  if (grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService()) health->Shutdown();
-  server_->Shutdown(std::chrono::system_clock::now() + grace);
-  server_->Wait();
+  for (grpc::Server* s : {server_.get(), health_server_.get()}) {
+    if (!s) continue;
+    if (grpc::HealthCheckServiceInterface* health = s->GetHealthCheckService()) health->Shutdown();
+    s->Shutdown(std::chrono::system_clock::now() + grace);
+    s->Wait();
+  }
 }
 
 CoordinatorServer::~CoordinatorServer() { Shutdown(std::chrono::milliseconds(2000)); }

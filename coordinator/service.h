@@ -21,6 +21,9 @@ struct ServerOptions {
   std::string address = "127.0.0.1:7070";  // HOST:PORT; port 0 picks a free one
   ServerSecurity security;
   std::function<void(double seconds)> observe_heartbeat;  // optional: each Heartbeat's handling time
+  // Optional: a second, plaintext listener with only grpc.health.v1 (Kubernetes' gRPC probes
+  // speak no TLS); "" = none.
+  std::string health_address;
 };
 
 class CoordinatorServer {
@@ -29,6 +32,7 @@ class CoordinatorServer {
   static absl::StatusOr<std::unique_ptr<CoordinatorServer>> Start(Coordinator* coordinator, const ServerOptions& options);
   ~CoordinatorServer();
   int port() const { return port_; }
+  int health_port() const { return health_port_; }
   // Stops accepting calls; calls in flight get `grace` to finish, then are cancelled.
   void Shutdown(std::chrono::milliseconds grace);
 
@@ -39,7 +43,9 @@ class CoordinatorServer {
   std::unique_ptr<JobServiceImpl> jobs_;
   std::unique_ptr<WorkerServiceImpl> workers_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<grpc::Server> health_server_;
   int port_ = 0;
+  int health_port_ = 0;
   bool shut_down_ = false;
 };
 

@@ -13,6 +13,8 @@
 #include <thread>
 #include <vector>
 
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -30,6 +32,32 @@ using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
 fs::path* g_root = nullptr;
+
+// grpc.health.v1.Health/Check over plaintext for `service` ("" = the server): the status number
+// (1 SERVING), or -1 when the call fails. A generic call: the request is the protobuf encoding of
+// HealthCheckRequest{service}, the answer HealthCheckResponse{status} (field 1, varint).
+int HealthCheck(const std::string& address, const std::string& service) {
+  grpc::GenericStub stub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  std::string request;
+  if (!service.empty()) request = std::string("\x0a") + static_cast<char>(service.size()) + service;
+  grpc::Slice slice(request);
+  grpc::ByteBuffer in(&slice, 1), out;
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  grpc::CompletionQueue cq;
+  auto call = stub.PrepareUnaryCall(&context, "/grpc.health.v1.Health/Check", in, &cq);
+  call->StartCall();
+  grpc::Status status;
+  call->Finish(&out, &status, reinterpret_cast<void*>(1));
+  void* tag = nullptr;
+  bool ok = false;
+  if (!cq.Next(&tag, &ok) || !ok || !status.ok()) return -1;
+  std::vector<grpc::Slice> slices;
+  (void)out.Dump(&slices);
+  std::string bytes;
+  for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  return bytes.size() == 2 && bytes[0] == 0x08 ? bytes[1] : 0;
+}
 
 // A number from protobuf's JSON (64-bit integers are written as strings); 0 when absent.
 int64_t Int(const json& j, const char* key) {
@@ -389,7 +417,14 @@ TEST_F(ServiceTest, TlsWithTheWrongCertificateIsRefused) {
       " && openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -out client.pem";
   Result gen = RunShell(ssl + " 2>&1", 120);
   ASSERT_EQ(gen.code, 0) << gen.all;
-  c.StartCoordinator({"--tls_cert", (d / "server.pem").string(), "--tls_key", (d / "server.key").string()});
+  const int health_port = FreePort();
+  c.StartCoordinator({"--tls_cert", (d / "server.pem").string(), "--tls_key", (d / "server.key").string(),
+                      "--health_address", "127.0.0.1:" + std::to_string(health_port)});
+  // The probes' port answers in plaintext, for the server and each service; unknown: an error.
+  const std::string health = "127.0.0.1:" + std::to_string(health_port);
+  EXPECT_EQ(HealthCheck(health, ""), 1);
+  EXPECT_EQ(HealthCheck(health, "mfpo.v1.JobService"), 1);
+  EXPECT_EQ(HealthCheck(health, "no.such.Service"), -1);
   Result r = c.Ctl("list --tls_ca " + (d / "ca.pem").string());
   EXPECT_EQ(r.code, 0) << r.all << c.coordinator().Log();
   r = c.Ctl("list --timeout_s 3 --tls_ca " + (d / "other.pem").string());
