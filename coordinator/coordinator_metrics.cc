@@ -70,7 +70,7 @@ void CoordinatorMetrics::Sync(const Coordinator::Snapshot& snap) {
     mine.clear();
     auto set = [&](prometheus::Family<prometheus::Gauge>& f, const std::map<std::string, std::string>& extra, double v) {
       std::map<std::string, std::string> labels = extra;
-      labels["job"] = id;
+      labels["job_id"] = id;  // not "job": Prometheus gives that name to the scrape job
       prometheus::Gauge& g = f.Add(labels);
       g.Set(v);
       mine.emplace_back(&f, &g);

@@ -421,15 +421,15 @@ TEST_F(CoordinatorTest, MetricsFollowJobsAndDropEndedJobsSeries) {
   ASSERT_TRUE(c_->Progress(p).ok());
   std::string t = text();
   EXPECT_TRUE(absl::StrContains(t, "mfpo_jobs{state=\"REFERENCE\"} 1")) << t;
-  EXPECT_TRUE(absl::StrContains(t, "mfpo_job_step{job=\"" + *id + "\"} 3")) << t;
-  EXPECT_TRUE(absl::StrContains(t, "mfpo_job_loss{job=\"" + *id + "\",term=\"image\"} 0.25")) << t;
-  EXPECT_TRUE(absl::StrContains(t, "mfpo_job_reward_accuracy{job=\"" + *id + "\",modality=\"image\"} 0.75")) << t;
+  EXPECT_TRUE(absl::StrContains(t, "mfpo_job_step{job_id=\"" + *id + "\"} 3")) << t;
+  EXPECT_TRUE(absl::StrContains(t, "mfpo_job_loss{job_id=\"" + *id + "\",term=\"image\"} 0.25")) << t;
+  EXPECT_TRUE(absl::StrContains(t, "mfpo_job_reward_accuracy{job_id=\"" + *id + "\",modality=\"image\"} 0.75")) << t;
   EXPECT_TRUE(absl::StrContains(t, "mfpo_workers{role=\"trainer\",state=\"busy\"} 1")) << t;
   EXPECT_TRUE(absl::StrContains(t, "mfpo_coordinator_heartbeats_total 1")) << t;
   ASSERT_TRUE(c_->Cancel(*id).ok());
   t = text();
   EXPECT_TRUE(absl::StrContains(t, "mfpo_jobs{state=\"CANCELLED\"} 1")) << t;
-  EXPECT_FALSE(absl::StrContains(t, "job=\"" + *id + "\"")) << t;
+  EXPECT_FALSE(absl::StrContains(t, "job_id=\"" + *id + "\"")) << t;
 }
 
 TEST_F(CoordinatorTest, AnotherCoordinatorOnTheSameDatabaseIsRefused) {
