@@ -21,7 +21,19 @@ PACKAGES=(
   nlohmann-json3-dev
   # Golden-file generators only (independent reference forward, PIL bicubic resize).
   python3-torch python3-numpy python3-pil
+  # deploy/ checks: kubectl kustomize is on these machines (see below), promtool and a real Prometheus.
+  prometheus python3-yaml
 )
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+# kubectl (for `kubectl kustomize` in the deploy test): present on these machines; elsewhere from
+# the archive configured (the `kubectl` package), else Debian's kubernetes-client.
+install_kubectl() {
+  command -v kubectl >/dev/null 2>&1 && return 0
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends kubectl ||
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends kubernetes-client
+}
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -32,12 +44,12 @@ done
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#PACKAGES[@]} packages present"
+  if ! command -v kubectl >/dev/null 2>&1; then $SUDO apt-get update -q; install_kubectl; fi
   exit 0
 fi
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 echo "install-deps: installing ${#missing[@]} missing packages: ${missing[*]}"
 $SUDO apt-get update -q
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+install_kubectl
 echo "install-deps: done"
