@@ -52,6 +52,7 @@ ABSL_FLAG(bool, watch, false, "submit: then watch the job");
 ABSL_FLAG(std::string, state, "", "list: only jobs in these states (comma-separated, e.g. TRAINING,PENDING)");
 ABSL_FLAG(int32_t, limit, 100, "list: at most this many jobs");
 ABSL_FLAG(int64_t, after, 0, "watch: only events after this sequence number");
+ABSL_FLAG(std::string, service, "", "health: the service to ask about (default: the whole server)");
 
 namespace mfpo {
 namespace {
@@ -410,6 +411,7 @@ const std::vector<Command>& Commands() {
       {"watch", "mfpoctl watch JOB_ID [--after SEQ]", {"after"}},
       {"cancel", "mfpoctl cancel JOB_ID", {}},
       {"workers", "mfpoctl workers", {}},
+      {"health", "mfpoctl health [--service S]  (exit 0 when SERVING: container and exec probes)", {"service"}},
   };
   return *c;
 }
@@ -486,12 +488,21 @@ int main(int argc, char** argv) {
   absl::StatusOr<Client> client = Client::Connect(*options);
   if (!client.ok()) return Fail(client.status());
   if (name == "submit") return Submit(*client, args);
-  if (!args.empty() && (name == "list" || name == "workers"))
+  if (!args.empty() && (name == "list" || name == "workers" || name == "health"))
     return Fail(absl::InvalidArgumentError(absl::StrCat("mfpoctl ", name, " takes no arguments")));
   if (name == "list") return List(*client);
   if (name == "get") return Get(*client, args);
   if (name == "cancel") return Cancel(*client, args);
   if (name == "workers") return Workers(*client);
+  if (name == "health") {
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(options->server, options->security);
+    if (!channel.ok()) return Fail(channel.status());
+    absl::StatusOr<int> status = CheckHealth(*channel, absl::GetFlag(FLAGS_service), options->timeout);
+    if (!status.ok()) return Fail(status.status());
+    const char* names[] = {"UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"};
+    std::cout << (*status >= 0 && *status <= 3 ? names[*status] : "?") << "\n";
+    return *status == 1 ? 0 : 1;
+  }
   if (args.size() != 1) return Fail(absl::InvalidArgumentError("usage: mfpoctl watch JOB_ID"));
   return Watch(*client, args[0], absl::GetFlag(FLAGS_after));
 }

@@ -1,5 +1,7 @@
 #include "common/rpc_util.h"
 
+#include <grpcpp/generic/generic_stub.h>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
@@ -125,6 +127,38 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& ad
     if (!s.server_name.empty()) args.SetSslTargetNameOverride(s.server_name);
   }
   return grpc::CreateCustomChannel(address, credentials, args);
+}
+
+absl::StatusOr<int> CheckHealth(const std::shared_ptr<grpc::Channel>& channel, const std::string& service,
+                                std::chrono::milliseconds deadline) {
+  if (service.size() > 127) return absl::InvalidArgumentError("service name longer than 127 bytes");
+  grpc::GenericStub stub(channel);
+  std::string request;
+  if (!service.empty()) request = std::string("\x0a") + static_cast<char>(service.size()) + service;
+  grpc::Slice slice(request);
+  grpc::ByteBuffer in(&slice, 1), out;
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + deadline);
+  grpc::CompletionQueue cq;
+  std::unique_ptr<grpc::GenericClientAsyncResponseReader> call =
+      stub.PrepareUnaryCall(&context, "/grpc.health.v1.Health/Check", in, &cq);
+  call->StartCall();
+  grpc::Status status;
+  call->Finish(&out, &status, reinterpret_cast<void*>(1));
+  void* tag = nullptr;
+  bool ok = false;
+  if (!cq.Next(&tag, &ok) || !ok) return absl::UnavailableError("health check: no answer");
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
+  if (!status.ok()) return FromGrpcStatus(status, absl::StrCat("health check of '", service, "'"));
+  std::vector<grpc::Slice> slices;
+  (void)out.Dump(&slices);
+  std::string bytes;
+  for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  if (bytes.empty()) return 0;  // UNKNOWN
+  if (bytes.size() != 2 || bytes[0] != 0x08) return absl::DataLossError("health check: an answer that does not parse");
+  return static_cast<int>(bytes[1]);
 }
 
 void PrepareCall(grpc::ClientContext* context, const ClientSecurity& s, std::chrono::milliseconds deadline) {

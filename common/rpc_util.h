@@ -50,6 +50,13 @@ struct ClientSecurity {
   std::string token;
 };
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& address, const ClientSecurity& security);
+// grpc.health.v1.Health/Check of `service` ("" = the whole server) over `channel`: the status
+// (1 SERVING, 2 NOT_SERVING, 3 SERVICE_UNKNOWN) or the call's error. A generic call (the health
+// service's stubs are not installed with Debian's gRPC): the request is HealthCheckRequest's
+// encoding, the answer HealthCheckResponse's (field 1, a varint).
+absl::StatusOr<int> CheckHealth(const std::shared_ptr<grpc::Channel>& channel, const std::string& service,
+                                std::chrono::milliseconds deadline);
+
 // Sets the deadline and the token of one call.
 void PrepareCall(grpc::ClientContext* context, const ClientSecurity& security, std::chrono::milliseconds deadline);
 

@@ -159,5 +159,39 @@ for e in exprs:
         base = re.sub(r"_(bucket|sum|count)$", "", m)
         check(m in documented or base in documented, f"'{m}' in '{e}' is not in docs/metrics.md")
 
+# The images: built with the README's install script (CPU), holding the binaries the manifests
+# run, from paths the build really produces, as a non-root user, with a health check that works.
+commands = set()
+for overlay in ("cpu", "gpu"):
+    for o in render(overlay):
+        if o["kind"] in ("Deployment", "StatefulSet"):
+            commands.update(c["command"][0] for c in o["spec"]["template"]["spec"]["containers"])
+presets = {p["name"] for p in json.load(open(os.path.join(SRC, "CMakePresets.json")))["configurePresets"]}
+for dockerfile, build_dir in (("Dockerfile", "build"), ("Dockerfile.cuda", "build-nccl")):
+    text = open(os.path.join(SRC, "docker", dockerfile)).read()
+    if dockerfile == "Dockerfile":
+        check("bash scripts/install-deps.sh" in text, f"{dockerfile}: not built with scripts/install-deps.sh")
+    else:
+        check(re.search(r"cmake --preset (\w+)", text) and re.search(r"cmake --preset (\w+)", text).group(1) in presets,
+              f"{dockerfile}: its cmake preset is not in CMakePresets.json")
+    check(text.count("\nFROM ") + text.startswith("FROM ") >= 2 or len(re.findall(r"^FROM ", text, re.M)) >= 2,
+          f"{dockerfile}: not multi-stage")
+    check(re.search(r"^USER 10001", text, re.M) is not None, f"{dockerfile}: the runtime does not run as a non-root user")
+    for command in commands:
+        binary = os.path.basename(command)
+        check(f"/{binary} " in text or f"/{binary}\n" in text, f"{dockerfile}: does not ship {binary} (run by the manifests)")
+    for path in re.findall(r"build(?:-nccl)?/([a-z]+/mfpo[a-z-]*)", text):
+        check(os.path.exists(os.path.join(BUILD, path)), f"{dockerfile}: copies {path}, which the build does not make")
+    hc = re.search(r'HEALTHCHECK .*CMD \[(.*)\]', text)
+    check(hc is not None, f"{dockerfile}: no HEALTHCHECK")
+    if hc:
+        args = [a.strip().strip('"') for a in hc.group(1).split(",")]
+        check(args[:2] == ["/usr/local/bin/mfpoctl", "health"], f"{dockerfile}: HEALTHCHECK is not mfpoctl health")
+        out = subprocess.run([os.path.join(BUILD, "cli", "mfpoctl"), "health", "--help"], capture_output=True, text=True)
+        known = {m.replace("-", "_") for m in re.findall(r"^  --([a-z0-9-]+)", out.stdout, re.M)}
+        for a in args[2:]:
+            if a.startswith("--"):
+                check(a[2:].split("=")[0] in known, f"{dockerfile}: mfpoctl health has no flag {a}")
+
 print("deploy_test:", "FAILED" if failures else "ok", f"({len(failures)} problems)")
 sys.exit(1 if failures else 0)

@@ -13,7 +13,6 @@
 #include <thread>
 #include <vector>
 
-#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -21,6 +20,7 @@
 #include "common/presets.h"
 #include "datagen/scene_world.h"
 #include "common/metrics_test_util.h"
+#include "common/rpc_util.h"
 #include "tests/checkpoint_diff.h"
 #include "tests/cli_runner.h"
 #include "tests/test_process.h"
@@ -33,30 +33,11 @@ using Clock = std::chrono::steady_clock;
 
 fs::path* g_root = nullptr;
 
-// grpc.health.v1.Health/Check over plaintext for `service` ("" = the server): the status number
-// (1 SERVING), or -1 when the call fails. A generic call: the request is the protobuf encoding of
-// HealthCheckRequest{service}, the answer HealthCheckResponse{status} (field 1, varint).
+// grpc.health.v1 Check over plaintext: the status (1 SERVING), or -1 when the call fails.
 int HealthCheck(const std::string& address, const std::string& service) {
-  grpc::GenericStub stub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
-  std::string request;
-  if (!service.empty()) request = std::string("\x0a") + static_cast<char>(service.size()) + service;
-  grpc::Slice slice(request);
-  grpc::ByteBuffer in(&slice, 1), out;
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  grpc::CompletionQueue cq;
-  auto call = stub.PrepareUnaryCall(&context, "/grpc.health.v1.Health/Check", in, &cq);
-  call->StartCall();
-  grpc::Status status;
-  call->Finish(&out, &status, reinterpret_cast<void*>(1));
-  void* tag = nullptr;
-  bool ok = false;
-  if (!cq.Next(&tag, &ok) || !ok || !status.ok()) return -1;
-  std::vector<grpc::Slice> slices;
-  (void)out.Dump(&slices);
-  std::string bytes;
-  for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
-  return bytes.size() == 2 && bytes[0] == 0x08 ? bytes[1] : 0;
+  absl::StatusOr<int> s =
+      CheckHealth(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()), service, std::chrono::seconds(5));
+  return s.ok() ? *s : -1;
 }
 
 // A number from protobuf's JSON (64-bit integers are written as strings); 0 when absent.
@@ -425,6 +406,11 @@ TEST_F(ServiceTest, TlsWithTheWrongCertificateIsRefused) {
   EXPECT_EQ(HealthCheck(health, ""), 1);
   EXPECT_EQ(HealthCheck(health, "mfpo.v1.JobService"), 1);
   EXPECT_EQ(HealthCheck(health, "no.such.Service"), -1);
+  Result h = RunShell(std::string(MFPOCTL) + " health --server " + health + " --service mfpo.v1.WorkerService", 30);
+  EXPECT_EQ(h.code, 0) << h.all;
+  EXPECT_NE(h.out.find("SERVING"), std::string::npos) << h.all;
+  h = c.Ctl("health --tls_ca " + (d / "ca.pem").string());  // the TLS port answers too
+  EXPECT_EQ(h.code, 0) << h.all;
   Result r = c.Ctl("list --tls_ca " + (d / "ca.pem").string());
   EXPECT_EQ(r.code, 0) << r.all << c.coordinator().Log();
   r = c.Ctl("list --timeout_s 3 --tls_ca " + (d / "other.pem").string());
