@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <regex>
 #include <memory>
 #include <set>
 #include <string>
@@ -15,10 +16,13 @@
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <yaml-cpp/yaml.h>
 #include <nlohmann/json.hpp>
 
 #include "common/presets.h"
 #include "datagen/scene_world.h"
+#include "absl/strings/str_format.h"
+#include "common/file_util.h"
 #include "common/metrics_test_util.h"
 #include "common/rpc_util.h"
 #include "tests/checkpoint_diff.h"
@@ -38,6 +42,10 @@ int HealthCheck(const std::string& address, const std::string& service) {
   absl::StatusOr<int> s =
       CheckHealth(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()), service, std::chrono::seconds(5));
   return s.ok() ? *s : -1;
+}
+
+bool IsFinalState(const nlohmann::json& job) {
+  return job["state"] == "SUCCEEDED" || job["state"] == "FAILED" || job["state"] == "CANCELLED";
 }
 
 // A number from protobuf's JSON (64-bit integers are written as strings); 0 when absent.
@@ -87,6 +95,21 @@ class Cluster {
     return *datagen_.back();
   }
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  // Waits until `n` workers have registered and are idle (a job submitted earlier could form its
+  // group from fewer).
+  void WaitWorkers(int n) {
+    const auto deadline = Clock::now() + std::chrono::seconds(60);
+    while (Clock::now() < deadline) {
+      Result r = Ctl("workers --json");
+      json j = json::parse(r.out, nullptr, false);
+      int idle = 0;
+      if (j.is_object() && j.contains("workers"))
+        for (const json& w : j["workers"]) idle += w.value("state", "") == "idle" ? 1 : 0;
+      if (idle >= n) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    ADD_FAILURE() << "fewer than " << n << " workers registered within 60 s\n" << Logs();
+  }
   Result Ctl(const std::string& args, int seconds = 60) {
     return RunShell(std::string(MFPOCTL) + " --server " + address() + " " + args, seconds);
   }
@@ -190,6 +213,7 @@ TEST_F(ServiceTest, WholeJobRunsEveryStageAndEqualsLocalTraining) {
   c.AddTrainer({"--metrics_address", "127.0.0.1:" + std::to_string(trainer_metrics[0])});
   c.AddTrainer({"--metrics_address", "127.0.0.1:" + std::to_string(trainer_metrics[1])});
   c.AddDatagen();
+  c.WaitWorkers(3);
   JobOptions j;
   j.evaluate = true;
   const std::string id = Submit(c, WriteSpec("whole", j, c.dir() / "out"));
@@ -245,6 +269,7 @@ TEST_F(ServiceTest, KilledTrainerIsSurvived) {
   c.StartCoordinator();
   c.AddTrainer();
   c.AddTrainer();
+  c.WaitWorkers(2);
   JobOptions j;
   j.variant = "dpo";
   j.curriculum = "end_to_end";
@@ -271,6 +296,7 @@ TEST_F(ServiceTest, CoordinatorRestartLosesNothing) {
   c.StartCoordinator();
   c.AddTrainer();
   c.AddTrainer();
+  c.WaitWorkers(2);
   JobOptions j;
   j.variant = "dpo";
   j.curriculum = "end_to_end";
@@ -430,6 +456,101 @@ TEST_F(ServiceTest, TlsWithTheWrongCertificateIsRefused) {
   r = c.Ctl("list --tls_ca " + (d / "ca.pem").string() + " --tls_cert " + (d / "client.pem").string() + " --tls_key " +
             (d / "client.key").string());
   EXPECT_EQ(r.code, 0) << r.all;
+}
+
+// A real Prometheus (Debian's) scrapes the coordinator and the agents during a job; every
+// expression of the Grafana dashboard and of the alert rules is a well-formed query, and each
+// one the job feeds returns data (the DCGM GPU panels have no exporter here).
+TEST_F(ServiceTest, PrometheusScrapesEveryProcessAndTheDashboardQueriesWork) {
+  const char* prometheus = "/usr/bin/prometheus";
+  ASSERT_TRUE(fs::exists(prometheus)) << "Debian's prometheus package is missing (scripts/install-deps.sh)";
+  Cluster c("prometheus");
+  const int cm = FreePort(), tm0 = FreePort(), tm1 = FreePort(), dm = FreePort(), web = FreePort();
+  c.StartCoordinator({"--metrics_address", "127.0.0.1:" + std::to_string(cm)});
+  c.AddTrainer({"--metrics_address", "127.0.0.1:" + std::to_string(tm0)});
+  c.AddTrainer({"--metrics_address", "127.0.0.1:" + std::to_string(tm1)});
+  c.AddDatagen({"--metrics_address", "127.0.0.1:" + std::to_string(dm)});
+  c.WaitWorkers(3);
+  const fs::path config = c.dir() / "prometheus.yml";
+  {
+    std::ofstream f(config);
+    auto target = [](int port) { return "\"127.0.0.1:" + std::to_string(port) + "\""; };
+    f << "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+      << "rule_files: [" << (fs::path(MFPO_SOURCE_DIR) / "deploy" / "prometheus" / "rules.yml").string() << "]\n"
+      << "scrape_configs:\n"
+      << "  - {job_name: mfpo-coordinator, static_configs: [{targets: [" << target(cm) << "]}]}\n"
+      << "  - {job_name: mfpo-trainer, static_configs: [{targets: [" << target(tm0) << ", " << target(tm1) << "]}]}\n"
+      << "  - {job_name: mfpo-datagen, static_configs: [{targets: [" << target(dm) << "]}]}\n";
+  }
+  Process prom(prometheus,
+               {"--config.file=" + config.string(), "--storage.tsdb.path=" + (c.dir() / "tsdb").string(),
+                "--web.listen-address=127.0.0.1:" + std::to_string(web), "--log.level=warn"},
+               c.dir() / "prometheus.log");
+  JobOptions j;
+  j.curriculum = "end_to_end";
+  j.micro = 2;
+  j.every_steps = 1;
+  const std::string id = Submit(c, WriteSpec("prometheus", j, c.dir() / "out"));
+  // A moment of training that Prometheus has scraped: queries are evaluated at that time.
+  double during = 0;
+  ASSERT_TRUE(c.WaitJob(id, 300, [&](const json& job) {
+    if (job["state"] == "TRAINING" && Int(job, "step") >= 3 && during == 0)
+      during = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    return IsFinalState(job);
+  })) << c.Logs();
+  ASSERT_GT(during, 0) << "the job never showed 3 steps while training";
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  auto encode = [](const std::string& q) {
+    std::string out;
+    for (unsigned char ch : q) {
+      if (std::isalnum(ch) || ch == '_' || ch == '.' || ch == '-') out += static_cast<char>(ch);
+      else out += absl::StrFormat("%%%02X", ch);
+    }
+    return out;
+  };
+  auto query = [&](const std::string& expr, double at) {
+    const std::string response = HttpGet(web, "/api/v1/query?query=" + encode(expr) + "&time=" + std::to_string(at));
+    const size_t body = response.find("\r\n\r\n");
+    return json::parse(body == std::string::npos ? "" : response.substr(body + 4), nullptr, false);
+  };
+  // Every target was up.
+  json up = query("up", during);
+  ASSERT_TRUE(up.is_object() && up["status"] == "success") << up.dump() << prom.Log();
+  EXPECT_EQ(up["data"]["result"].size(), 4u) << up.dump();
+  for (const json& r : up["data"]["result"]) EXPECT_EQ(r["value"][1], "1") << r.dump();
+  // The dashboard's expressions and the rules'.
+  std::vector<std::pair<std::string, bool>> exprs;  // expression, must have data
+  json dashboard = json::parse(
+      ReadFileToString((fs::path(MFPO_SOURCE_DIR) / "deploy" / "grafana" / "dashboards" / "mfpo.json").string()).value_or(""),
+      nullptr, false);
+  ASSERT_TRUE(dashboard.is_object());
+  for (const json& p : dashboard["panels"])
+    for (const json& t : p["targets"]) {
+      const std::string e = t["expr"];
+      exprs.emplace_back(e, e.find("DCGM_") == std::string::npos);
+    }
+  YAML::Node rules = YAML::LoadFile((fs::path(MFPO_SOURCE_DIR) / "deploy" / "prometheus" / "rules.yml").string());
+  for (const auto& g : rules["groups"])
+    for (const auto& r : g["rules"]) {
+      // An alert is empty while nothing is wrong; its metrics must exist (checked below).
+      exprs.emplace_back(r["expr"].as<std::string>(), false);
+      const std::string e = r["expr"].as<std::string>();
+      const std::regex metric("mfpo_[a-z_]+");
+      for (std::sregex_iterator it(e.begin(), e.end(), metric), end; it != end; ++it)
+        exprs.emplace_back("count(" + it->str() + ")", true);
+    }
+  for (const auto& [expr, needs_data] : exprs) {
+    json r = query(expr, during);
+    ASSERT_TRUE(r.is_object()) << expr;
+    EXPECT_EQ(r["status"], "success") << expr << ": " << r.dump();
+    if (needs_data) EXPECT_FALSE(r["data"]["result"].empty()) << expr << " returned nothing during training";
+  }
+  // The image-reward accuracy is MFPO's own signal: present and a share.
+  json acc = query("mfpo_job_reward_accuracy{modality=\"image\"}", during);
+  ASSERT_FALSE(acc["data"]["result"].empty());
+  const double v = std::stod(acc["data"]["result"][0]["value"][1].get<std::string>());
+  EXPECT_GE(v, 0);
+  EXPECT_LE(v, 1);
 }
 
 // scripts/local-cluster.sh: `run` starts the cluster, runs the command and stops everything,

@@ -80,6 +80,9 @@ TrainerMetrics::TrainerMetrics(prometheus::Registry& r, const std::string& compo
       .Add({{"component", component}})
       .Set(Now());
   for (const char* result : {"succeeded", "failed", "aborted"}) stages_.Add({{"result", result}});
+  // Series exist from the start (at 0), so that rates over them are defined from the first step.
+  for (const char* part : {"data", "forward", "backward", "allreduce_wait", "optimizer"})
+    part_seconds_.Add({{"part", part}}, TimeBuckets());
 }
 
 void TrainerMetrics::OnStep(const nlohmann::json& line) {
