@@ -32,18 +32,15 @@ namespace {
 
 class ShardTask final : public AgentRunner::Task {
  public:
-  ShardTask(const v1::Assignment& a, int threads, PerturbCounters* shared, AgentRunner* runner) : id_(a.id()) {
+  ShardTask(const v1::Assignment& a, int threads, PerturbCounters* shared, AgentRunner* runner)
+      : id_(a.id()), shared_(shared) {
     const PerturbCommandOptions options = PerturbOptionsForLease(a, threads);
+    if (shared_) counters_.observe_record = shared_->observe_record;  // per-record latency, live
     spdlog::info("{}: records [{}, {}) of {} into {}", a.id(), a.begin(), a.end(), a.manifest(), a.out_dir());
-    thread_ = std::thread([this, options, shared, runner] {
+    thread_ = std::thread([this, options, runner] {
       absl::StatusOr<ShardReport> report =
           CatchAll(absl::StrCat("shard ", id_), [&] { return RunPerturbCommand(options, &counters_); });
-      if (shared) {
-        shared->done += counters_.done.load();
-        shared->errors += counters_.errors.load();
-        shared->fallbacks += counters_.fallbacks.load();
-        shared->skipped += counters_.skipped.load();
-      }
+      Mirror(/*final=*/true);
       absl::MutexLock lock(&mu_);
       done_ = true;
       if (report.ok()) {
@@ -61,6 +58,7 @@ class ShardTask final : public AgentRunner::Task {
     thread_.join();
   }
   v1::AssignmentStatus Status() override {
+    Mirror(/*final=*/false);
     v1::AssignmentStatus st;
     st.set_assignment_id(id_);
     st.set_records_done(counters_.done.load() + counters_.skipped.load() + counters_.errors.load());
@@ -79,7 +77,35 @@ class ShardTask final : public AgentRunner::Task {
   void Abort() override { counters_.cancel = true; }
 
  private:
+  // Adds what this lease did since the last call to the agent's counters (which the metrics
+  // follow), so that records, queue depth and in-flight records show while the lease runs.
+  void Mirror(bool final) {
+    if (!shared_) return;
+    absl::MutexLock lock(&mirror_mu_);
+    auto add = [](std::atomic<int64_t>& to, int64_t now, int64_t& seen) {
+      to += now - seen;
+      seen = now;
+    };
+    add(shared_->total, counters_.total.load(), seen_total_);
+    add(shared_->done, counters_.done.load(), seen_done_);
+    add(shared_->errors, counters_.errors.load(), seen_errors_);
+    add(shared_->skipped, counters_.skipped.load(), seen_skipped_);
+    add(shared_->fallbacks, counters_.fallbacks.load(), seen_fallbacks_);
+    add(shared_->in_flight, final ? 0 : counters_.in_flight.load(), seen_in_flight_);
+    if (final) {
+      // Records never reached (a cancelled lease) leave the queue too.
+      const int64_t left = seen_total_ - seen_done_ - seen_errors_ - seen_skipped_;
+      shared_->total -= left;
+      seen_total_ -= left;
+    }
+  }
+
   const std::string id_;
+  PerturbCounters* const shared_;
+  absl::Mutex mirror_mu_;
+  int64_t seen_total_ ABSL_GUARDED_BY(mirror_mu_) = 0, seen_done_ ABSL_GUARDED_BY(mirror_mu_) = 0;
+  int64_t seen_errors_ ABSL_GUARDED_BY(mirror_mu_) = 0, seen_skipped_ ABSL_GUARDED_BY(mirror_mu_) = 0;
+  int64_t seen_fallbacks_ ABSL_GUARDED_BY(mirror_mu_) = 0, seen_in_flight_ ABSL_GUARDED_BY(mirror_mu_) = 0;
   PerturbCounters counters_;
   absl::Mutex mu_;
   bool done_ ABSL_GUARDED_BY(mu_) = false;

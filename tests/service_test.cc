@@ -545,6 +545,13 @@ TEST_F(ServiceTest, PrometheusScrapesEveryProcessAndTheDashboardQueriesWork) {
     EXPECT_EQ(r["status"], "success") << expr << ": " << r.dump();
     if (needs_data) EXPECT_FALSE(r["data"]["result"].empty()) << expr << " returned nothing during training";
   }
+  // The datagen agent's records are counted while its leases run (24 records, none failed).
+  json records = query("sum(mfpo_datagen_records_total)", during);
+  ASSERT_FALSE(records["data"]["result"].empty()) << records.dump();
+  EXPECT_EQ(std::stod(records["data"]["result"][0]["value"][1].get<std::string>()), 24) << records.dump();
+  json queue = query("sum(mfpo_datagen_queue_depth)", during);
+  ASSERT_FALSE(queue["data"]["result"].empty()) << queue.dump();
+  EXPECT_EQ(std::stod(queue["data"]["result"][0]["value"][1].get<std::string>()), 0) << queue.dump();
   // The image-reward accuracy is MFPO's own signal: present and a share.
   json acc = query("mfpo_job_reward_accuracy{modality=\"image\"}", during);
   ASSERT_FALSE(acc["data"]["result"].empty());
