@@ -195,6 +195,24 @@ class ServiceTest : public ::testing::Test {
       f << "evaluation: {data: " << (*g_root / "world").string() << ", limit: 2, max_new_tokens: 6, suites: [chair]}\n";
     return path;
   }
+  // The DPO job of the failure tests (6 steps of 2 x 2 pairs, a checkpoint after each) on a
+  // coordinator with two trainers.
+  static JobOptions DpoJob() {
+    JobOptions j;
+    j.variant = "dpo";
+    j.curriculum = "end_to_end";
+    j.micro = 2;
+    j.samples = 24;
+    j.every_steps = 1;
+    return j;
+  }
+  static std::string StartDpoJobOnTwoTrainers(Cluster& c) {
+    c.StartCoordinator();
+    c.AddTrainer();
+    c.AddTrainer();
+    c.WaitWorkers(2);
+    return Submit(c, WriteSpec(c.dir().filename().string(), DpoJob(), c.dir() / "out"));
+  }
   static std::string Submit(Cluster& c, const fs::path& spec) {
     Result r = c.Ctl("submit " + spec.string());
     EXPECT_EQ(r.code, 0) << r.all;
@@ -266,17 +284,7 @@ TEST_F(ServiceTest, WholeJobRunsEveryStageAndEqualsLocalTraining) {
 // checkpoint and the job succeeds.
 TEST_F(ServiceTest, KilledTrainerIsSurvived) {
   Cluster c("killed-trainer");
-  c.StartCoordinator();
-  c.AddTrainer();
-  c.AddTrainer();
-  c.WaitWorkers(2);
-  JobOptions j;
-  j.variant = "dpo";
-  j.curriculum = "end_to_end";
-  j.micro = 2;
-  j.samples = 24;  // 6 steps of 2 x 2
-  j.every_steps = 1;
-  const std::string id = Submit(c, WriteSpec("killed-trainer", j, c.dir() / "out"));
+  const std::string id = StartDpoJobOnTwoTrainers(c);
   ASSERT_TRUE(c.WaitJob(id, 240, [](const json& job) { return Int(job, "step") >= 2 && job["state"] == "TRAINING"; }))
       << c.Logs();
   c.trainer(1).Kill(SIGKILL);
@@ -293,16 +301,7 @@ TEST_F(ServiceTest, KilledTrainerIsSurvived) {
 // watcher that reconnects sees every event exactly once.
 TEST_F(ServiceTest, CoordinatorRestartLosesNothing) {
   Cluster c("restart");
-  c.StartCoordinator();
-  c.AddTrainer();
-  c.AddTrainer();
-  c.WaitWorkers(2);
-  JobOptions j;
-  j.variant = "dpo";
-  j.curriculum = "end_to_end";
-  j.micro = 2;
-  j.every_steps = 1;
-  const std::string id = Submit(c, WriteSpec("restart", j, c.dir() / "out"));
+  const std::string id = StartDpoJobOnTwoTrainers(c);
   Process watcher(MFPOCTL, {"watch", id, "--json", "--server", c.address()}, c.dir() / "watch.log");
   ASSERT_TRUE(c.WaitJob(id, 240, [](const json& job) { return job["state"] == "TRAINING"; })) << c.Logs();
   c.coordinator().Kill(SIGKILL);
@@ -321,7 +320,7 @@ TEST_F(ServiceTest, CoordinatorRestartLosesNothing) {
   ASSERT_EQ(static_cast<int64_t>(seqs.size()), last) << watcher.Log();
   for (size_t i = 0; i < seqs.size(); ++i) EXPECT_EQ(seqs[i], static_cast<int64_t>(i + 1));
   // A second submit after the restart gets the next id: nothing was lost or reused.
-  EXPECT_EQ(Submit(c, WriteSpec("restart-2", j, c.dir() / "out-2")), "job-000002");
+  EXPECT_EQ(Submit(c, WriteSpec("restart-2", DpoJob(), c.dir() / "out-2")), "job-000002");
 }
 
 // A datagen worker killed holding a lease: the lease is re-issued and every record is made
