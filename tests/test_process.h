@@ -5,6 +5,7 @@
 #define MFPO_TESTS_TEST_PROCESS_H_
 
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <netinet/in.h>
@@ -32,8 +33,13 @@ class Process {
       : log_(log) {
     std::vector<std::string> argv_s = {binary};
     argv_s.insert(argv_s.end(), args.begin(), args.end());
+    const pid_t parent = ::getpid();
     pid_ = ::fork();
     if (pid_ == 0) {
+      // Dies with the test even when the test is killed before its destructors run (a SIGTERM
+      // from ctest's timeout): no process outlives its test.
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) ::_exit(1);
       ::setpgid(0, 0);
       FILE* f = std::fopen(log.c_str(), "w");
       if (f) {
