@@ -381,12 +381,6 @@ std::vector<v1::WorkerInfo> Coordinator::Workers() {
   return out;
 }
 
-std::map<v1::JobState, int> Coordinator::JobsByState() {
-  absl::MutexLock lock(&mu_);
-  std::map<v1::JobState, int> out;
-  for (const auto& [id, r] : jobs_) ++out[r.job().state()];
-  return out;
-}
 
 Coordinator::Snapshot Coordinator::TakeSnapshot() {
   absl::MutexLock lock(&mu_);
@@ -412,10 +406,6 @@ Coordinator::Snapshot Coordinator::TakeSnapshot() {
   return out;
 }
 
-CoordinatorCounters Coordinator::counters() {
-  absl::MutexLock lock(&mu_);
-  return counters_;
-}
 
 // ---- Workers ---------------------------------------------------------------------------------
 
@@ -588,8 +578,7 @@ absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(const v1::Heartbeat
                    member->state() == v1::AssignmentStatus::STATE_UNSPECIFIED)) {
       member->set_state(st.state());
       member->set_error(st.error());
-      if (st.state() == v1::AssignmentStatus::FAILED)
-        member->set_error(absl::StrCat(st.error(), "\x1f", st.error_code()));
+      member->set_error_code(st.error_code());
       if (!st.checkpoint().empty()) r->mutable_job()->set_final_checkpoint(st.checkpoint());
       changed.push_back(r);
     } else if (shard) {
@@ -940,15 +929,9 @@ void Coordinator::AdvanceGroupStage(JobRecord& r, int64_t now, bool* trainer_que
     }
     for (const GroupMember& m : r.group()) {
       if (m.state() != v1::AssignmentStatus::FAILED) continue;
-      std::string error = m.error();
-      int code = static_cast<int>(absl::StatusCode::kUnknown);
-      if (size_t sep = error.rfind('\x1f'); sep != std::string::npos) {
-        (void)absl::SimpleAtoi(error.substr(sep + 1), &code);
-        error.resize(sep);
-      }
       EndGroup(r, absl::StrCat(StateName(r.job().state()), r.job().phase().empty() ? "" : " " + r.job().phase(),
-                               " failed on ", m.worker_id(), " (rank ", m.rank(), "): ", error),
-               true, Retryable(code));
+                               " failed on ", m.worker_id(), " (rank ", m.rank(), "): ", m.error()),
+               true, Retryable(m.error_code()));
       return;
     }
     bool all_done = true;

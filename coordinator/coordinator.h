@@ -89,10 +89,6 @@ class Coordinator {
   // One scheduling pass (the scheduler thread calls it every tick_ms).
   void Tick();
 
-  CoordinatorCounters counters();
-  // Jobs per state, for metrics.
-  std::map<v1::JobState, int> JobsByState();
-
   // What the metrics show (coordinator_metrics.h), taken under the lock in one go.
   struct Snapshot {
     std::map<v1::JobState, int> jobs_by_state;
