@@ -3,7 +3,7 @@
 //   mfpoctl submit FILE [--priority N] [--watch]   spec errors are printed with the field path
 //   mfpoctl list [--state S[,S]] [--limit N]
 //   mfpoctl get ID
-//   mfpoctl watch ID [--after SEQ]                 live progress; exit code = the job's outcome
+//   mfpoctl watch ID [ID...] [--after SEQ]         live progress; exit code = the jobs' outcome
 //   mfpoctl cancel ID
 //   mfpoctl workers
 //
@@ -18,6 +18,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <map>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -30,6 +32,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/cli_util.h"
 #include "common/file_util.h"
@@ -196,9 +199,10 @@ void MakePathsAbsolute(v1::JobSpec* spec) {
   fix(spec->mutable_data()->mutable_train());
   if (spec->evaluation().has_data()) fix(spec->mutable_evaluation()->mutable_data());
   if (spec->datagen().has_vocabulary()) fix(spec->mutable_datagen()->mutable_vocabulary());
+  if (spec->datagen().has_grounder_model()) fix(spec->mutable_datagen()->mutable_grounder_model());
 }
 
-int Watch(Client& client, const std::string& id, int64_t after);
+int Watch(Client& client, const std::vector<std::string>& ids, int64_t after);
 
 int Submit(Client& client, const std::vector<std::string>& args) {
   if (args.size() != 1) return Fail(absl::InvalidArgumentError("usage: mfpoctl submit FILE (YAML or JSON job spec)"));
@@ -216,7 +220,7 @@ int Submit(Client& client, const std::vector<std::string>& args) {
   else
     std::cout << r->job_id() << "\n";
   std::cout << std::flush;
-  if (absl::GetFlag(FLAGS_watch)) return Watch(client, r->job_id(), 0);
+  if (absl::GetFlag(FLAGS_watch)) return Watch(client, {r->job_id()}, 0);
   return 0;
 }
 
@@ -325,11 +329,77 @@ std::string ProgressLine(const v1::JobEvent& e) {
   return line;
 }
 
-// Streams the job's events; reconnects (from the last sequence number seen) when the stream
-// breaks, so a coordinator restart loses the watcher nothing.
-int Watch(Client& client, const std::string& id, int64_t after) {
-  const bool tty = isatty(STDOUT_FILENO) && !client.options().json;
-  bool progress_shown = false;
+// The progress of one job among several on one terminal line.
+std::string ShortProgressLine(const v1::JobEvent& e) {
+  return absl::StrCat("[", e.job_id(), "] ", e.phase().empty() ? v1::JobState_Name(e.state()) : e.phase(), " ", e.step(),
+                      "/", e.total_steps(), absl::StrFormat(" loss %.3f", e.loss()), " ETA ", Duration(e.eta_seconds()));
+}
+
+// The terminal (or log) that the watchers of several jobs share: event lines are printed whole;
+// on a terminal the latest progress of every running job shares one line that is redrawn.
+class WatchOutput {
+ public:
+  WatchOutput(bool json, bool tty, bool several) : json_(json), tty_(tty && !json), several_(several) {}
+
+  void Show(const v1::JobEvent& e) {
+    absl::MutexLock lock(&mu_);
+    if (json_) {
+      std::cout << ToJson(e) << "\n" << std::flush;
+      return;
+    }
+    if (e.kind() == v1::JobEvent::PROGRESS) {
+      progress_[e.job_id()] = e;
+      if (!tty_) {
+        std::cout << ProgressLine(e) << "\n" << std::flush;
+        return;
+      }
+      std::string line;
+      if (!several_) {
+        line = ProgressLine(e);
+      } else {
+        for (const auto& [id, p] : progress_) absl::StrAppend(&line, line.empty() ? "" : "  |  ", ShortProgressLine(p));
+      }
+      std::cout << "\r\033[K" << line << std::flush;
+      progress_shown_ = true;
+      return;
+    }
+    if (progress_shown_) std::cout << "\n";
+    progress_shown_ = false;
+    const std::string what = e.kind() == v1::JobEvent::STATE
+                                 ? absl::StrCat(v1::JobState_Name(e.state()), e.phase().empty() ? "" : " " + e.phase(), ": ")
+                                 : "";
+    std::cout << absl::FormatTime("%H:%M:%S", absl::FromUnixMillis(e.time_unix_ms()), absl::LocalTimeZone()) << " ["
+              << e.job_id() << "] " << what << Printable(e.message()) << "\n"
+              << std::flush;
+    // A job that left its running states no longer shares the progress line.
+    if (e.kind() == v1::JobEvent::STATE && e.state() != v1::TRAINING) progress_.erase(e.job_id());
+  }
+
+  void Note(const std::string& message) {
+    absl::MutexLock lock(&mu_);
+    if (json_) return;
+    if (progress_shown_) std::cout << "\n";
+    progress_shown_ = false;
+    std::cerr << message << "\n";
+  }
+
+  void Finish() {
+    absl::MutexLock lock(&mu_);
+    if (progress_shown_) std::cout << "\n";
+    progress_shown_ = false;
+  }
+
+ private:
+  const bool json_, tty_, several_;
+  absl::Mutex mu_;
+  bool progress_shown_ ABSL_GUARDED_BY(mu_) = false;
+  std::map<std::string, v1::JobEvent> progress_ ABSL_GUARDED_BY(mu_);
+};
+
+// Streams one job's events; reconnects (from the last sequence number seen) when the stream
+// breaks, so a coordinator restart loses the watcher nothing. Returns the exit code of its
+// outcome.
+int WatchOne(Client& client, const std::string& id, int64_t after, WatchOutput& out) {
   auto last_ok = std::chrono::steady_clock::now();
   bool warned = false;
   v1::JobState final_state = v1::JOB_STATE_UNSPECIFIED;
@@ -345,45 +415,31 @@ int Watch(Client& client, const std::string& id, int64_t after) {
     v1::JobEvent e;
     while (reader->Read(&e)) {
       last_ok = std::chrono::steady_clock::now();
-      if (warned && !client.options().json) std::cerr << "mfpoctl: reconnected\n";
+      if (warned) out.Note(absl::StrCat("mfpoctl: ", id, ": reconnected"));
       warned = false;
       if (e.seq() <= after) continue;  // never shown twice
       after = e.seq();
-      if (client.options().json) {
-        std::cout << ToJson(e) << "\n" << std::flush;
-      } else if (e.kind() == v1::JobEvent::PROGRESS) {
-        std::cout << (tty ? "\r\033[K" : "") << ProgressLine(e) << (tty ? "" : "\n") << std::flush;
-        progress_shown = tty;
-      } else {
-        if (progress_shown) std::cout << "\n";
-        progress_shown = false;
-        const std::string what = e.kind() == v1::JobEvent::STATE
-                                     ? absl::StrCat(v1::JobState_Name(e.state()), e.phase().empty() ? "" : " " + e.phase(), ": ")
-                                     : "";
-        std::cout << absl::FormatTime("%H:%M:%S", absl::FromUnixMillis(e.time_unix_ms()), absl::LocalTimeZone()) << " ["
-                  << e.job_id() << "] " << what << Printable(e.message()) << "\n"
-                  << std::flush;
-      }
+      out.Show(e);
       if (e.kind() == v1::JobEvent::STATE && (e.state() == v1::SUCCEEDED || e.state() == v1::FAILED || e.state() == v1::CANCELLED))
         final_state = e.state();
     }
     grpc::Status s = reader->Finish();
     if (s.ok()) break;  // the job ended and every event was delivered
-    absl::Status status = FromGrpcStatus(s, absl::StrCat("WatchJob (", client.options().server, ")"));
+    absl::Status status = FromGrpcStatus(s, absl::StrCat("WatchJob ", id, " (", client.options().server, ")"));
     if (!absl::IsUnavailable(status) && !absl::IsInternal(status) && !absl::IsCancelled(status) &&
-        !absl::IsUnknown(status))
+        !absl::IsUnknown(status)) {
+      out.Finish();
       return Fail(status);
-    // The coordinator went away (restart): try again for up to 10 minutes.
-    if (std::chrono::steady_clock::now() - last_ok > std::chrono::minutes(10)) return Fail(status);
-    if (!warned && !client.options().json) {
-      if (progress_shown) std::cout << "\n";
-      progress_shown = false;
-      std::cerr << "mfpoctl: " << status.message() << "; reconnecting (for up to 10 minutes)\n";
     }
+    // The coordinator went away (restart): try again for up to 10 minutes.
+    if (std::chrono::steady_clock::now() - last_ok > std::chrono::minutes(10)) {
+      out.Finish();
+      return Fail(status);
+    }
+    if (!warned) out.Note(absl::StrCat("mfpoctl: ", status.message(), "; reconnecting (for up to 10 minutes)"));
     warned = true;
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
   }
-  if (progress_shown) std::cout << "\n";
   if (final_state == v1::JOB_STATE_UNSPECIFIED) {
     // Watching from a sequence number past the final event: ask for the outcome.
     v1::GetJobRequest request;
@@ -397,6 +453,21 @@ int Watch(Client& client, const std::string& id, int64_t after) {
   return 1;
 }
 
+// Watches every job at once until all have ended. The exit code is the first job's that did not
+// succeed (in the order given), 0 when all succeeded.
+int Watch(Client& client, const std::vector<std::string>& ids, int64_t after) {
+  WatchOutput out(client.options().json, isatty(STDOUT_FILENO) != 0, ids.size() > 1);
+  std::vector<int> codes(ids.size(), 0);
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < ids.size(); ++i)
+    threads.emplace_back([&, i] { codes[i] = WatchOne(client, ids[i], after, out); });
+  for (std::thread& t : threads) t.join();
+  out.Finish();
+  for (int code : codes)
+    if (code != 0) return code;
+  return 0;
+}
+
 struct Command {
   const char* name;
   const char* synopsis;
@@ -408,7 +479,7 @@ const std::vector<Command>& Commands() {
       {"submit", "mfpoctl submit FILE [--priority N] [--watch]", {"priority", "watch"}},
       {"list", "mfpoctl list [--state S[,S...]] [--limit N]", {"state", "limit"}},
       {"get", "mfpoctl get JOB_ID", {}},
-      {"watch", "mfpoctl watch JOB_ID [--after SEQ]", {"after"}},
+      {"watch", "mfpoctl watch JOB_ID [JOB_ID...] [--after SEQ]", {"after"}},
       {"cancel", "mfpoctl cancel JOB_ID", {}},
       {"workers", "mfpoctl workers", {}},
       {"health", "mfpoctl health [--service S]  (exit 0 when SERVING: container and exec probes)", {"service"}},
@@ -503,6 +574,9 @@ int main(int argc, char** argv) {
     std::cout << (*status >= 0 && *status <= 3 ? names[*status] : "?") << "\n";
     return *status == 1 ? 0 : 1;
   }
-  if (args.size() != 1) return Fail(absl::InvalidArgumentError("usage: mfpoctl watch JOB_ID"));
-  return Watch(*client, args[0], absl::GetFlag(FLAGS_after));
+  if (args.empty()) return Fail(absl::InvalidArgumentError("usage: mfpoctl watch JOB_ID [JOB_ID...]"));
+  std::set<std::string> distinct(args.begin(), args.end());
+  if (distinct.size() != args.size()) return Fail(absl::InvalidArgumentError("mfpoctl watch: a job is named twice"));
+  if (args.size() > 64) return Fail(absl::InvalidArgumentError("mfpoctl watch: at most 64 jobs at once"));
+  return Watch(*client, args, absl::GetFlag(FLAGS_after));
 }

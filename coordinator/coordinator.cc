@@ -145,7 +145,8 @@ absl::Status Coordinator::CheckPaths(const v1::JobSpec& spec) const {
   const Path paths[] = {{"output_dir", &spec.output_dir()},       {"model.path", &spec.model().path()},
                         {"model.reference_path", &spec.model().reference_path()},
                         {"data.train", &spec.data().train()},     {"evaluation.data", &spec.evaluation().data()},
-                        {"datagen.vocabulary", &spec.datagen().vocabulary()}};
+                        {"datagen.vocabulary", &spec.datagen().vocabulary()},
+                        {"datagen.grounder_model", &spec.datagen().grounder_model()}};
   for (const Path& p : paths) {
     if (p.value->empty()) continue;
     if (!fs::path(*p.value).is_absolute())

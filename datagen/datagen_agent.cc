@@ -22,6 +22,7 @@ PerturbCommandOptions PerturbOptionsForLease(const v1::Assignment& a, int thread
   o.vocabulary_path = a.vocabulary();
   // As `mfpo perturb`: the model serves the model grounder (and then its word vectors).
   if (o.grounder == "model") o.model_dir = spec.model().path();
+  o.torchscript_path = spec.datagen().grounder_model();
   o.perturb.keywords.top_k = spec.datagen().top_k();
   o.perturb.noise_step = spec.objective().noise_step();
   o.perturb.seed = spec.datagen().seed();

@@ -72,26 +72,9 @@ OUT=${OUT:-out/$EXPERIMENT-$WORLD_KIND$(if [ "$QUICK" = 1 ]; then echo -quick; f
 MAIN_OUT=${MAIN_OUT:-out/main-$WORLD_KIND$(if [ "$QUICK" = 1 ]; then echo -quick; fi)}
 mkdir -p "$OUT"
 T0=$(date +%s)
-stage() { echo; echo "== [$(( $(date +%s) - T0 )) s] $*"; }
 
 WORLD=$OUT/world
-WANT="seed=$WORLD_SEED train=$TRAIN_IMAGES test=$EVAL_IMAGES"
-if [ -e "$WORLD/world.json" ]; then
-  # The world this run would make (0.5 s), compared whole with the one found.
-  CHECK=$(mktemp -d)
-  "$MFPO" world --out "$CHECK/world" --seed "$WORLD_SEED" --train "$TRAIN_IMAGES" --val 0 --test "$EVAL_IMAGES" >/dev/null
-  if ! cmp -s "$CHECK/world/world.json" "$WORLD/world.json"; then
-    rm -rf "$CHECK"
-    echo "experiment.sh: $WORLD was made with other settings ($(tr -d ' \n' < "$WORLD/world.json"); this run makes" \
-      "$WANT): remove $OUT or choose another --out" >&2
-    exit 2
-  fi
-  rm -rf "$CHECK"
-  stage "world: kept $WORLD ($WANT)"
-else
-  stage "world: seed $WORLD_SEED ($WORLD_KIND), $TRAIN_IMAGES training and $EVAL_IMAGES test images"
-  "$MFPO" world --out "$WORLD" --seed "$WORLD_SEED" --train "$TRAIN_IMAGES" --val 0 --test "$EVAL_IMAGES"
-fi
+make_world "$WORLD"
 stage "datagen: rejected images for the first $MAX_SAMPLES pairs (regions of the keywords)"
 MANIFEST=$(image_preferences "$WORLD" "$OUT/datagen" regions)
 
@@ -162,26 +145,10 @@ sft_eval "$WORLD" "$OUT/sft-eval"
 SFT_RUNS=()
 if [ "$EXPERIMENT" = main ]; then for s in $SEEDS; do SFT_RUNS+=("SFT@$s=$OUT/sft-eval"); done; fi
 LIST=$(IFS=,; echo "${SFT_RUNS[*]}${SFT_RUNS[*]:+,}${RUNS[*]}")
-cat > "$OUT/notes.md" <<MD
-## How this was made
-
-\`bash scripts/experiment.sh $EXPERIMENT --seeds "$SEEDS" --world $WORLD_KIND$(if [ "$QUICK" = 1 ]; then echo " --quick"; fi) --out $OUT${MFPO_ARGS[*]:+ ${MFPO_ARGS[*]}}\` ($(date -u +%Y-%m-%d), $(( $(date +%s) - T0 )) s).
-
-- Starting model: \`$SFT_BASELINE\` (\`scripts/sft-baseline.sh\`: worlds of seeds 7, 0 and 1).
-- World: seed $WORLD_SEED ($WORLD_KIND; hyper-parameters were chosen on the development world, seed
-  $DEV_WORLD_SEED, and the report world, seed $REPORT_WORLD_SEED, was used for nothing else). The first
-  $MAX_SAMPLES preference pairs of its training split; $EVAL_IMAGES test images, where the training
-  split's co-occurrence and colour priors are broken.
-- Jobs (specs next to each run directory): beta $BETA, lr $LR, micro-batch $MICRO_BATCH, $EPOCHS epoch,
-  warm-up $WARMUP, curriculum $CURRICULUM ($TIERS tiers) unless the row says otherwise; training seeds
-  $SEEDS; evaluation seed 0 for every run (the same POPE questions and noise); CPU threads per
-  command: ${MFPO_ARGS[1]:-one per core}.
-- mDPO's m' is a random crop (20-50% of each side); MFPO's is DDPM noise (t = 500) inside the regions of
-  the chosen answer's keywords, global noise where no keyword has a region.
-MD
-"$MFPO" report --runs "$LIST" --out "$OUT/report" --notes "$OUT/notes.md" --overwrite --focus "$FOCUS" "${CLAIM[@]}" \
-  --title "$(case $EXPERIMENT in main) echo "MFPO on the scene world" ;; table4) echo "Ablation (paper Table 4): MFPO's terms" ;;
-    table5) echo "Ablation (paper Table 5): margin target delta" ;; table7) echo "Ablation (paper Table 7): curriculum" ;;
-    table8) echo "Ablation (paper Table 8): how the rejected image is made" ;; esac)$([ "$QUICK" = 1 ] && echo " (quick)")"
+TITLE=$(case $EXPERIMENT in main) echo "MFPO on the scene world" ;; table4) echo "Ablation (paper Table 4): MFPO's terms" ;;
+  table5) echo "Ablation (paper Table 5): margin target delta" ;; table7) echo "Ablation (paper Table 7): curriculum" ;;
+  table8) echo "Ablation (paper Table 8): how the rejected image is made" ;; esac)
+write_report "bash scripts/experiment.sh $EXPERIMENT --seeds \"$SEEDS\" --world $WORLD_KIND$(if [ "$QUICK" = 1 ]; then echo " --quick"; fi) --out $OUT${MFPO_ARGS[*]:+ ${MFPO_ARGS[*]}}" \
+  "$TITLE" "$LIST" "$FOCUS" "${CLAIM[@]}"
 echo
 echo "done in $(( $(date +%s) - T0 )) s: $OUT/report/report.md"

@@ -5,6 +5,7 @@
 #
 #   bash scripts/local-cluster.sh start [--dir DIR] [--port 7070] [--trainers 2] [--datagen 1]
 #                                       [--threads N] [--roots DIR[,DIR]] [--token-file F] [--build DIR]
+#                                       [--metrics] [--prometheus [PORT]]
 #   bash scripts/local-cluster.sh stop   [--dir DIR]
 #   bash scripts/local-cluster.sh status [--dir DIR]
 #   bash scripts/local-cluster.sh run [start flags] -- COMMAND [ARGS...]
@@ -14,8 +15,11 @@
 # DIR (default out/cluster) holds the database (jobs.db), the logs (*.log) and the pids. --threads
 # is each agent's CPU threads (default: the cores shared among the trainers). --roots are the
 # directories job specs may name (default: this repository). --build is the build directory
-# (default build). Then: build/cli/mfpoctl --server
-# 127.0.0.1:PORT list | submit | watch | workers.
+# (default build). --metrics serves every process's /metrics on a free loopback port (listed in
+# DIR/targets); --prometheus also starts Debian's Prometheus (/usr/bin/prometheus) on PORT
+# (default 9090, or a free port when it is taken) scraping them with deploy/prometheus/rules.yml,
+# its data in DIR/prometheus. Then: build/cli/mfpoctl --server 127.0.0.1:PORT list | submit |
+# watch | workers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -28,7 +32,7 @@ case $ACTION in
   -h|--help) usage; exit 0 ;;
   *) echo "local-cluster.sh: first argument must be start, stop, status or run" >&2; usage >&2; exit 2 ;;
 esac
-DIR=out/cluster PORT=7070 TRAINERS=2 DATAGEN=1 THREADS= ROOTS=$REPO TOKEN_FILE= BIN=build
+DIR=out/cluster PORT=7070 TRAINERS=2 DATAGEN=1 THREADS= ROOTS=$REPO TOKEN_FILE= BIN=build METRICS=0 PROMETHEUS=
 COMMAND=()
 while [ $# -gt 0 ]; do
   case $1 in
@@ -40,13 +44,16 @@ while [ $# -gt 0 ]; do
     --roots) ROOTS=$(value --roots 'directories' "${2:-}") || exit 2; shift ;;
     --token-file) TOKEN_FILE=$(value --token-file 'a file' "${2:-}") || exit 2; shift ;;
     --build) BIN=$(value --build 'a directory' "${2:-}") || exit 2; shift ;;
+    --metrics) METRICS=1 ;;
+    --prometheus) METRICS=1 PROMETHEUS=9090
+      case ${2:-} in ''|-*) ;; *) PROMETHEUS=$2; shift ;; esac ;;
     --) shift; COMMAND=("$@"); break ;;
     -h|--help) usage; exit 0 ;;
     *) echo "local-cluster.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
   esac
   shift
 done
-for n in "$PORT" "$TRAINERS" "$DATAGEN" ${THREADS:+"$THREADS"}; do
+for n in "$PORT" "$TRAINERS" "$DATAGEN" ${THREADS:+"$THREADS"} ${PROMETHEUS:+"$PROMETHEUS"}; do
   case $n in ''|*[!0-9]*) echo "local-cluster.sh: '$n' is not a number" >&2; exit 2 ;; esac
 done
 [ "$PORT" -ge 1 ] && [ "$PORT" -le 65535 ] || { echo "local-cluster.sh: --port must be in [1, 65535]" >&2; exit 2; }
@@ -61,7 +68,7 @@ cluster_pids() {
   local p port
   if [ -f "$PIDS" ]; then
     for p in $(cat "$PIDS"); do
-      if tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -q 'mfpo-'; then echo "$p"; fi
+      if tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -q "mfpo-\|prometheus.*$DIR"; then echo "$p"; fi
     done
   fi
   port=$(cat "$DIR/port" 2>/dev/null || true)
@@ -86,6 +93,50 @@ stop_cluster() {
   echo "local-cluster: stopped"
 }
 
+# free_port: a TCP port of 127.0.0.1 that nothing listens on now.
+free_port() { /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# metrics_flag NAME JOB: --metrics_address for one process (with --metrics), noted in DIR/targets.
+metrics_flag() {
+  [ "$METRICS" = 1 ] || return 0
+  local port; port=$(free_port)
+  echo "$2 127.0.0.1:$port $1" >> "$DIR/targets"
+  printf '%s\n' --metrics_address "127.0.0.1:$port"
+}
+
+start_prometheus() {
+  local prom=/usr/bin/prometheus
+  if [ ! -x "$prom" ]; then
+    echo "local-cluster: no Prometheus ($prom; scripts/install-deps.sh installs Debian's prometheus): metrics are served without it"
+    return 0
+  fi
+  local web=$PROMETHEUS
+  if (exec 3<>"/dev/tcp/127.0.0.1/$web") 2>/dev/null; then web=$(free_port); fi
+  local config=$DIR/prometheus.yml
+  {
+    echo "# Written by scripts/local-cluster.sh: scrapes this cluster's processes (their ports: $DIR/targets)."
+    echo "global: {scrape_interval: 5s, evaluation_interval: 5s}"
+    echo "rule_files: [$REPO/deploy/prometheus/rules.yml]"
+    echo "scrape_configs:"
+    for job in mfpo-coordinator mfpo-trainer mfpo-datagen; do
+      local targets; targets=$(awk -v j="$job" '$1 == j { printf "%s\"%s\"", (n++ ? ", " : ""), $2 }' "$DIR/targets")
+      [ -n "$targets" ] && echo "  - {job_name: $job, static_configs: [{targets: [$targets]}]}"
+    done
+  } > "$config"
+  setsid "$prom" --config.file="$config" --storage.tsdb.path="$DIR/prometheus" --web.listen-address="127.0.0.1:$web" \
+    --log.level=warn > "$DIR/prometheus.log" 2>&1 &
+  echo $! >> "$PIDS"
+  local up=0
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$web") 2>/dev/null; then up=1; break; fi
+    sleep 0.1
+  done
+  if [ "$up" = 0 ]; then
+    echo "local-cluster.sh: Prometheus did not start:" >&2; tail -5 "$DIR/prometheus.log" >&2; stop_cluster; exit 1
+  fi
+  echo "$web" > "$DIR/prometheus-port"
+  echo "local-cluster: Prometheus on http://127.0.0.1:$web (e.g. /graph?g0.expr=mfpo_train_step)"
+}
+
 start_cluster() {
   for b in coordinator/mfpo-coordinator worker/mfpo-worker datagen/mfpo-datagen cli/mfpoctl; do
     [ -x "$BIN/$b" ] || { echo "local-cluster.sh: $BIN/$b is missing: run scripts/build.sh first" >&2; exit 2; }
@@ -101,9 +152,12 @@ start_cluster() {
   local cores; cores=$(nproc)
   local threads=${THREADS:-$(( cores / (TRAINERS > 0 ? TRAINERS : 1) ))}
   [ "$threads" -ge 1 ] || threads=1
-  rm -f "$DIR/port"
+  rm -f "$DIR/port" "$DIR/targets" "$DIR/prometheus-port"
+  touch "$DIR/targets"
+  local m
+  mapfile -t m < <(metrics_flag coordinator mfpo-coordinator)
   setsid "$BIN/coordinator/mfpo-coordinator" --address "127.0.0.1:$PORT" --database "$DIR/jobs.db" --roots "$ROOTS" \
-    --port_file "$DIR/port" "${TOKEN[@]}" > "$DIR/coordinator.log" 2>&1 &
+    --port_file "$DIR/port" "${TOKEN[@]}" "${m[@]}" > "$DIR/coordinator.log" 2>&1 &
   echo $! >> "$PIDS"
   for _ in $(seq 1 200); do [ -f "$DIR/port" ] && break; sleep 0.05; done
   if [ ! -f "$DIR/port" ]; then
@@ -111,14 +165,16 @@ start_cluster() {
   fi
   for i in $(seq 0 $(( TRAINERS - 1 ))); do
     [ "$TRAINERS" -gt 0 ] || break
+    mapfile -t m < <(metrics_flag "trainer-$i" mfpo-trainer)
     setsid "$BIN/worker/mfpo-worker" --coordinator "127.0.0.1:$PORT" --name "trainer-$i" --threads "$threads" \
-      --work_dir "$DIR/trainer-$i" "${TOKEN[@]}" > "$DIR/trainer-$i.log" 2>&1 &
+      --work_dir "$DIR/trainer-$i" "${TOKEN[@]}" "${m[@]}" > "$DIR/trainer-$i.log" 2>&1 &
     echo $! >> "$PIDS"
   done
   for i in $(seq 0 $(( DATAGEN - 1 ))); do
     [ "$DATAGEN" -gt 0 ] || break
+    mapfile -t m < <(metrics_flag "datagen-$i" mfpo-datagen)
     setsid "$BIN/datagen/mfpo-datagen" --coordinator "127.0.0.1:$PORT" --name "datagen-$i" --threads "$cores" \
-      "${TOKEN[@]}" > "$DIR/datagen-$i.log" 2>&1 &
+      "${TOKEN[@]}" "${m[@]}" > "$DIR/datagen-$i.log" 2>&1 &
     echo $! >> "$PIDS"
   done
   # Ready when every agent has registered.
@@ -132,6 +188,8 @@ start_cluster() {
     echo "local-cluster.sh: only $have of $want agents registered; logs in $DIR" >&2; stop_cluster; exit 1
   fi
   echo "local-cluster: coordinator 127.0.0.1:$PORT, $TRAINERS trainers ($threads threads each), $DATAGEN datagen; logs in $DIR"
+  if [ "$METRICS" = 1 ]; then echo "local-cluster: metrics at $(awk '{ printf "%s%s (%s)", (n++ ? ", " : ""), $2, $3 }' "$DIR/targets")"; fi
+  if [ -n "$PROMETHEUS" ]; then start_prometheus; fi
 }
 
 case $ACTION in

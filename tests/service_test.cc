@@ -391,6 +391,21 @@ TEST_F(ServiceTest, BadRequestsAreRefusedClearly) {
   EXPECT_NE(r.all.find("no job 'job-424242'"), std::string::npos) << r.all;
   r = c.Ctl("watch job-424242" + token);
   EXPECT_EQ(r.code, 1) << r.all;
+  r = c.Ctl("watch" + token);
+  EXPECT_EQ(r.code, 2) << r.all;
+  r = c.Ctl("watch job-424242 job-424242" + token);
+  EXPECT_EQ(r.code, 2) << r.all;
+  EXPECT_NE(r.all.find("named twice"), std::string::npos) << r.all;
+  r = c.Ctl("watch job-424242 job-434343" + token);  // several jobs: the first that did not succeed
+  EXPECT_EQ(r.code, 1) << r.all;
+  EXPECT_NE(r.all.find("no job 'job-434343'"), std::string::npos) << r.all;
+  std::ofstream(*g_root / "bad-grounder.yaml") << "output_dir: " << (c.dir() / "y").string() << "\nmodel: {path: "
+                                               << (*g_root / "model").string() << "}\ndata: {train: "
+                                               << (*g_root / "world" / "train.jsonl").string()
+                                               << "}\ndatagen: {grounder: torchscript}\n";
+  r = c.Ctl("submit " + (*g_root / "bad-grounder.yaml").string() + token);
+  EXPECT_EQ(r.code, 2) << r.all;
+  EXPECT_NE(r.all.find("datagen.grounder_model"), std::string::npos) << r.all;
   r = c.Ctl("cancel nope" + token);
   EXPECT_EQ(r.code, 1) << r.all;
   r = c.Ctl("frobnicate");

@@ -272,6 +272,8 @@ absl::Status ValidateJobSpec(const v1::JobSpec& s) {
   if (g != "regions" && g != "model" && g != "torchscript")
     return Bad("datagen.grounder", absl::StrCat("'", g, "' is not regions, model or torchscript"));
   if (s.datagen().top_k() < 1) return Bad("datagen.top_k", "must be >= 1");
+  if (g == "torchscript" && s.datagen().grounder_model().empty())
+    return Bad("datagen.grounder_model", "is required by the torchscript grounder (a TorchScript segmenter file)");
   for (int i = 0; i < s.evaluation().suites_size(); ++i) {
     const std::string& su = s.evaluation().suites(i);
     if (su != "chair" && su != "pope" && su != "amber" && su != "reliance")

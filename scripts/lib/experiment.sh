@@ -70,3 +70,56 @@ image_preferences() {
   "$MFPO" "${MFPO_ARGS[@]}" perturb "${args[@]}" >&2
   echo "$out/manifest-0-$MAX_SAMPLES.jsonl"
 }
+
+# stage TEXT: a progress heading with the seconds since the run began (T0).
+stage() { echo; echo "== [$(( $(date +%s) - T0 )) s] $*"; }
+
+# make_world DIR: the scene world of WORLD_SEED with TRAIN_IMAGES training and EVAL_IMAGES test
+# images; a world already in DIR is kept when it is exactly that one and refused otherwise.
+make_world() {
+  local world=$1
+  local want="seed=$WORLD_SEED train=$TRAIN_IMAGES test=$EVAL_IMAGES"
+  if [ -e "$world/world.json" ]; then
+    # The world this run would make (0.5 s), compared whole with the one found.
+    local check; check=$(mktemp -d)
+    "$MFPO" world --out "$check/world" --seed "$WORLD_SEED" --train "$TRAIN_IMAGES" --val 0 --test "$EVAL_IMAGES" >/dev/null
+    if ! cmp -s "$check/world/world.json" "$world/world.json"; then
+      rm -rf "$check"
+      echo "$(basename "$0"): $world was made with other settings ($(tr -d ' \n' < "$world/world.json"); this run makes" \
+        "$want): remove $(dirname "$world") or choose another --out" >&2
+      exit 2
+    fi
+    rm -rf "$check"
+    stage "world: kept $world ($want)"
+  else
+    stage "world: seed $WORLD_SEED ($WORLD_KIND), $TRAIN_IMAGES training and $EVAL_IMAGES test images"
+    "$MFPO" world --out "$world" --seed "$WORLD_SEED" --train "$TRAIN_IMAGES" --val 0 --test "$EVAL_IMAGES"
+  fi
+}
+
+# write_report COMMAND_LINE TITLE RUNS FOCUS [mfpo report flags...]: OUT/notes.md (how the run
+# was made) and `mfpo report` into OUT/report. RUNS is LABEL@SEED=DIR,... as `mfpo report` takes.
+write_report() {
+  local command_line=$1 title=$2 runs=$3 focus=$4
+  shift 4
+  cat > "$OUT/notes.md" <<MD
+## How this was made
+
+\`$command_line\` ($(date -u +%Y-%m-%d), $(( $(date +%s) - T0 )) s).
+
+- Starting model: \`$SFT_BASELINE\` (\`scripts/sft-baseline.sh\`: worlds of seeds 7, 0 and 1).
+- World: seed $WORLD_SEED ($WORLD_KIND; hyper-parameters were chosen on the development world, seed
+  $DEV_WORLD_SEED, and the report world, seed $REPORT_WORLD_SEED, was used for nothing else). The first
+  $MAX_SAMPLES preference pairs of its training split; $EVAL_IMAGES test images, where the training
+  split's co-occurrence and colour priors are broken.
+- Jobs (specs next to each run directory): beta $BETA, lr $LR, micro-batch $MICRO_BATCH, $EPOCHS epoch,
+  warm-up $WARMUP, curriculum $CURRICULUM ($TIERS tiers) unless the row says otherwise; training seeds
+  $SEEDS; evaluation seed 0 for every run (the same POPE questions and noise); CPU threads per
+  command: ${MFPO_ARGS[1]:-one per core}.
+- mDPO's m' is a random crop (20-50% of each side); MFPO's is DDPM noise (t = 500) inside the regions of
+  the chosen answer's keywords, global noise where no keyword has a region.
+MD
+  if [ -n "${NOTES_EXTRA:-}" ]; then printf '%s\n' "$NOTES_EXTRA" >> "$OUT/notes.md"; fi
+  "$MFPO" report --runs "$runs" --out "$OUT/report" --notes "$OUT/notes.md" --overwrite --focus "$focus" "$@" \
+    --title "$title$([ "$QUICK" = 1 ] && echo " (quick)")"
+}
