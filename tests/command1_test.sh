@@ -2,8 +2,9 @@
 # README command 1 in its --quick mode, end to end through the job service: a local cluster
 # (coordinator, 2 trainer agents, 1 datagen agent, Prometheus), the DPO, mDPO and MFPO jobs
 # submitted and watched with mfpoctl, the SFT evaluation and the report. Then: the report is
-# whole (4 models, every metric with its interval, the plots), no process is left running, and a
-# rerun finds the finished jobs in the coordinator's database and writes the same report.
+# whole (4 models, every metric with its interval, the plots), no process is left running, the
+# MFPO job equals the same job run offline bitwise, and a rerun finds the finished jobs in the
+# coordinator's database and writes the same report.
 #
 #   bash tests/command1_test.sh SOURCE_DIR BUILD_DIR WORK_DIR
 set -euo pipefail
@@ -35,7 +36,7 @@ fi
 for what in "DATAGEN" "REFERENCE" "SCORING" "TRAINING easy" "TRAINING medium" "TRAINING hard" "EVALUATING"; do
   grep -q "$what" "$WORK/first.log" || fail "the watch output never shows $what"
 done
-[ "$(grep -c ': SUCCEEDED' "$WORK/first.log" || true)" -ge 3 ] || fail "fewer than 3 jobs SUCCEEDED in the watch output"
+[ "$(grep -c '] SUCCEEDED: ' "$WORK/first.log" || true)" -ge 3 ] || fail "fewer than 3 jobs SUCCEEDED in the watch output"
 for f in report.md report.json table.png loss_terms.png reward_accuracy.png; do
   [ -s "$RUN/report/$f" ] || fail "$RUN/report/$f is missing"
 done
@@ -57,6 +58,28 @@ for r in runs:
     assert r["label"] == "SFT" or r["steps"] > 0, (r["label"], r["steps"])
 assert "1" in report["claim"], report["claim"]
 PY
+
+# The service does not change the science: the MFPO job run without it (mfpo perturb, then
+# mfpo train on its manifest, one thread as each trainer agent has) ends in bitwise the same weights.
+OFF=$WORK/offline
+"$BIN/cli/mfpo" --threads 1 perturb --manifest "$RUN/world/train.jsonl" --out "$OFF/datagen" --grounder regions \
+  --end 256 --vocab "$RUN/world/vocab.txt" > "$OFF.log" 2>&1 || { tail -20 "$OFF.log"; fail "mfpo perturb failed"; }
+$PY - "$RUN/mfpo-s1.yaml" "$OFF" <<'PY'
+import sys, yaml
+spec = yaml.safe_load(open(sys.argv[1]))
+off = sys.argv[2]
+spec["output_dir"] = off + "/mfpo-s1"
+spec["data"]["train"] = off + "/datagen/manifest-0-256.jsonl"
+for key in ("datagen", "evaluation", "resources"):
+    spec.pop(key, None)
+yaml.safe_dump(spec, open(off + "/mfpo-s1.yaml", "w"))
+PY
+"$BIN/cli/mfpo" --threads 1 train --spec "$OFF/mfpo-s1.yaml" >> "$OFF.log" 2>&1 || { tail -20 "$OFF.log"; fail "offline mfpo train failed"; }
+SERVICE_CKPT=$(ls -d "$RUN"/mfpo-s1/checkpoints/step-* | tail -1)
+OFFLINE_CKPT=$OFF/mfpo-s1/checkpoints/$(basename "$SERVICE_CKPT")
+cmp "$SERVICE_CKPT/model.safetensors" "$OFFLINE_CKPT/model.safetensors" ||
+  fail "the service's MFPO weights ($SERVICE_CKPT) differ from the same job run offline ($OFFLINE_CKPT)"
+echo "the service's MFPO job equals mfpo perturb + mfpo train bitwise ($(basename "$SERVICE_CKPT"))"
 
 # A rerun: the coordinator reloads its database, finds the 3 jobs finished and the report is the same.
 cp "$RUN/report/report.json" "$WORK/first-report.json"
