@@ -10,7 +10,7 @@
 // Every command takes --json (machine-readable output), --server, the TLS flags, --token_file
 // and --timeout_s; --config FILE (default ~/.config/mfpo/mfpoctl.yaml when it exists) gives
 // defaults for the connection flags. Exit codes: 0 success (watch: the job SUCCEEDED), 1 failure
-// (watch: FAILED), 2 bad usage or a rejected spec, 3 the job was CANCELLED, 4 the server could
+// (watch: FAILED), 2 bad usage, a rejected spec or an unknown job, 3 the job was CANCELLED, 4 the server could
 // not be reached.
 #include <unistd.h>
 
@@ -78,7 +78,10 @@ int Fail(const absl::Status& s) {
   if (s.ok()) return 0;
   std::cerr << "mfpoctl: " << s.message() << "\n";
   if (absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s)) return kExitUnreachable;
-  return absl::IsInvalidArgument(s) || absl::IsPermissionDenied(s) || absl::IsAlreadyExists(s) ? 2 : 1;
+  // An unknown job id is a usage error, not a failed job (watch's 1).
+  return absl::IsInvalidArgument(s) || absl::IsPermissionDenied(s) || absl::IsAlreadyExists(s) || absl::IsNotFound(s)
+             ? 2
+             : 1;
 }
 
 // Flags over the config file over the defaults. Relative paths in the config file are relative
@@ -493,7 +496,7 @@ std::string Usage() {
   absl::StrAppend(&out,
                   "\nEvery command: [--server HOST:PORT] [--json] [--timeout_s S] [--config FILE]\n"
                   "  [--tls_ca PEM [--tls_cert PEM --tls_key PEM] [--tls_server_name N]] [--token_file F]\n"
-                  "Exit codes: 0 ok (watch: SUCCEEDED), 1 failed (watch: FAILED), 2 bad usage or spec,\n"
+                  "Exit codes: 0 ok (watch: SUCCEEDED), 1 failed (watch: FAILED), 2 bad usage, spec or job id,\n"
                   "  3 CANCELLED, 4 server unreachable. `mfpoctl COMMAND --help` lists a command's flags.\n");
   return out;
 }
@@ -571,7 +574,11 @@ int main(int argc, char** argv) {
     absl::StatusOr<int> status = CheckHealth(*channel, absl::GetFlag(FLAGS_service), options->timeout);
     if (!status.ok()) return Fail(status.status());
     const char* names[] = {"UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"};
-    std::cout << (*status >= 0 && *status <= 3 ? names[*status] : "?") << "\n";
+    const std::string name = *status >= 0 && *status <= 3 ? names[*status] : "?";
+    if (options->json)
+      std::cout << "{\"status\":\"" << name << "\"}\n";
+    else
+      std::cout << name << "\n";
     return *status == 1 ? 0 : 1;
   }
   if (args.empty()) return Fail(absl::InvalidArgumentError("usage: mfpoctl watch JOB_ID [JOB_ID...]"));

@@ -196,6 +196,9 @@ absl::Status Coordinator::CheckPaths(const v1::JobSpec& spec) const {
   }
   // Inputs checked now, not when a worker reaches them.
   MFPO_RETURN_IF_ERROR(Annotate(CheckRegularFile(spec.data().train(), "preference manifest"), "data.train"));
+  if (!spec.datagen().grounder_model().empty())
+    MFPO_RETURN_IF_ERROR(
+        Annotate(CheckRegularFile(spec.datagen().grounder_model(), "TorchScript grounder"), "datagen.grounder_model"));
   std::error_code ec;
   if (!fs::exists(fs::path(spec.model().path()) / "config.json", ec))
     return absl::InvalidArgumentError(
@@ -400,7 +403,7 @@ Coordinator::Snapshot Coordinator::TakeSnapshot() {
     out.active.push_back(std::move(a));
   }
   for (const char* role : {"trainer", "datagen"})
-    for (const char* state : {"idle", "busy", "lost", "unconfirmed"}) out.workers[{role, state}] = 0;
+    for (const char* state : {"idle", "busy", "lost", "left", "unconfirmed"}) out.workers[{role, state}] = 0;
   for (const auto& [id, w] : workers_)
     ++out.workers[{w.info.role() == v1::TRAINER ? "trainer" : "datagen", w.info.state()}];
   out.counters = counters_;
@@ -426,6 +429,17 @@ absl::StatusOr<v1::RegisterResponse> Coordinator::Register(const v1::RegisterReq
       id = absl::StrFormat("%s-%04d", request.role() == v1::TRAINER ? "trainer" : "datagen", n);
     }
   }
+  // An agent restarted under its old name (a StatefulSet pod, `local-cluster.sh` again) replaces
+  // the entry it left behind, which would otherwise stay listed as lost.
+  std::vector<std::string> replaced;
+  for (const auto& [other_id, other] : workers_)
+    if (other_id != id && other.lost && other.info.role() == request.role() && other.info.name() == request.name() &&
+        !request.name().empty() && !InAnyGroup(other_id))
+      replaced.push_back(other_id);
+  for (const std::string& other_id : replaced) {
+    spdlog::info("worker {} replaces {} (same name '{}')", id, other_id, request.name());
+    ForgetWorker(other_id);
+  }
   Worker& w = workers_[id];
   w.info.set_id(id);
   w.info.set_role(request.role());
@@ -434,6 +448,7 @@ absl::StatusOr<v1::RegisterResponse> Coordinator::Register(const v1::RegisterReq
   w.info.set_rendezvous_address(request.rendezvous_address());
   w.last_heartbeat_ms = NowMs();
   w.lost = false;
+  w.left = false;
   w.heard_since_start = true;
   w.running.clear();
   w.info.set_last_heartbeat_unix_ms(w.last_heartbeat_ms);
@@ -476,7 +491,8 @@ void Coordinator::RefreshWorkerStates() {
           w.info.set_job_id(jid);
         }
     }
-    w.info.set_state(w.lost                                                    ? "lost"
+    w.info.set_state(w.left                                                    ? "left"
+                     : w.lost                                                  ? "lost"
                      : (!w.info.assignment_id().empty() || !w.running.empty()) ? "busy"
                      : !w.heard_since_start ? "unconfirmed"  // not heard from since the coordinator started
                                             : "idle");
@@ -537,8 +553,10 @@ absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(const v1::Heartbeat
   Worker& w = wit->second;
   const int64_t now = NowMs();
   if (request.leaving()) {
-    // A clean stop: lost now, not after the heartbeat timeout, so its group re-forms at once.
+    // A clean stop: lost now, not after the heartbeat timeout, so its group re-forms at once
+    // (without using up one of the job's restarts: nothing failed).
     w.lost = true;
+    w.left = true;
     w.running.clear();
     spdlog::info("worker {} left", w.info.id());
     return out;
@@ -546,6 +564,7 @@ absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(const v1::Heartbeat
   w.last_heartbeat_ms = now;
   if (w.lost) spdlog::info("worker {} is back", w.info.id());
   w.lost = false;
+  w.left = false;
   w.heard_since_start = true;
   w.running.clear();
   std::set<std::string> listed;
@@ -669,6 +688,17 @@ void Coordinator::Tick() {
       w.lost = true;
       w.running.clear();
       spdlog::warn("worker {} lost: no heartbeat for {:.1f} s", id, (now - w.last_heartbeat_ms) / 1000.0);
+    }
+  }
+  // Workers gone for 10 minutes (and in no group) are forgotten: a lost entry stays visible long
+  // enough to be noticed (mfpoctl workers, the MfpoWorkerDown alert), not forever.
+  {
+    std::vector<std::string> gone;
+    for (const auto& [id, w] : workers_)
+      if (w.lost && now - w.last_heartbeat_ms > options_.forget_lost_worker_ms && !InAnyGroup(id)) gone.push_back(id);
+    for (const std::string& id : gone) {
+      spdlog::info("worker {} forgotten: gone for {:.0f} s", id, (now - workers_[id].last_heartbeat_ms) / 1000.0);
+      ForgetWorker(id);
     }
   }
   std::vector<JobRecord*> order;
@@ -891,6 +921,19 @@ void Coordinator::IssueStage(JobRecord& r, int64_t now) {
   r.set_stage_start_step(r.job().step());
 }
 
+bool Coordinator::InAnyGroup(const std::string& worker_id) const {
+  for (const auto& [jid, r] : jobs_)
+    for (const GroupMember& m : r.group())
+      if (m.worker_id() == worker_id) return true;
+  return false;
+}
+
+void Coordinator::ForgetWorker(const std::string& id) {
+  workers_.erase(id);
+  if (absl::Status s = store_->DeleteWorker(id); !s.ok())
+    spdlog::warn("worker {}: cannot delete it from the database: {}", id, std::string(s.message()));
+}
+
 void Coordinator::EndGroup(JobRecord& r, const std::string& reason, bool failure, bool retryable) {
   // The members' assignments stop being current: each is told to abort at its next heartbeat and
   // stays unavailable until it no longer reports it running.
@@ -921,6 +964,20 @@ void Coordinator::AdvanceGroupStage(JobRecord& r, int64_t now, bool* trainer_que
     // A member lost or failed ends the group.
     for (const GroupMember& m : r.group()) {
       auto w = workers_.find(m.worker_id());
+      if (w != workers_.end() && w->second.left) {
+        // Stopped on purpose (SIGTERM, Ctrl-C, a pod deleted): re-formed without counting a restart.
+        const std::string worker_id = m.worker_id();  // `m` dies with the group
+        const int rank = m.rank();
+        EndGroup(r, "", false, false);
+        v1::JobEvent e;
+        e.set_kind(v1::JobEvent::MESSAGE);
+        e.set_message(absl::StrCat("trainer ", worker_id, " (rank ", rank,
+                                   ") was stopped; the group is re-formed from the last checkpoint when trainers "
+                                   "are available (not counted against resources.max_restarts)"));
+        Emit(r, e);
+        spdlog::info("{}: {}", r.job().id(), e.message());
+        return;
+      }
       if (w == workers_.end() || w->second.lost) {
         EndGroup(r, absl::StrCat("trainer ", m.worker_id(), " (rank ", m.rank(), ") lost: no heartbeat for ",
                                  options_.worker_timeout_ms / 1000.0, " s"),

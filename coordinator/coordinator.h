@@ -51,6 +51,7 @@ struct CoordinatorOptions {
   int64_t heartbeat_interval_ms = 1000;    // told to workers at registration
   int64_t worker_timeout_ms = 10000;       // no heartbeat for this long: the worker is lost
   int64_t lease_ms = 30000;                // a datagen lease lasts this long past its last renewal
+  int64_t forget_lost_worker_ms = 600000;  // a lost worker in no group is forgotten after this
   int64_t shard_records = 64;              // records per datagen shard
   int64_t tick_ms = 200;                   // scheduler period
   bool start_scheduler = true;             // false: the caller calls Tick() (tests)
@@ -107,6 +108,7 @@ class Coordinator {
     v1::WorkerInfo info;
     int64_t last_heartbeat_ms = 0;
     bool lost = false;
+    bool left = false;                      // lost because it said it stops (a clean stop)
     bool heard_since_start = false;        // false after a coordinator restart until it heartbeats
     std::set<std::string> running;          // assignment ids it reported running
   };
@@ -130,6 +132,10 @@ class Coordinator {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool FormGroup(v1::internal::JobRecord& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void IssueStage(v1::internal::JobRecord& r, int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether a job's current training group has this worker (a member's entry must outlive it).
+  bool InAnyGroup(const std::string& worker_id) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Forgets a worker that is gone (registry and database).
+  void ForgetWorker(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EndGroup(v1::internal::JobRecord& r, const std::string& reason, bool failure, bool retryable)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StageDone(v1::internal::JobRecord& r, int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

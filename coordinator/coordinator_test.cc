@@ -395,8 +395,20 @@ TEST_F(CoordinatorTest, AWorkerThatLeavesEndsItsGroupAtOnce) {
   bye.set_leaving(true);
   ASSERT_TRUE(c_->Heartbeat(bye).ok());
   c_->Tick();
-  EXPECT_EQ(Job(*id).restarts(), 1);
+  // A clean stop is not a failure: the group ends, no restart is used up.
+  EXPECT_EQ(Job(*id).restarts(), 0);
   EXPECT_EQ(Job(*id).workers_size(), 0);
+  auto state_of = [&](const std::string& worker) {
+    for (const v1::WorkerInfo& w : c_->Workers())
+      if (w.id() == worker) return w.state();
+    return std::string("(forgotten)");
+  };
+  EXPECT_EQ(state_of(t1), "left");
+  // The agent started again under its name replaces the entry it left behind.
+  const std::string again = AddWorker(v1::TRAINER, "bb");
+  EXPECT_NE(again, t1);
+  EXPECT_EQ(state_of(t1), "(forgotten)");
+  EXPECT_EQ(state_of(again), "idle");
 }
 
 TEST_F(CoordinatorTest, MetricsFollowJobsAndDropEndedJobsSeries) {

@@ -68,27 +68,42 @@ cluster_pids() {
   local p port
   if [ -f "$PIDS" ]; then
     for p in $(cat "$PIDS"); do
-      if tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -q "mfpo-\|prometheus.*$DIR"; then echo "$p"; fi
+      if { tr '\0' ' ' < "/proc/$p/cmdline"; } 2>/dev/null | grep -q "mfpo-\|prometheus.*$DIR"; then echo "$p"; fi
     done
   fi
   port=$(cat "$DIR/port" 2>/dev/null || true)
   if [ -n "$port" ]; then pgrep -f "mfpo-(coordinator|worker|datagen) .*127[.]0[.]0[.]1:$port( |\$)" || true; fi
 }
 
+# stop_pids PID...: SIGTERM, then SIGKILL (with its process group) after 10 s.
+stop_pids() {
+  [ $# -gt 0 ] || return 0
+  local p
+  for p in "$@"; do kill -TERM "$p" 2>/dev/null || true; done
+  for _ in $(seq 1 100); do
+    local alive=0
+    for p in "$@"; do if kill -0 "$p" 2>/dev/null; then alive=1; fi; done
+    [ "$alive" = 0 ] && return 0
+    sleep 0.1
+  done
+  for p in "$@"; do
+    if kill -0 "$p" 2>/dev/null; then kill -KILL -- "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null || true; fi
+  done
+}
+
 stop_cluster() {
   local pids; pids=$(cluster_pids | sort -u)
   if [ -z "$pids" ]; then rm -f "$PIDS"; return 0; fi
-  # Agents first (their stages stop with them), then the coordinator.
-  for p in $pids; do kill -TERM "$p" 2>/dev/null || true; done
-  for _ in $(seq 1 100); do
-    local alive=0
-    for p in $pids; do if kill -0 "$p" 2>/dev/null; then alive=1; fi; done
-    [ "$alive" = 0 ] && break
-    sleep 0.1
-  done
+  # Agents first, while the coordinator runs: each stops its stage and tells the coordinator it
+  # leaves, so their jobs wait for trainers instead of counting a failure. Then, after two
+  # scheduler ticks (the jobs written), the coordinator and Prometheus.
+  local agents=() others=() p
   for p in $pids; do
-    if kill -0 "$p" 2>/dev/null; then kill -KILL -- "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null || true; fi
+    if { tr '\0' ' ' < "/proc/$p/cmdline"; } 2>/dev/null | grep -q "mfpo-worker\|mfpo-datagen"; then agents+=("$p"); else others+=("$p"); fi
   done
+  stop_pids "${agents[@]}"
+  if [ ${#agents[@]} -gt 0 ]; then sleep 0.6; fi
+  stop_pids "${others[@]}"
   rm -f "$PIDS"
   echo "local-cluster: stopped"
 }
@@ -134,7 +149,7 @@ start_prometheus() {
     echo "local-cluster.sh: Prometheus did not start:" >&2; tail -5 "$DIR/prometheus.log" >&2; stop_cluster; exit 1
   fi
   echo "$web" > "$DIR/prometheus-port"
-  echo "local-cluster: Prometheus on http://127.0.0.1:$web (e.g. /graph?g0.expr=mfpo_train_step)"
+  echo "local-cluster: Prometheus on http://127.0.0.1:$web (e.g. /graph?g0.expr=mfpo_train_steps_total)"
 }
 
 start_cluster() {
@@ -187,7 +202,7 @@ start_cluster() {
   if [ "$have" -lt "$want" ]; then
     echo "local-cluster.sh: only $have of $want agents registered; logs in $DIR" >&2; stop_cluster; exit 1
   fi
-  echo "local-cluster: coordinator 127.0.0.1:$PORT, $TRAINERS trainers ($threads threads each), $DATAGEN datagen; logs in $DIR"
+  echo "local-cluster: coordinator 127.0.0.1:$PORT, $TRAINERS trainer(s) ($threads thread(s) each), $DATAGEN datagen; logs in $DIR"
   if [ "$METRICS" = 1 ]; then echo "local-cluster: metrics at $(awk '{ printf "%s%s (%s)", (n++ ? ", " : ""), $2, $3 }' "$DIR/targets")"; fi
   if [ -n "$PROMETHEUS" ]; then start_prometheus; fi
 }
@@ -197,6 +212,11 @@ case $ACTION in
   stop) stop_cluster ;;
   status)
     if [ -n "$(cluster_pids)" ]; then
+      if ! pgrep -f "mfpo-coordinator .*127[.]0[.]0[.]1:$(cat "$DIR/port" 2>/dev/null)( |\$)" > /dev/null; then
+        echo "local-cluster: the coordinator of $DIR is not running, but some of its processes are:" \
+          "$(cluster_pids | tr '\n' ' ')(see $DIR/coordinator.log; '$0 stop --dir $DIR' stops them)"
+        exit 1
+      fi
       "$BIN/cli/mfpoctl" workers --server "127.0.0.1:$(cat "$DIR/port")" "${TOKEN[@]}"
     else
       echo "local-cluster: not running ($DIR)"; exit 1

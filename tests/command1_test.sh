@@ -28,7 +28,7 @@ if ! command1 1300 > "$WORK/first.log" 2>&1; then
 fi
 echo "command 1 --quick through the service: $(( $(date +%s) - T0 )) s"
 [ -z "$(left)" ] || fail "processes left running after the run: $(left)"
-grep -q "local-cluster: coordinator 127.0.0.1:$PORT, 2 trainers" "$WORK/first.log" || fail "no local cluster of 2 trainers in the log"
+grep -qF "local-cluster: coordinator 127.0.0.1:$PORT, 2 trainer(s)" "$WORK/first.log" || fail "no local cluster of 2 trainers in the log"
 if [ -x /usr/bin/prometheus ]; then
   grep -q "local-cluster: Prometheus on http://127.0.0.1:" "$WORK/first.log" || fail "Prometheus was not started"
 fi

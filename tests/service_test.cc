@@ -387,17 +387,17 @@ TEST_F(ServiceTest, BadRequestsAreRefusedClearly) {
   EXPECT_EQ(r.code, 2) << r.all;
 
   r = c.Ctl("get job-424242" + token);
-  EXPECT_EQ(r.code, 1) << r.all;
+  EXPECT_EQ(r.code, 2) << r.all;  // an unknown job is a usage error
   EXPECT_NE(r.all.find("no job 'job-424242'"), std::string::npos) << r.all;
   r = c.Ctl("watch job-424242" + token);
-  EXPECT_EQ(r.code, 1) << r.all;
+  EXPECT_EQ(r.code, 2) << r.all;
   r = c.Ctl("watch" + token);
   EXPECT_EQ(r.code, 2) << r.all;
   r = c.Ctl("watch job-424242 job-424242" + token);
   EXPECT_EQ(r.code, 2) << r.all;
   EXPECT_NE(r.all.find("named twice"), std::string::npos) << r.all;
   r = c.Ctl("watch job-424242 job-434343" + token);  // several jobs: the first that did not succeed
-  EXPECT_EQ(r.code, 1) << r.all;
+  EXPECT_EQ(r.code, 2) << r.all;
   EXPECT_NE(r.all.find("no job 'job-434343'"), std::string::npos) << r.all;
   std::ofstream(*g_root / "bad-grounder.yaml") << "output_dir: " << (c.dir() / "y").string() << "\nmodel: {path: "
                                                << (*g_root / "model").string() << "}\ndata: {train: "
@@ -406,8 +406,20 @@ TEST_F(ServiceTest, BadRequestsAreRefusedClearly) {
   r = c.Ctl("submit " + (*g_root / "bad-grounder.yaml").string() + token);
   EXPECT_EQ(r.code, 2) << r.all;
   EXPECT_NE(r.all.find("datagen.grounder_model"), std::string::npos) << r.all;
+  std::ofstream(*g_root / "bad-segmenter.yaml") << "output_dir: " << (c.dir() / "y").string() << "\nmodel: {path: "
+                                                << (*g_root / "model").string() << "}\ndata: {train: "
+                                                << (*g_root / "world" / "train.jsonl").string()
+                                                << "}\ndatagen: {grounder: torchscript, grounder_model: "
+                                                << (c.dir() / "missing.pt").string() << "}\n";
+  r = c.Ctl("submit " + (*g_root / "bad-segmenter.yaml").string() + token);
+  EXPECT_EQ(r.code, 2) << r.all;  // checked at submit, not after 3 datagen attempts
+  EXPECT_NE(r.all.find("missing.pt"), std::string::npos) << r.all;
+  std::ofstream(*g_root / "bad-key.yaml") << "output_dir: " << (c.dir() / "y").string() << "\nbogus: 1\n";
+  r = c.Ctl("submit " + (*g_root / "bad-key.yaml").string() + token);
+  EXPECT_EQ(r.code, 2) << r.all;
+  EXPECT_NE(r.all.find("unknown key 'bogus'"), std::string::npos) << r.all;
   r = c.Ctl("cancel nope" + token);
-  EXPECT_EQ(r.code, 1) << r.all;
+  EXPECT_EQ(r.code, 2) << r.all;
   r = c.Ctl("frobnicate");
   EXPECT_EQ(r.code, 2) << r.all;
   r = c.Ctl("list --state BOGUS" + token);

@@ -274,6 +274,8 @@ absl::Status ValidateJobSpec(const v1::JobSpec& s) {
   if (s.datagen().top_k() < 1) return Bad("datagen.top_k", "must be >= 1");
   if (g == "torchscript" && s.datagen().grounder_model().empty())
     return Bad("datagen.grounder_model", "is required by the torchscript grounder (a TorchScript segmenter file)");
+  if (g != "torchscript" && !s.datagen().grounder_model().empty())
+    return Bad("datagen.grounder_model", absl::StrCat("is only used by the torchscript grounder, not '", g, "'"));
   for (int i = 0; i < s.evaluation().suites_size(); ++i) {
     const std::string& su = s.evaluation().suites(i);
     if (su != "chair" && su != "pope" && su != "amber" && su != "reliance")
@@ -330,8 +332,14 @@ absl::StatusOr<v1::JobSpec> ParseJobSpec(const std::string& text, bool yaml, con
   google::protobuf::util::JsonParseOptions options;
   options.ignore_unknown_fields = false;
   const auto status = google::protobuf::util::JsonStringToMessage(json_text, &user, options);
-  if (!status.ok())
-    return absl::InvalidArgumentError(absl::StrCat(source, ": ", std::string(status.message())));
+  if (!status.ok()) {
+    // Protobuf says "bogus: Cannot find field.": name the key and where the keys are listed.
+    std::string message(status.message());
+    if (const size_t at = message.find(": Cannot find field."); at != std::string::npos)
+      message = absl::StrCat("unknown key '", message.substr(0, at),
+                             "' (the keys of a job spec: docs/job-spec.md, proto/mfpo_job.proto)");
+    return absl::InvalidArgumentError(absl::StrCat(source, ": ", message));
+  }
   absl::StatusOr<v1::JobSpec> spec = CompleteJobSpec(user);
   if (!spec.ok()) return Annotate(spec.status(), source);
   return spec;
