@@ -64,10 +64,8 @@ esac
 [ -x "$MFPO" ] || { echo "experiment.sh: $MFPO is missing: run scripts/build.sh first" >&2; exit 2; }
 [ -e "$SFT_BASELINE/config.json" ] || { echo "experiment.sh: no model in $SFT_BASELINE" >&2; exit 2; }
 # The defaults of every job of this run (quick: fewer pairs and test images).
-run_defaults() { job_defaults; if [ "$QUICK" = 1 ]; then MAX_SAMPLES=256 EVAL_IMAGES=50; fi; }
 run_defaults
-# Enough training images for MAX_SAMPLES pairs (4-5 pairs per image).
-TRAIN_IMAGES=$(( MAX_SAMPLES / 4 + 10 ))
+TRAIN_IMAGES=$(train_images)
 OUT=${OUT:-out/$EXPERIMENT-$WORLD_KIND$(if [ "$QUICK" = 1 ]; then echo -quick; fi)}
 MAIN_OUT=${MAIN_OUT:-out/main-$WORLD_KIND$(if [ "$QUICK" = 1 ]; then echo -quick; fi)}
 mkdir -p "$OUT"

@@ -64,11 +64,14 @@ TOKEN=()
 # The cluster's processes: the pids it started that still run an mfpo binary (a pid reused by
 # another program is left alone), and any mfpo process serving or talking to its port (a
 # coordinator restarted by hand on the same port).
+# cmdline_of PID: the process's command line (empty when it is gone).
+cmdline_of() { { tr '\0' ' ' < "/proc/$1/cmdline"; } 2>/dev/null || true; }
+
 cluster_pids() {
   local p port
   if [ -f "$PIDS" ]; then
     for p in $(cat "$PIDS"); do
-      if { tr '\0' ' ' < "/proc/$p/cmdline"; } 2>/dev/null | grep -q "mfpo-\|prometheus.*$DIR"; then echo "$p"; fi
+      if cmdline_of "$p" | grep -q "mfpo-\|prometheus.*$DIR"; then echo "$p"; fi
     done
   fi
   port=$(cat "$DIR/port" 2>/dev/null || true)
@@ -99,7 +102,7 @@ stop_cluster() {
   # scheduler ticks (the jobs written), the coordinator and Prometheus.
   local agents=() others=() p
   for p in $pids; do
-    if { tr '\0' ' ' < "/proc/$p/cmdline"; } 2>/dev/null | grep -q "mfpo-worker\|mfpo-datagen"; then agents+=("$p"); else others+=("$p"); fi
+    if cmdline_of "$p" | grep -q "mfpo-worker\|mfpo-datagen"; then agents+=("$p"); else others+=("$p"); fi
   done
   stop_pids "${agents[@]}"
   if [ ${#agents[@]} -gt 0 ]; then sleep 0.6; fi

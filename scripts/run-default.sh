@@ -66,9 +66,8 @@ WORLD_KIND=report WORLD_SEED=$REPORT_WORLD_SEED
 # One CPU thread per trainer agent and for the SFT evaluation: with 2 trainers the 2 cores are
 # shared as `experiment.sh main --threads 1` shares them, so both give the same numbers.
 MFPO_ARGS=(--threads 1)
-run_defaults() { job_defaults; if [ "$QUICK" = 1 ]; then MAX_SAMPLES=256 EVAL_IMAGES=50; fi; }
 run_defaults
-TRAIN_IMAGES=$(( MAX_SAMPLES / 4 + 10 ))
+TRAIN_IMAGES=$(train_images)
 OUT=$(cd "$OUT" && pwd)  # the service takes absolute paths
 T0=$(date +%s)
 make_world "$OUT/world"

@@ -20,6 +20,12 @@ job_defaults() {
   MAX_SAMPLES=1200 EVAL_IMAGES=200 SEED=1 EVAL_SUITES='["chair", "pope", "amber", "reliance"]'
 }
 
+# run_defaults: job_defaults, then --quick's smaller sizes (QUICK=1: fewer pairs and test images).
+run_defaults() { job_defaults; if [ "${QUICK:-0}" = 1 ]; then MAX_SAMPLES=256 EVAL_IMAGES=50; fi; }
+
+# train_images: enough training images for MAX_SAMPLES pairs (4-5 pairs per image).
+train_images() { echo $(( MAX_SAMPLES / 4 + 10 )); }
+
 # preference_spec NAME OUT_DIR MANIFEST WORLD [MODEL]: the job's spec on stdout.
 preference_spec() {
   local name=$1 out=$2 manifest=$3 world=$4 model=${5:-$SFT_BASELINE}
