@@ -8,8 +8,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 
+#include <prometheus/gauge.h>
 #include <prometheus/text_serializer.h>
 
 #include "absl/strings/match.h"
@@ -192,6 +194,21 @@ void MetricsServer::HandleConnection(int fd) {
   const std::string body = prometheus::TextSerializer().Serialize(registry_->Collect());
   WriteAll(fd, absl::StrCat("HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: ",
                             body.size(), "\r\nConnection: close\r\n\r\n", get ? body : ""));
+}
+
+void RegisterProcessInfo(prometheus::Registry& registry, const std::string& version, const std::string& component) {
+  prometheus::BuildGauge()
+      .Name("mfpo_build_info")
+      .Help("Always 1; the version and component of this process")
+      .Register(registry)
+      .Add({{"version", version}, {"component", component}})
+      .Set(1);
+  prometheus::BuildGauge()
+      .Name("mfpo_process_start_time_seconds")
+      .Help("Unix time at which this process started")
+      .Register(registry)
+      .Add({{"component", component}})
+      .Set(std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
 }
 
 }  // namespace mfpo

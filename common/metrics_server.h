@@ -25,6 +25,10 @@
 
 namespace mfpo {
 
+// `mfpo_build_info{version, component}` (always 1) and `mfpo_process_start_time_seconds{component}`
+// (now), which every process serves: a changed start time is a restart.
+void RegisterProcessInfo(prometheus::Registry& registry, const std::string& version, const std::string& component);
+
 class MetricsServer {
  public:
   // Listens on `address` ("HOST:PORT", ":PORT" for every interface, "[::1]:PORT"; port 0 picks

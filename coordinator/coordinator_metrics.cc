@@ -2,6 +2,8 @@
 
 #include <chrono>
 
+#include "common/metrics_server.h"
+
 namespace mfpo {
 namespace {
 
@@ -40,12 +42,7 @@ CoordinatorMetrics::CoordinatorMetrics(prometheus::Registry& r, const std::strin
                         "Training groups ended by a failure or a lost trainer (each is re-formed or fails its job)")),
       reissued_(Counter(r, "mfpo_coordinator_leases_reissued_total",
                         "Datagen shard leases re-issued after their worker was lost or the lease expired")) {
-  Gauge(r, "mfpo_build_info", "Always 1; the version and component of this process")
-      .Add({{"version", version}, {"component", "coordinator"}})
-      .Set(1);
-  Gauge(r, "mfpo_process_start_time_seconds", "Unix time at which this process started")
-      .Add({{"component", "coordinator"}})
-      .Set(std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
+  RegisterProcessInfo(r, version, "coordinator");
 }
 
 void CoordinatorMetrics::Sync(const Coordinator::Snapshot& snap) {

@@ -97,6 +97,7 @@ int main(int argc, char** argv) {
 
   auto registry = std::make_shared<prometheus::Registry>();
   mfpo::DatagenMetrics metrics(*registry);
+  mfpo::RegisterProcessInfo(*registry, MFPO_VERSION, "datagen");
   std::unique_ptr<mfpo::MetricsServer> server;
   const std::string address = absl::GetFlag(FLAGS_metrics_address);
   if (!address.empty()) {

@@ -575,6 +575,11 @@ TEST_F(ServiceTest, PrometheusScrapesEveryProcessAndTheDashboardQueriesWork) {
   json records = query("sum(mfpo_datagen_records_total)", during);
   ASSERT_FALSE(records["data"]["result"].empty()) << records.dump();
   EXPECT_EQ(std::stod(records["data"]["result"][0]["value"][1].get<std::string>()), 24) << records.dump();
+  // Every process says what it is: one build_info series per component.
+  json info = query("count by (component) (mfpo_build_info)", during);
+  std::set<std::string> components;
+  for (const json& series : info["data"]["result"]) components.insert(series["metric"]["component"].get<std::string>());
+  EXPECT_EQ(components, (std::set<std::string>{"coordinator", "trainer", "datagen"})) << info.dump();
   json queue = query("sum(mfpo_datagen_queue_depth)", during);
   ASSERT_FALSE(queue["data"]["result"].empty()) << queue.dump();
   EXPECT_EQ(std::stod(queue["data"]["result"][0]["value"][1].get<std::string>()), 0) << queue.dump();

@@ -2,6 +2,8 @@
 
 #include <chrono>
 
+#include "common/metrics_server.h"
+
 namespace mfpo {
 namespace {
 
@@ -73,12 +75,7 @@ TrainerMetrics::TrainerMetrics(prometheus::Registry& r, const std::string& compo
                   .Name("mfpo_trainer_stages_total")
                   .Help("Stages this trainer ran, by result (succeeded, failed, aborted)")
                   .Register(r)) {
-  prometheus::BuildGauge().Name("mfpo_build_info").Help("Always 1; the version and component of this process").Register(r)
-      .Add({{"version", version}, {"component", component}})
-      .Set(1);
-  prometheus::BuildGauge().Name("mfpo_process_start_time_seconds").Help("Unix time at which this process started").Register(r)
-      .Add({{"component", component}})
-      .Set(Now());
+  RegisterProcessInfo(r, version, component);
   for (const char* result : {"succeeded", "failed", "aborted"}) stages_.Add({{"result", result}});
   // Series exist from the start (at 0), so that rates over them are defined from the first step.
   for (const char* part : {"data", "forward", "backward", "allreduce_wait", "optimizer"})
