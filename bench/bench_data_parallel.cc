@@ -89,8 +89,8 @@ int RankMain(const std::map<std::string, std::string>& a) {
     ex.id = std::to_string(i);
     ex.chosen = mfpo::bench::Sequence(c, 12, 24, i + 10 * rank);
     ex.rejected = mfpo::bench::Sequence(c, 12, 24, i + 100 + 10 * rank);
-    ex.image = torch::randn({3, c.vision.image_size, c.vision.image_size});
-    ex.perturbed_image = torch::randn({3, c.vision.image_size, c.vision.image_size});
+    ex.image.pixel_values = torch::randn({3, c.vision.image_size, c.vision.image_size});
+    ex.perturbed_image.pixel_values = torch::randn({3, c.vision.image_size, c.vision.image_size});
     examples.push_back(ex);
   }
   mfpo::ObjectiveConfig objective;

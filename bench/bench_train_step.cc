@@ -38,8 +38,8 @@ int main(int argc, char** argv) {
     ex.id = std::to_string(i);
     ex.chosen = mfpo::bench::Sequence(c, 12, 24, i);
     ex.rejected = mfpo::bench::Sequence(c, 12, 24, i + 100);
-    ex.image = torch::randn({3, c.vision.image_size, c.vision.image_size});
-    ex.perturbed_image = torch::randn({3, c.vision.image_size, c.vision.image_size});
+    ex.image.pixel_values = torch::randn({3, c.vision.image_size, c.vision.image_size});
+    ex.perturbed_image.pixel_values = torch::randn({3, c.vision.image_size, c.vision.image_size});
     examples.push_back(ex);
   }
   mfpo::ObjectiveConfig objective;

@@ -10,6 +10,7 @@
 #include "common/file_util.h"
 #include "common/generation.h"
 #include "common/image.h"
+#include "common/lora.h"
 #include "common/model_dir.h"
 #include "common/safetensors.h"
 #include "common/status_macros.h"
@@ -38,10 +39,13 @@ absl::StatusOr<torch::ScalarType> ParseDtype(const std::string& name) {
       absl::StrCat("--dtype: '", name, "' is not one of float32, bfloat16, float16"));
 }
 
-absl::StatusOr<LoadedModel> LoadForInference(const std::string& dir, const std::string& dtype) {
+absl::StatusOr<LoadedModel> LoadForInference(const std::string& dir, const std::string& dtype,
+                                             const std::string& adapter_dir, const std::string& chat_template) {
   const auto t0 = std::chrono::steady_clock::now();
   LoadModelOptions options;
   MFPO_ASSIGN_OR_RETURN(options.dtype, ParseDtype(dtype));
+  options.adapter_dir = adapter_dir;
+  options.chat_template = chat_template;
   MFPO_ASSIGN_OR_RETURN(LoadedModel m, LoadModelDir(dir, options));
   m.model->eval();
   spdlog::info("loaded {} ({} tensors, {:.1f} MiB) in {:.2f} s", dir, m.report.loaded,
@@ -49,11 +53,11 @@ absl::StatusOr<LoadedModel> LoadForInference(const std::string& dir, const std::
   return m;
 }
 
-absl::StatusOr<torch::Tensor> LoadPixels(const std::string& path, LoadedModel& m) {
+absl::StatusOr<PixelInput> LoadPixels(const std::string& path, LoadedModel& m) {
   MFPO_ASSIGN_OR_RETURN(cv::Mat rgb, ReadImageFile(path));
-  absl::StatusOr<torch::Tensor> pixels = PreprocessImage(rgb, m.image);
+  absl::StatusOr<PixelInput> pixels = PreprocessForModel(rgb, m.image);
   if (!pixels.ok()) return Annotate(pixels.status(), path);
-  return pixels->unsqueeze(0).to(m.model->language_model()->parameters()[0].scalar_type());
+  return *pixels;
 }
 
 }  // namespace
@@ -66,7 +70,7 @@ absl::Status RunInitModel(const InitModelCommandOptions& o, std::ostream& out) {
   LlavaModel probe(preset.config, torch::TensorOptions());
   out << "wrote " << o.out_dir << ": preset " << preset.name << ", "
       << CountParameters(probe) << " parameters, " << preset.config.image_tokens()
-      << " image tokens, seed " << o.init.seed << " (" << SecondsSince(t0) << " s)\n";
+      << (preset.config.is_next() ? " image tokens per tile (any-resolution LLaVA-NeXT)" : " image tokens") << ", seed " << o.init.seed << " (" << SecondsSince(t0) << " s)\n";
   return absl::OkStatus();
 }
 
@@ -74,8 +78,8 @@ absl::Status RunLogits(const LogitsCommandOptions& o, std::ostream& out) {
   MFPO_RETURN_IF_ERROR(RequireFlag(o.model_dir, "model"));
   MFPO_RETURN_IF_ERROR(RequireFlag(o.image_path, "image"));
   MFPO_RETURN_IF_ERROR(RequireFlag(o.out_path, "out"));
-  MFPO_ASSIGN_OR_RETURN(LoadedModel m, LoadForInference(o.model_dir, o.dtype));
-  MFPO_ASSIGN_OR_RETURN(torch::Tensor pixels, LoadPixels(o.image_path, m));
+  MFPO_ASSIGN_OR_RETURN(LoadedModel m, LoadForInference(o.model_dir, o.dtype, o.adapter_dir, o.chat_template));
+  MFPO_ASSIGN_OR_RETURN(PixelInput pixels, LoadPixels(o.image_path, m));
   TokenizedExample ex;
   const bool has_response = !o.response.empty();
   if (has_response) {
@@ -84,7 +88,7 @@ absl::Status RunLogits(const LogitsCommandOptions& o, std::ostream& out) {
     MFPO_ASSIGN_OR_RETURN(ex.ids, m.tokenizer.PromptIds(o.prompt));
     ex.labels.assign(ex.ids.size(), kIgnoreLabel);
   }
-  ExpandImageTokens(m.config.image_token_index, m.config.image_tokens(), &ex.ids, &ex.labels);
+  ExpandImageTokens(m.config.image_token_index, m.model->ImageTokens(pixels), &ex.ids, &ex.labels);
   if (static_cast<int64_t>(ex.ids.size()) > m.config.text.max_position_embeddings)
     return absl::InvalidArgumentError(absl::StrCat("the prompt", has_response ? " and response" : "", " take ", ex.ids.size(),
                                                    " tokens with the image's, more than the model's context of ",
@@ -95,7 +99,7 @@ absl::Status RunLogits(const LogitsCommandOptions& o, std::ostream& out) {
     torch::NoGradGuard no_grad;
     LlavaBatch batch;
     batch.input_ids = torch::tensor(ex.ids, torch::kInt64).unsqueeze(0);
-    batch.image_features = m.model->EncodeImages(pixels);
+    MFPO_RETURN_IF_ERROR(m.model->SetImages(&batch, {pixels}));
     MFPO_RETURN_IF_ERROR(m.model->ValidateBatch(batch));
     torch::Tensor logits = m.model->Logits(batch).to(torch::kFloat32);
     tensors.emplace_back("logits", logits.squeeze(0).contiguous());
@@ -127,27 +131,36 @@ absl::Status RunConvertModel(const ConvertModelCommandOptions& o, std::ostream& 
   if (fs::exists(o.out_dir, ec) && fs::equivalent(o.out_dir, o.model_dir, ec))
     return absl::InvalidArgumentError(absl::StrCat("--out ", o.out_dir, " is the model directory itself"));
   MFPO_RETURN_IF_ERROR(CheckNewOutputDir(o.out_dir, o.overwrite));
-  MFPO_ASSIGN_OR_RETURN(LoadedModel m, LoadModelDir(o.model_dir));
+  LoadModelOptions load;
+  load.adapter_dir = o.adapter_dir;
+  load.load_tokenizer = false;  // copied as a file
+  MFPO_ASSIGN_OR_RETURN(LoadedModel m, LoadModelDir(o.model_dir, load));
+  if (!o.adapter_dir.empty()) MFPO_RETURN_IF_ERROR(MergeLora(m.model));
   MFPO_RETURN_IF_ERROR(WriteDirectoryWhole(o.out_dir, [&](const std::string& target) {
     MFPO_RETURN_IF_ERROR(SaveModelWeights(target, m.model, write));
     return CopyModelSideFiles(o.model_dir, target);
   }));
-  out << "wrote " << o.out_dir << " (" << o.dtype << " weights of " << o.model_dir << ")\n";
+  if (o.adapter_dir.empty()) {
+    out << "wrote " << o.out_dir << " (" << o.dtype << " weights of " << o.model_dir << ")\n";
+  } else {
+    out << "wrote " << o.out_dir << " (" << o.dtype << " weights of " << o.model_dir << " with the adapter " << o.adapter_dir
+        << " merged)\n";
+  }
   return absl::OkStatus();
 }
 
 absl::Status RunGenerate(const GenerateCommandOptions& o, std::ostream& out) {
   MFPO_RETURN_IF_ERROR(RequireFlag(o.model_dir, "model"));
   MFPO_RETURN_IF_ERROR(RequireFlag(o.image_path, "image"));
-  MFPO_ASSIGN_OR_RETURN(LoadedModel m, LoadForInference(o.model_dir, o.dtype));
-  MFPO_ASSIGN_OR_RETURN(torch::Tensor pixels, LoadPixels(o.image_path, m));
+  MFPO_ASSIGN_OR_RETURN(LoadedModel m, LoadForInference(o.model_dir, o.dtype, o.adapter_dir, o.chat_template));
+  MFPO_ASSIGN_OR_RETURN(PixelInput pixels, LoadPixels(o.image_path, m));
   MFPO_ASSIGN_OR_RETURN(std::vector<int64_t> ids, m.tokenizer.PromptIds(o.prompt));
-  ExpandImageTokens(m.config.image_token_index, m.config.image_tokens(), &ids);
+  ExpandImageTokens(m.config.image_token_index, m.model->ImageTokens(pixels), &ids);
   GenerationOptions g;
   g.max_new_tokens = o.max_new_tokens;
   g.eos_id = m.tokenizer.eos_id();
   const auto t0 = std::chrono::steady_clock::now();
-  MFPO_ASSIGN_OR_RETURN(auto new_ids, GreedyGenerate(m.model, {ids}, pixels, g));
+  MFPO_ASSIGN_OR_RETURN(auto new_ids, GreedyGenerate(m.model, {ids}, {pixels}, g));
   const std::string answer = m.tokenizer.Decode(new_ids[0]);
   spdlog::info("generated {} tokens in {:.2f} s", new_ids[0].size(), SecondsSince(t0));
   if (o.json) {

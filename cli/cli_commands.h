@@ -22,19 +22,23 @@ absl::Status RunInitModel(const InitModelCommandOptions& options, std::ostream& 
 struct ConvertModelCommandOptions {
   std::string model_dir, out_dir;
   std::string dtype = "bfloat16";  // float32, bfloat16 or float16: floating-point weights cast to it
+  std::string adapter_dir;         // merge-lora: the LoRA adapter merged into the weights first
   bool overwrite = false;
 };
 // Writes a copy of a model directory with its weights in another dtype (e.g. the shipped bf16
-// SFT baseline); config, tokenizer and processor files are copied.
+// SFT baseline); config, tokenizer, processor and chat-template files are copied. With
+// adapter_dir (`mfpo merge-lora`): W + (alpha / r) B A for every adapted layer, a full checkpoint.
 absl::Status RunConvertModel(const ConvertModelCommandOptions& options, std::ostream& out);
 
 struct LogitsCommandOptions {
   std::string model_dir;
   std::string image_path;
-  std::string prompt;    // the user's question; placed in the LLaVA-1.5 template
+  std::string prompt;    // the user's question; placed in the model's chat template
   std::string response;  // empty: prompt only, no response_logp
   std::string out_path;  // .safetensors with `logits` [tokens, vocab] and `response_logp` []
   std::string dtype = "float32";  // compute dtype; outputs are float32 either way
+  std::string adapter_dir;        // a LoRA adapter run with the model, unmerged
+  std::string chat_template;      // empty: the model directory's
 };
 absl::Status RunLogits(const LogitsCommandOptions& options, std::ostream& out);
 
@@ -45,6 +49,8 @@ struct GenerateCommandOptions {
   int64_t max_new_tokens = 64;
   bool json = false;  // {"answer": ..., "new_ids": [...]} on one line
   std::string dtype = "float32";
+  std::string adapter_dir;
+  std::string chat_template;
 };
 absl::Status RunGenerate(const GenerateCommandOptions& options, std::ostream& out);
 

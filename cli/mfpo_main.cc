@@ -36,10 +36,18 @@
 
 ABSL_FLAG(std::string, model, "", "model directory (Hugging Face LLaVA layout)");
 ABSL_FLAG(std::string, image, "", "image file (JPEG, PNG or WebP)");
-ABSL_FLAG(std::string, prompt, "", "the user's question, placed in the LLaVA-1.5 template");
+ABSL_FLAG(std::string, prompt, "", "the user's question, placed in the model's chat template");
+ABSL_FLAG(std::string, adapter, "",
+          "logits/generate/eval: a LoRA adapter directory (PEFT layout) run with --model, unmerged; merge-lora: the "
+          "adapter to merge");
+ABSL_FLAG(std::string, chat_template, "",
+          "logits/generate/eval: llava-1.5, vicuna or mistral (default: from the model directory: chat_template.json, "
+          "tokenizer_config.json, else by its config)");
 ABSL_FLAG(std::string, response, "", "logits: the answer to score (empty: prompt only)");
 ABSL_FLAG(std::string, out, "", "output: a directory (a file for logits)");
-ABSL_FLAG(std::string, preset, "tiny", "init-model: model preset (tiny, medium, 7b-shape: LLaVA-1.5-7B shapes with 2 layers)");
+ABSL_FLAG(std::string, preset, "tiny",
+          "init-model: model preset (tiny, tiny-next: LLaVA-1.6 any-resolution, medium, 7b-shape: LLaVA-1.5-7B shapes "
+          "with 2 layers)");
 ABSL_FLAG(uint64_t, seed, 0, "random seed");
 ABSL_FLAG(bool, overwrite, false, "write into an --out that is not empty (init-model, world, eval) or replace OUT (import)");
 ABSL_FLAG(double, init_std, 0.02, "init-model: standard deviation of the initial weights");
@@ -133,10 +141,12 @@ Commands:
       train the vision tower on image captions (bag of caption words predicted from every
       patch feature), standing in for CLIP pre-training of a randomly initialised tower
   generate --model DIR --image FILE --prompt TEXT [--max-new-tokens N] [--json]
-      [--dtype bfloat16]
+      [--dtype bfloat16] [--adapter DIR] [--chat-template llava-1.5|vicuna|mistral]
       greedy answer to the prompt about the image
   convert-model --model DIR --out DIR [--dtype float32|bfloat16|float16]
       a copy of a model directory with its weights in another dtype (default float32)
+  merge-lora --model BASE_DIR --adapter DIR --out DIR [--dtype float32|bfloat16|float16]
+      a full model directory: the base weights with a LoRA adapter (PEFT layout) merged in
   report --runs LABEL[@SEED]=DIR,... --out DIR [--focus LABEL] [--notes FILE] [--title TEXT]
       [--claim chair_s,chair_i] [--claim_against LABEL,...] [--claim_gap_over LABEL] [--overwrite]
       the experiment report over evaluated runs (all on the same test images): table with 95%
@@ -153,9 +163,9 @@ const std::vector<mfpo::CommandFlags>& Commands() {
   static const auto* commands = new std::vector<mfpo::CommandFlags>{
       {"init-model", "--preset tiny --out DIR [--seed N] [--overwrite]", {"preset", "out", "seed", "init_std", "overwrite"}},
       {"logits", "--model DIR --image FILE --prompt TEXT [--response TEXT] --out FILE.safetensors",
-       {"model", "image", "prompt", "response", "out", "dtype"}},
-      {"generate", "--model DIR --image FILE --prompt TEXT [--max-new-tokens N] [--json] [--dtype bfloat16]",
-       {"model", "image", "prompt", "max_new_tokens", "json", "dtype"}},
+       {"model", "image", "prompt", "response", "out", "dtype", "adapter", "chat_template"}},
+      {"generate", "--model DIR --image FILE --prompt TEXT [--max-new-tokens N] [--json] [--dtype bfloat16] [--adapter DIR]",
+       {"model", "image", "prompt", "max_new_tokens", "json", "dtype", "adapter", "chat_template"}},
       {"world", "--out DIR [--seed N] [--train N --val N --test N] [--size PX]",
        {"out", "seed", "train", "val", "test", "size", "cooccur_prior", "colour_prior", "overwrite"}},
       {"train", "--spec job.yaml [--stop-after-steps N] [--rank R --world-size N --rendezvous HOST:PORT]\n"
@@ -166,8 +176,10 @@ const std::vector<mfpo::CommandFlags>& Commands() {
        {"suite", "answers", "truth", "synonyms", "association", "safe_words", "json"}},
       {"eval", "--model DIR --data DIR [--suite chair,pope,amber,reliance] --out DIR [--limit N]",
        {"model", "data", "suite", "out", "split", "limit", "batch_size", "max_new_tokens", "noise_step", "seed", "dtype",
-        "overwrite", "short_answer_tokens", "bootstrap_resamples"}},
+        "overwrite", "short_answer_tokens", "bootstrap_resamples", "adapter", "chat_template"}},
       {"convert-model", "--model DIR --out DIR --dtype bfloat16|float16|float32 [--overwrite]", {"model", "out", "dtype", "overwrite"}},
+      {"merge-lora", "--model BASE_DIR --adapter DIR --out DIR [--dtype float32|bfloat16|float16] [--overwrite]",
+       {"model", "adapter", "out", "dtype", "overwrite"}},
       {"report", "--runs LABEL[@SEED]=DIR,... --out DIR [--focus LABEL] [--notes FILE] [--title TEXT] [--overwrite]",
        {"runs", "out", "focus", "notes", "title", "claim", "claim_against", "claim_gap_over", "bootstrap_resamples", "seed", "overwrite"}},
       {"perturb", std::string("\n") + mfpo::PerturbFlagsHelp(), mfpo::PerturbFlagNames()},
@@ -384,6 +396,8 @@ int Run(const std::vector<char*>& args, const std::vector<std::string>& given) {
     o.overwrite = absl::GetFlag(FLAGS_overwrite);
     o.short_answer_tokens = absl::GetFlag(FLAGS_short_answer_tokens);
     o.bootstrap_resamples = absl::GetFlag(FLAGS_bootstrap_resamples);
+    o.adapter_dir = absl::GetFlag(FLAGS_adapter);
+    o.chat_template = absl::GetFlag(FLAGS_chat_template);
     if (o.short_answer_tokens <= 0) return Exit(absl::InvalidArgumentError("--short-answer-tokens must be positive"));
     if (o.bootstrap_resamples < 100 || o.bootstrap_resamples > 100000)
       return Exit(absl::InvalidArgumentError("--bootstrap-resamples must be in [100, 100000]"));
@@ -395,6 +409,16 @@ int Run(const std::vector<char*>& args, const std::vector<std::string>& given) {
     o.out_dir = absl::GetFlag(FLAGS_out);
     o.dtype = absl::GetFlag(FLAGS_dtype);
     o.overwrite = absl::GetFlag(FLAGS_overwrite);
+    return Exit(mfpo::RunConvertModel(o, std::cout));
+  }
+  if (command == "merge-lora") {
+    mfpo::ConvertModelCommandOptions o;
+    o.model_dir = absl::GetFlag(FLAGS_model);
+    o.adapter_dir = absl::GetFlag(FLAGS_adapter);
+    o.out_dir = absl::GetFlag(FLAGS_out);
+    o.dtype = absl::GetFlag(FLAGS_dtype);
+    o.overwrite = absl::GetFlag(FLAGS_overwrite);
+    if (o.adapter_dir.empty()) return Exit(absl::InvalidArgumentError("--adapter is required"));
     return Exit(mfpo::RunConvertModel(o, std::cout));
   }
   if (command == "report") {
@@ -439,6 +463,8 @@ int Run(const std::vector<char*>& args, const std::vector<std::string>& given) {
     o.response = absl::GetFlag(FLAGS_response);
     o.dtype = absl::GetFlag(FLAGS_dtype);
     o.out_path = absl::GetFlag(FLAGS_out);
+    o.adapter_dir = absl::GetFlag(FLAGS_adapter);
+    o.chat_template = absl::GetFlag(FLAGS_chat_template);
     return Exit(mfpo::RunLogits(o, std::cout));
   }
   if (command == "generate") {
@@ -449,6 +475,8 @@ int Run(const std::vector<char*>& args, const std::vector<std::string>& given) {
     o.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
     o.json = absl::GetFlag(FLAGS_json);
     o.dtype = absl::GetFlag(FLAGS_dtype);
+    o.adapter_dir = absl::GetFlag(FLAGS_adapter);
+    o.chat_template = absl::GetFlag(FLAGS_chat_template);
     return Exit(mfpo::RunGenerate(o, std::cout));
   }
   std::cerr << "mfpo: unknown command '" << command << "'\n\n" << kUsage;

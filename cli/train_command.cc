@@ -99,6 +99,10 @@ absl::Status RunTrainCommand(const TrainCommandOptions& options, std::ostream& o
 absl::Status EvaluateJob(const v1::JobSpec& spec, const std::string& checkpoint, std::ostream& out) {
   EvalCommandOptions eval;
   eval.model_dir = checkpoint;
+  if (spec.optimizer().has_lora()) {  // a LoRA checkpoint is the adapter: run it on the base model
+    eval.model_dir = spec.model().path();
+    eval.adapter_dir = checkpoint;
+  }
   eval.data_dir = spec.evaluation().data();
   eval.suites.assign(spec.evaluation().suites().begin(), spec.evaluation().suites().end());
   eval.out_dir = (std::filesystem::path(spec.output_dir()) / "eval").string();

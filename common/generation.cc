@@ -10,7 +10,7 @@ namespace mfpo {
 
 absl::StatusOr<std::vector<std::vector<int64_t>>> GreedyGenerate(
     LlavaModel& model, const std::vector<std::vector<int64_t>>& prompts,
-    const torch::Tensor& pixel_values, const GenerationOptions& options) {
+    const std::vector<PixelInput>& images, const GenerationOptions& options) {
   const int64_t batch = static_cast<int64_t>(prompts.size());
   if (batch == 0) return std::vector<std::vector<int64_t>>{};
   if (options.max_new_tokens <= 0)
@@ -43,11 +43,10 @@ absl::StatusOr<std::vector<std::vector<int64_t>>> GreedyGenerate(
   std::vector<std::vector<int64_t>> out(batch);
   return CatchAll("GreedyGenerate", [&]() -> absl::StatusOr<std::vector<std::vector<int64_t>>> {
     torch::NoGradGuard no_grad;
-    if (pixel_values.defined()) {
-      if (pixel_values.size(0) != batch)
-        return absl::InvalidArgumentError(
-            absl::StrCat(pixel_values.size(0), " images for ", batch, " prompts"));
-      first.image_features = model->EncodeImages(pixel_values.to(device));
+    if (!images.empty()) {
+      if (static_cast<int64_t>(images.size()) != batch)
+        return absl::InvalidArgumentError(absl::StrCat(images.size(), " images for ", batch, " prompts"));
+      MFPO_RETURN_IF_ERROR(model->SetImages(&first, images));
     }
     MFPO_RETURN_IF_ERROR(model->ValidateBatch(first));
     first.input_ids = first.input_ids.to(device);

@@ -17,13 +17,13 @@ struct GenerationOptions {
   int64_t eos_id = 2;
 };
 
-// `prompts[b]` are token ids with the image placeholder already expanded; `pixel_values` has one
-// image per prompt ([B, 3, H, W]) or is undefined for text-only prompts. Prompts are left-padded
+// `prompts[b]` are token ids with the image placeholder already expanded; `images` has one
+// image per prompt, or is empty for text-only prompts. Prompts are left-padded
 // (positions count real tokens only, so padding does not change any row's result); each row
 // stops at EOS (included in its output) or after max_new_tokens.
 absl::StatusOr<std::vector<std::vector<int64_t>>> GreedyGenerate(
     LlavaModel& model, const std::vector<std::vector<int64_t>>& prompts,
-    const torch::Tensor& pixel_values, const GenerationOptions& options);
+    const std::vector<PixelInput>& images, const GenerationOptions& options);
 
 }  // namespace mfpo
 

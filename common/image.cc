@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
+#include "common/llava_config.h"
 #include "common/jsonl.h"
 #include "common/torch_seam.h"
 
@@ -279,6 +280,68 @@ absl::StatusOr<torch::Tensor> PreprocessImage(const cv::Mat& rgb, const ImagePro
   });
 }
 
+absl::StatusOr<torch::Tensor> PreprocessAnyRes(const cv::Mat& rgb, const ImageProcessorConfig& c) {
+  if (rgb.empty() || rgb.type() != CV_8UC3)
+    return absl::InvalidArgumentError("PreprocessAnyRes expects a non-empty 8-bit RGB image");
+  if (c.image_grid_pinpoints.empty())
+    return absl::InvalidArgumentError("image processor: any-resolution tiling needs image_grid_pinpoints");
+  const int64_t crop = c.crop_size;
+  const int64_t oh = rgb.rows, ow = rgb.cols;
+  const Resolution best = SelectBestResolution(oh, ow, c.image_grid_pinpoints);
+  const int64_t th = best[0], tw = best[1];
+  if (th % crop != 0 || tw % crop != 0)
+    return absl::InvalidArgumentError(absl::StrCat("image processor: grid resolution ", th, "x", tw,
+                                                   " is not a multiple of crop_size ", crop));
+  if (static_cast<double>(th) * static_cast<double>(tw) > static_cast<double>(c.max_pixels))
+    return absl::ResourceExhaustedError(absl::StrCat("image processor: grid resolution ", th, "x", tw,
+                                                     " is above the limit of ", c.max_pixels, " pixels"));
+  // transformers' get_patch_output_size: fit inside the target, the other side rounded up.
+  const double scale_w = static_cast<double>(tw) / static_cast<double>(ow);
+  const double scale_h = static_cast<double>(th) / static_cast<double>(oh);
+  int64_t nw = tw, nh = th;
+  if (scale_w < scale_h) {
+    nh = std::min<int64_t>(static_cast<int64_t>(std::ceil(static_cast<double>(oh) * scale_w)), th);
+  } else {
+    nw = std::min<int64_t>(static_cast<int64_t>(std::ceil(static_cast<double>(ow) * scale_h)), tw);
+  }
+  ImageProcessorConfig tile_config = c;
+  tile_config.pad_to_square = false;
+  tile_config.image_grid_pinpoints.clear();
+  MFPO_ASSIGN_OR_RETURN(std::vector<cv::Mat> views, CatchAll("image preprocessing", [&] {
+    cv::Mat resized = (nw == ow && nh == oh) ? rgb : ResizeBicubicPil(rgb, nw, nh);
+    // Zero padding around the centred image (left/top get the smaller half).
+    cv::Mat canvas(static_cast<int>(th), static_cast<int>(tw), CV_8UC3, cv::Scalar(0, 0, 0));
+    resized.copyTo(canvas(cv::Rect(static_cast<int>((tw - nw) / 2), static_cast<int>((th - nh) / 2),
+                                   static_cast<int>(nw), static_cast<int>(nh))));
+    std::vector<cv::Mat> out;
+    // The whole image squashed to size x size comes first.
+    out.push_back((ow == c.size && oh == c.size) ? rgb : ResizeBicubicPil(rgb, c.size, c.size));
+    for (int64_t y = 0; y < th; y += crop)
+      for (int64_t x = 0; x < tw; x += crop)
+        out.push_back(canvas(cv::Rect(static_cast<int>(x), static_cast<int>(y), static_cast<int>(crop),
+                                      static_cast<int>(crop))).clone());
+    return out;
+  }));
+  std::vector<torch::Tensor> tiles;
+  for (const cv::Mat& v : views) {
+    MFPO_ASSIGN_OR_RETURN(torch::Tensor t, PreprocessImage(v, tile_config));
+    tiles.push_back(std::move(t));
+  }
+  return CatchAll("image preprocessing", [&] { return torch::stack(tiles); });
+}
+
+absl::StatusOr<PixelInput> PreprocessForModel(const cv::Mat& rgb, const ImageProcessorConfig& c) {
+  PixelInput p;
+  p.height = rgb.rows;
+  p.width = rgb.cols;
+  if (c.image_grid_pinpoints.empty()) {
+    MFPO_ASSIGN_OR_RETURN(p.pixel_values, PreprocessImage(rgb, c));
+  } else {
+    MFPO_ASSIGN_OR_RETURN(p.pixel_values, PreprocessAnyRes(rgb, c));
+  }
+  return p;
+}
+
 std::array<double, 4> MapBoxToPixelValues(const std::array<double, 4>& box, int64_t width, int64_t height,
                                           const ImageProcessorConfig& c) {
   // Follows PreprocessImage step by step.
@@ -333,13 +396,25 @@ absl::StatusOr<ImageProcessorConfig> LoadImageProcessorConfig(const std::string&
       (*arr)[i] = v[i].get<double>();
     }
   }
+  if (j.contains("image_grid_pinpoints") && !j["image_grid_pinpoints"].is_null()) {
+    const json& v = j["image_grid_pinpoints"];
+    if (!v.is_array() || v.empty()) return bad("image_grid_pinpoints");
+    c.image_grid_pinpoints.clear();
+    for (const json& r : v) {
+      if (!r.is_array() || r.size() != 2 || !r[0].is_number_integer() || !r[1].is_number_integer() ||
+          r[0].get<int64_t>() <= 0 || r[1].get<int64_t>() <= 0)
+        return bad("image_grid_pinpoints");
+      c.image_grid_pinpoints.push_back({r[0].get<int64_t>(), r[1].get<int64_t>()});
+    }
+  }
   if (c.size <= 0 || c.crop_size <= 0) return bad("size");
   return c;
 }
 
 std::string ImageProcessorConfigToJson(const ImageProcessorConfig& c) {
-  nlohmann::json j = {{"image_processor_type", "CLIPImageProcessor"},
-                      {"processor_class", "LlavaProcessor"},
+  const bool next = !c.image_grid_pinpoints.empty();
+  nlohmann::json j = {{"image_processor_type", next ? "LlavaNextImageProcessor" : "CLIPImageProcessor"},
+                      {"processor_class", next ? "LlavaNextProcessor" : "LlavaProcessor"},
                       {"do_resize", true},
                       {"size", {{"shortest_edge", c.size}}},
                       {"resample", 3},
@@ -351,6 +426,11 @@ std::string ImageProcessorConfigToJson(const ImageProcessorConfig& c) {
                       {"image_mean", c.mean},
                       {"image_std", c.std},
                       {"do_convert_rgb", true}};
+  if (next) {
+    j["image_grid_pinpoints"] = nlohmann::json::array();
+    for (const auto& r : c.image_grid_pinpoints) j["image_grid_pinpoints"].push_back({r[0], r[1]});
+    j["do_pad"] = true;
+  }
   return j.dump(2) + "\n";
 }
 

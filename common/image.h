@@ -1,8 +1,11 @@
-// Image decoding and the LLaVA-1.5 / CLIP preprocessing pipeline.
+// Image decoding and the LLaVA preprocessing pipelines.
 //
-// pad to square with the mean colour -> resize (PIL's antialiased bicubic, bit-exact with
-// Pillow's 8-bit fixed-point resampler, which transformers' CLIPImageProcessor uses) -> centre
-// crop -> scale 1/255 -> normalise with the CLIP mean/std -> CHW float32.
+// LLaVA-1.5 / CLIP: pad to square with the mean colour -> resize (PIL's antialiased bicubic,
+// bit-exact with Pillow's 8-bit fixed-point resampler, which transformers' CLIPImageProcessor
+// uses) -> centre crop -> scale 1/255 -> normalise with the CLIP mean/std -> CHW float32.
+// LLaVA-NeXT (transformers' LlavaNextImageProcessor, "anyres"): the best grid resolution, an
+// aspect-preserving resize into it, zero padding to it, tiles of crop_size, preceded by the whole
+// image resized to size x size; each of them then goes through the CLIP steps above.
 #ifndef MFPO_COMMON_IMAGE_H_
 #define MFPO_COMMON_IMAGE_H_
 
@@ -11,6 +14,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <opencv2/core.hpp>
 
@@ -43,6 +47,9 @@ struct ImageProcessorConfig {
   bool pad_to_square = true;
   std::array<double, 3> mean = {0.48145466, 0.4578275, 0.40821073};
   std::array<double, 3> std = {0.26862954, 0.26130258, 0.27577711};
+  // Non-empty: LLaVA-NeXT any-resolution tiling at these (height, width) resolutions (the
+  // model config's image_grid_pinpoints), without pad_to_square.
+  std::vector<std::array<int64_t, 2>> image_grid_pinpoints;
   // Bound on every image PreprocessImage allocates (the square canvas, the resized image):
   // an input of 50,000,000 x 1 pixels passes the decoder's limit but its square would not.
   int64_t max_pixels = ImageLimits{}.max_pixels;
@@ -62,6 +69,19 @@ cv::Mat ResizeBicubicPil(const cv::Mat& rgb, int64_t width, int64_t height);
 // The whole pipeline for one image: [3, crop, crop] float32. RESOURCE_EXHAUSTED when an
 // intermediate image would exceed c.max_pixels.
 absl::StatusOr<torch::Tensor> PreprocessImage(const cv::Mat& rgb, const ImageProcessorConfig& c);
+// One image as the model takes it: LLaVA-1.5 [3, crop, crop]; LLaVA-NeXT [1 + tiles, 3, crop,
+// crop] (the whole image first), with the original size that decides the tiling and the
+// unpadding of its features.
+struct PixelInput {
+  torch::Tensor pixel_values;
+  int64_t height = 0, width = 0;
+};
+
+// LlavaNextImageProcessor for one image: [1 + tiles, 3, crop, crop]. Needs c.image_grid_pinpoints.
+absl::StatusOr<torch::Tensor> PreprocessAnyRes(const cv::Mat& rgb, const ImageProcessorConfig& c);
+// The pipeline the processor config asks for (anyres when it has pinpoints).
+absl::StatusOr<PixelInput> PreprocessForModel(const cv::Mat& rgb, const ImageProcessorConfig& c);
+
 // Where a box {x0, y0, x1, y1} of a width x height image lands in PreprocessImage's output
 // (pad to square, resize, centre crop), clipped to [0, crop_size].
 std::array<double, 4> MapBoxToPixelValues(const std::array<double, 4>& box, int64_t width, int64_t height,

@@ -125,6 +125,8 @@ torch::Tensor LlamaForCausalLmImpl::Hidden(const torch::Tensor& inputs_embeds,
   torch::Tensor q_pos = torch::arange(past, past + l, torch::TensorOptions().device(device));
   torch::Tensor k_pos = torch::arange(0, t, torch::TensorOptions().device(device));
   torch::Tensor causal = k_pos.view({1, t}) <= q_pos.view({l, 1});            // [L, T]
+  if (config_.sliding_window > 0)  // Mistral: only the last sliding_window keys (as transformers)
+    causal = causal & (q_pos.view({l, 1}) - k_pos.view({1, t}) < config_.sliding_window);
   ctx.allowed = (causal.unsqueeze(0) & key_valid.unsqueeze(1)).unsqueeze(1);  // [B, 1, L, T]
   ctx.cache = cache;
 

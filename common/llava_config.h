@@ -1,4 +1,5 @@
-// LLaVA-1.5 configuration, parsed from a Hugging Face `config.json`.
+// LLaVA-1.5 (`model_type: llava`) and LLaVA-1.6 / LLaVA-NeXT (`model_type: llava_next`)
+// configuration, parsed from a Hugging Face `config.json`.
 //
 // Hub configs omit every field equal to the transformers class default; parsing fills them in
 // with those defaults (LlavaConfig, LlamaConfig, CLIPVisionConfig), so a config written here
@@ -6,8 +7,10 @@
 #ifndef MFPO_COMMON_LLAVA_CONFIG_H_
 #define MFPO_COMMON_LLAVA_CONFIG_H_
 
+#include <array>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -29,7 +32,9 @@ struct ClipVisionConfig {
   int64_t head_dim() const { return hidden_size / num_attention_heads; }
 };
 
+// The decoder: Llama (Vicuna) or Mistral, which is Llama with a sliding attention window.
 struct LlamaConfig {
+  std::string model_type = "llama";  // "llama" or "mistral"
   int64_t vocab_size = 32000;
   int64_t hidden_size = 4096;
   int64_t intermediate_size = 11008;
@@ -43,9 +48,27 @@ struct LlamaConfig {
   std::string hidden_act = "silu";
   int64_t bos_token_id = 1;
   int64_t eos_token_id = 2;
+  int64_t sliding_window = 0;  // mistral: a query attends to the previous sliding_window keys; 0: all
 };
 
+// One (height, width) resolution of LLaVA-NeXT's image_grid_pinpoints.
+using Resolution = std::array<int64_t, 2>;
+
+// transformers' select_best_resolution: the pinpoint that keeps the most of the image's pixels
+// after an aspect-preserving downscale, ties broken by the least wasted area; (height, width).
+Resolution SelectBestResolution(int64_t height, int64_t width, const std::vector<Resolution>& pinpoints);
+
+// The feature grid LLaVA-NeXT keeps of a `rows` x `cols` patch-feature grid after unpadding
+// (transformers' unpad_image / the processor's _get_unpadded_features): the rows and columns that
+// the image covers once resized into the grid with its aspect ratio.
+struct UnpaddedGrid {
+  int64_t rows = 0, cols = 0;
+  int64_t top = 0, left = 0;  // first kept row / column
+};
+UnpaddedGrid UnpadGrid(int64_t height, int64_t width, int64_t rows, int64_t cols);
+
 struct LlavaConfig {
+  std::string model_type = "llava";  // "llava" (LLaVA-1.5) or "llava_next" (LLaVA-1.6)
   ClipVisionConfig vision;
   LlamaConfig text;
   int64_t image_token_index = 32000;
@@ -53,11 +76,20 @@ struct LlavaConfig {
   std::string projector_hidden_act = "gelu";
   int64_t vision_feature_layer = -2;
   std::string vision_feature_select_strategy = "default";  // "default" drops CLS, "full" keeps
+  bool multimodal_projector_bias = true;
+  // llava_next: the resolutions an image may be tiled at, (height, width), multiples of
+  // vision.image_size (transformers' default: 336x672, 672x336, 672x672, 1008x336, 336x1008).
+  std::vector<Resolution> image_grid_pinpoints;
 
-  // Number of image tokens one image expands to in the sequence.
+  bool is_next() const { return model_type == "llava_next"; }
+  // Number of image tokens one crop of vision.image_size expands to (LLaVA-1.5: per image).
   int64_t image_tokens() const {
     return vision.num_patches() + (vision_feature_select_strategy == "full" ? 1 : 0);
   }
+  // Number of image tokens an image of height x width pixels expands to: image_tokens() for
+  // LLaVA-1.5; for LLaVA-NeXT the base image's features, then the unpadded grid of the tiles'
+  // features with one image_newline per row (transformers' LlavaNextProcessor count).
+  int64_t ImageTokensFor(int64_t height, int64_t width) const;
   // Number of CLIP layers that must run to produce the selected hidden state.
   int64_t vision_layers_to_run() const {
     return vision_feature_layer < 0 ? vision.num_hidden_layers + 1 + vision_feature_layer

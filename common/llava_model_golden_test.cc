@@ -93,14 +93,16 @@ TEST_F(GoldenTest, GreedyGenerationMatchesReferenceBatchedAndAlone) {
   ASSERT_NE(rows[0].size(), rows[1].size()) << "prompts must differ in length to test padding";
   GenerationOptions options;
   options.max_new_tokens = want.size(1);
-  auto batched = GreedyGenerate(model_.model, rows, pixels, options);
+  std::vector<PixelInput> images;
+  for (int64_t b = 0; b < pixels.size(0); ++b) images.push_back({pixels[b], 0, 0});
+  auto batched = GreedyGenerate(model_.model, rows, images, options);
   ASSERT_TRUE(batched.ok()) << batched.status();
   for (int64_t b = 0; b < want.size(0); ++b) {
     std::vector<int64_t> expected;
     for (int64_t i = 0; i < want.size(1) && want[b][i].item<int64_t>() >= 0; ++i)
       expected.push_back(want[b][i].item<int64_t>());
     EXPECT_EQ((*batched)[b], expected) << "row " << b << " (batched, left-padded)";
-    auto alone = GreedyGenerate(model_.model, {rows[b]}, pixels.slice(0, b, b + 1), options);
+    auto alone = GreedyGenerate(model_.model, {rows[b]}, {images[b]}, options);
     ASSERT_TRUE(alone.ok()) << alone.status();
     EXPECT_EQ((*alone)[0], expected) << "row " << b << " (alone)";
   }

@@ -18,6 +18,7 @@
 #include "absl/strings/str_join.h"
 #include "common/file_util.h"
 #include "common/jsonl.h"
+#include "common/lora.h"
 #include "common/status_macros.h"
 #include "common/torch_seam.h"
 
@@ -30,6 +31,7 @@ std::string CanonicalTensorName(const std::string& name) {
       {"model.multi_modal_projector.", "multi_modal_projector."},
       {"model.language_model.", "language_model.model."},
       {"lm_head.", "language_model.lm_head."},
+      {"model.image_newline", "image_newline"},
   };
   for (const auto& [from, to] : kRenames)
     if (absl::StartsWith(name, from)) return absl::StrCat(to, name.substr(std::strlen(from)));
@@ -109,6 +111,27 @@ absl::StatusOr<WeightLoadReport> LoadWeights(const SafetensorsCheckpoint& ckpt,
   return report;
 }
 
+absl::StatusOr<ChatTemplate> ModelChatTemplate(const std::string& dir, const LlavaConfig& config,
+                                               const std::string& override_name) {
+  if (!override_name.empty()) return ParseChatTemplate(override_name);
+  // chat_template.json (newer llava-hf), else tokenizer_config.json's "chat_template".
+  for (const char* name : {"chat_template.json", "tokenizer_config.json"}) {
+    const fs::path p = fs::path(dir) / name;
+    std::error_code ec;
+    if (!fs::exists(p, ec)) continue;
+    nlohmann::json j;
+    MFPO_RETURN_IF_ERROR(ReadJsonFile(p.string(), &j));
+    if (!j.is_object() || !j.contains("chat_template")) continue;
+    if (!j["chat_template"].is_string())
+      return absl::InvalidArgumentError(absl::StrCat(p.string(), ": chat_template: expected a string"));
+    absl::StatusOr<ChatTemplate> t = DetectChatTemplate(j["chat_template"].get<std::string>());
+    if (!t.ok()) return Annotate(t.status(), absl::StrCat(p.string(), " (choose one with --chat-template)"));
+    return *t;
+  }
+  if (config.text.model_type == "mistral") return ChatTemplate::kMistral;
+  return config.is_next() ? ChatTemplate::kVicuna : ChatTemplate::kLlava15;
+}
+
 absl::StatusOr<LoadedModel> LoadModelDir(const std::string& dir, const LoadModelOptions& options) {
   LoadedModel out;
   out.dir = dir;
@@ -123,6 +146,11 @@ absl::StatusOr<LoadedModel> LoadModelDir(const std::string& dir, const LoadModel
   WeightLoadOptions weight_options;
   weight_options.threads = options.threads;
   MFPO_ASSIGN_OR_RETURN(out.report, LoadWeights(ckpt, *out.model, weight_options));
+  if (!options.adapter_dir.empty()) {
+    MFPO_ASSIGN_OR_RETURN(LoraConfig lora, LoadAdapter(options.adapter_dir, out.model));
+    spdlog::info("{}: LoRA adapter r={} alpha={} on {}", options.adapter_dir, lora.rank, lora.alpha,
+                 lora.target_regex.empty() ? absl::StrJoin(lora.target_modules, ", ") : lora.target_regex);
+  }
   if (!out.report.unexpected.empty()) {
     spdlog::warn("{}: {} checkpoint tensors are not used by the model: {}", dir,
                  out.report.unexpected.size(), absl::StrJoin(out.report.unexpected, ", "));
@@ -132,6 +160,15 @@ absl::StatusOr<LoadedModel> LoadModelDir(const std::string& dir, const LoadModel
   if (fs::exists(pre, ec)) {
     MFPO_ASSIGN_OR_RETURN(out.image, LoadImageProcessorConfig(pre.string(), out.image));
   }
+  if (out.config.is_next()) {
+    if (out.image.image_grid_pinpoints.empty()) out.image.image_grid_pinpoints = out.config.image_grid_pinpoints;
+    if (out.image.image_grid_pinpoints != out.config.image_grid_pinpoints)
+      return absl::InvalidArgumentError(absl::StrCat(pre.string(), ": image_grid_pinpoints differ from config.json's"));
+    out.image.pad_to_square = false;  // LlavaNextImageProcessor tiles instead
+  } else if (!out.image.image_grid_pinpoints.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(pre.string(), ": image_grid_pinpoints given, but config.json is ",
+                                                   out.config.model_type, " (only llava_next tiles images)"));
+  }
   if (out.image.crop_size != out.config.vision.image_size)
     return absl::InvalidArgumentError(absl::StrCat(
         pre.string(), ": crop_size ", out.image.crop_size, " differs from vision image_size ",
@@ -140,6 +177,8 @@ absl::StatusOr<LoadedModel> LoadModelDir(const std::string& dir, const LoadModel
     MFPO_ASSIGN_OR_RETURN(out.tokenizer,
                           Tokenizer::FromFile((fs::path(dir) / "tokenizer.model").string(),
                                               out.config.image_token_index, out.config.pad_token_id));
+    MFPO_ASSIGN_OR_RETURN(ChatTemplate chat, ModelChatTemplate(dir, out.config, options.chat_template));
+    out.tokenizer.set_chat_template(chat);
     const fs::path added = fs::path(dir) / "added_tokens.json";
     if (fs::exists(added, ec)) {
       nlohmann::json j;
@@ -157,7 +196,7 @@ absl::StatusOr<LoadedModel> LoadModelDir(const std::string& dir, const LoadModel
 NamedTensors ModelTensors(LlavaModel& model) {
   NamedTensors out;
   for (auto& item : model->named_parameters(/*recurse=*/true))
-    out.emplace_back(item.key(), item.value().detach());
+    if (!IsLoraParameterName(item.key())) out.emplace_back(item.key(), item.value().detach());  // adapters: SaveAdapter
   return out;
 }
 
@@ -171,7 +210,8 @@ absl::Status SaveModelWeights(const std::string& dir, LlavaModel& model,
 }
 
 absl::Status CopyModelSideFiles(const std::string& from, const std::string& to) {
-  for (const char* f : {"tokenizer.model", "preprocessor_config.json", "added_tokens.json"}) {
+  for (const char* f : {"tokenizer.model", "preprocessor_config.json", "added_tokens.json", "chat_template.json",
+                        "tokenizer_config.json", "special_tokens_map.json"}) {
     const fs::path src = fs::path(from) / f;
     std::error_code ec;
     if (!fs::exists(src, ec)) continue;

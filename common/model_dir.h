@@ -51,7 +51,16 @@ struct LoadModelOptions {
   torch::Device device = torch::kCPU;
   bool load_tokenizer = true;
   int threads = 0;  // weight-loading threads; 0: one per core
+  std::string chat_template;  // llava-1.5 / vicuna / mistral; empty: ModelChatTemplate decides
+  // A LoRA adapter directory (PEFT layout, common/lora.h) to run with the base model, unmerged.
+  std::string adapter_dir;
 };
+
+// The conversation template of a model directory: `override_name` when given, else the one its
+// chat_template.json / tokenizer_config.json holds, else mistral for a Mistral decoder, vicuna
+// for other LLaVA-NeXT models and llava-1.5 for LLaVA-1.5.
+absl::StatusOr<ChatTemplate> ModelChatTemplate(const std::string& dir, const LlavaConfig& config,
+                                               const std::string& override_name);
 
 struct LoadedModel {
   std::string dir;
@@ -64,7 +73,8 @@ struct LoadedModel {
 
 absl::StatusOr<LoadedModel> LoadModelDir(const std::string& dir, const LoadModelOptions& options = {});
 
-// The model's parameters under their checkpoint names (legacy layout), for writing.
+// The model's parameters under their checkpoint names (legacy layout), for writing; LoRA adapter
+// tensors are left out (common/lora.h writes them apart).
 NamedTensors ModelTensors(LlavaModel& model);
 
 // Writes config.json and the weights (sharded above options.max_shard_bytes) into `dir`.
@@ -72,7 +82,8 @@ absl::Status SaveModelWeights(const std::string& dir, LlavaModel& model,
                               const CheckpointWriteOptions& options = {});
 
 // Copies the files of a model directory besides config and weights (tokenizer.model,
-// preprocessor_config.json, added_tokens.json), those that exist in `from`, into `to`.
+// preprocessor_config.json, added_tokens.json, the chat template's files), those that exist in
+// `from`, into `to`.
 absl::Status CopyModelSideFiles(const std::string& from, const std::string& to);
 
 }  // namespace mfpo

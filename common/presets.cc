@@ -51,7 +51,7 @@ bool IsNormWeight(const std::string& name) {
 
 }  // namespace
 
-std::vector<std::string> PresetNames() { return {"tiny", "medium", "7b-shape"}; }
+std::vector<std::string> PresetNames() { return {"tiny", "tiny-next", "medium", "7b-shape"}; }
 
 absl::StatusOr<ModelPreset> GetPreset(const std::string& name) {
   ModelPreset p;
@@ -60,6 +60,14 @@ absl::StatusOr<ModelPreset> GetPreset(const std::string& name) {
     p.config = SmallLlava(/*image=*/64, /*patch=*/8, /*v_hidden=*/128, /*v_layers=*/3,
                           /*t_hidden=*/256, /*t_layers=*/4, /*t_heads=*/8, /*t_kv_heads=*/4,
                           /*t_inter=*/688, p.tokenizer_vocab);
+  } else if (name == "tiny-next") {
+    // The tiny model as LLaVA-1.6: 32 px tiles (16 features each) on LLaVA-NeXT's grid scaled
+    // from 336 to 32 px; a 64x64 scene image is its 2x2 grid plus the whole image: 88 tokens.
+    p.config = SmallLlava(/*image=*/32, /*patch=*/8, /*v_hidden=*/128, /*v_layers=*/3,
+                          /*t_hidden=*/256, /*t_layers=*/4, /*t_heads=*/8, /*t_kv_heads=*/4,
+                          /*t_inter=*/688, p.tokenizer_vocab);
+    p.config.model_type = "llava_next";
+    p.config.image_grid_pinpoints = {{32, 64}, {64, 32}, {64, 64}, {96, 32}, {32, 96}};
   } else if (name == "medium") {
     p.config = SmallLlava(/*image=*/64, /*patch=*/8, /*v_hidden=*/512, /*v_layers=*/4,
                           /*t_hidden=*/512, /*t_layers=*/4, /*t_heads=*/8, /*t_kv_heads=*/8,
@@ -139,7 +147,11 @@ absl::Status WriteModelFiles(const std::string& dir, const ModelPreset& preset, 
   MFPO_RETURN_IF_ERROR(write("tokenizer.model", sp_model));
   ImageProcessorConfig image;
   image.size = image.crop_size = preset.config.vision.image_size;
+  image.image_grid_pinpoints = preset.config.image_grid_pinpoints;
   MFPO_RETURN_IF_ERROR(write("preprocessor_config.json", ImageProcessorConfigToJson(image)));
+  // The tiny tokenizer's corpus is in the LLaVA-1.5 form; the file makes the choice explicit.
+  nlohmann::json chat = {{"chat_template", ChatTemplateJinja(ChatTemplate::kLlava15)}};
+  MFPO_RETURN_IF_ERROR(write("chat_template.json", chat.dump(2) + "\n"));
   nlohmann::json added = {{"<image>", preset.config.image_token_index},
                           {"<pad>", preset.config.pad_token_id}};
   MFPO_RETURN_IF_ERROR(write("added_tokens.json", added.dump(2) + "\n"));

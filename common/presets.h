@@ -21,6 +21,7 @@ struct ModelPreset {
 };
 
 // "tiny": ~4.1M parameters, 64 px images in 8 px patches (the world's own size), 64 image tokens (tests, CI, the embedded demo).
+// "tiny-next": the tiny model as LLaVA-1.6 (llava_next): 32 px tiles on a 2x2-max grid, 88 tokens for a 64 px image.
 // "medium": hidden 512, 4 vision + 4 text layers, 64 px images (benchmarks).
 absl::StatusOr<ModelPreset> GetPreset(const std::string& name);
 std::vector<std::string> PresetNames();

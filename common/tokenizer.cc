@@ -75,14 +75,65 @@ std::string Tokenizer::IdToPiece(int64_t id) const {
   return sp_->piece(static_cast<int>(id)).text;
 }
 
-std::string LlavaPromptText(const std::string& question) {
+namespace {
+constexpr char kVicunaSystem[] =
+    "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, "
+    "detailed, and polite answers to the human's questions.";
+}  // namespace
+
+std::string ChatTemplateName(ChatTemplate t) {
+  switch (t) {
+    case ChatTemplate::kVicuna: return "vicuna";
+    case ChatTemplate::kMistral: return "mistral";
+    case ChatTemplate::kLlava15: break;
+  }
+  return "llava-1.5";
+}
+
+absl::StatusOr<ChatTemplate> ParseChatTemplate(const std::string& name) {
+  for (ChatTemplate t : {ChatTemplate::kLlava15, ChatTemplate::kVicuna, ChatTemplate::kMistral})
+    if (name == ChatTemplateName(t)) return t;
+  return absl::InvalidArgumentError(
+      absl::StrCat("chat template '", name, "' is not one of llava-1.5, vicuna, mistral"));
+}
+
+absl::StatusOr<ChatTemplate> DetectChatTemplate(const std::string& jinja) {
+  if (jinja.find("[INST]") != std::string::npos) return ChatTemplate::kMistral;
+  if (jinja.find("USER:") != std::string::npos)
+    return jinja.find("A chat between") != std::string::npos ? ChatTemplate::kVicuna : ChatTemplate::kLlava15;
+  return absl::NotFoundError("the chat template is none of llava-1.5 (USER: ... ASSISTANT:), vicuna, mistral ([INST])");
+}
+
+std::string ChatTemplateJinja(ChatTemplate t) {
+  const std::string loop =
+      "{% for message in messages %}{% if message['role'] == 'user' %}";
+  const std::string image = "{% for item in message['content'] %}{% if item['type'] == 'image' %}<image>\n"
+                            "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}";
+  switch (t) {
+    case ChatTemplate::kMistral:
+      return loop + "[INST] " + image + " [/INST]{% else %} {{ message['content'][0]['text'] }}</s>{% endif %}{% endfor %}";
+    case ChatTemplate::kVicuna:
+      return absl::StrCat(kVicunaSystem, " ", loop, "USER: ", image,
+                          " ASSISTANT:{% else %} {{ message['content'][0]['text'] }}</s>{% endif %}{% endfor %}");
+    case ChatTemplate::kLlava15: break;
+  }
+  return loop + "USER: " + image + " ASSISTANT:{% else %} {{ message['content'][0]['text'] }}</s>{% endif %}{% endfor %}";
+}
+
+std::string PromptText(ChatTemplate t, const std::string& question) {
+  switch (t) {
+    case ChatTemplate::kMistral: return absl::StrCat("[INST] ", kImagePlaceholder, "\n", question, " [/INST]");
+    case ChatTemplate::kVicuna:
+      return absl::StrCat(kVicunaSystem, " USER: ", kImagePlaceholder, "\n", question, " ASSISTANT:");
+    case ChatTemplate::kLlava15: break;
+  }
   return absl::StrCat("USER: ", kImagePlaceholder, "\n", question, " ASSISTANT:");
 }
 
 absl::StatusOr<std::vector<int64_t>> Tokenizer::PromptIds(const std::string& question) const {
   if (question.find(kImagePlaceholder) != std::string::npos)
     return absl::InvalidArgumentError("question must not contain the <image> placeholder");
-  MFPO_ASSIGN_OR_RETURN(std::vector<int64_t> ids, Encode(LlavaPromptText(question)));
+  MFPO_ASSIGN_OR_RETURN(std::vector<int64_t> ids, Encode(PromptText(template_, question)));
   ids.insert(ids.begin(), bos_id_);
   return ids;
 }

@@ -1,5 +1,5 @@
 // LLaVA tokenizer: a SentencePiece `tokenizer.model` plus the added `<image>` and `<pad>` tokens,
-// and the LLaVA-1.5 conversation template.
+// and the conversation templates of LLaVA-1.5 and of LLaVA-1.6's Vicuna and Mistral variants.
 //
 // Text is split around the literal "<image>"; each text chunk is encoded by SentencePiece (which
 // adds its dummy-prefix space, as the slow Hugging Face tokenizer does) and the image id is
@@ -27,6 +27,22 @@ struct TokenizedExample {
   std::vector<int64_t> labels;
 };
 
+// The single-turn conversation templates (llava-hf's chat templates, one image, one question):
+//   llava-1.5: "USER: <image>\n{question} ASSISTANT:"
+//   vicuna:    "A chat between a curious human and an artificial intelligence assistant. The
+//               assistant gives helpful, detailed, and polite answers to the human's questions.
+//               USER: <image>\n{question} ASSISTANT:"   (llava-v1.6-vicuna-*)
+//   mistral:   "[INST] <image>\n{question} [/INST]"    (llava-v1.6-mistral-*)
+// The answer follows after one space and ends with </s>.
+enum class ChatTemplate { kLlava15, kVicuna, kMistral };
+std::string ChatTemplateName(ChatTemplate t);
+absl::StatusOr<ChatTemplate> ParseChatTemplate(const std::string& name);
+// Which template a Hugging Face chat template (the jinja text of chat_template.json or
+// tokenizer_config.json) is; NOT_FOUND when it is none of the three.
+absl::StatusOr<ChatTemplate> DetectChatTemplate(const std::string& jinja);
+// A jinja chat template of `t` in the form llava-hf writes (what DetectChatTemplate recognises).
+std::string ChatTemplateJinja(ChatTemplate t);
+
 class Tokenizer {
  public:
   // `image_token_id` / `pad_token_id` are the added tokens (LLaVA-1.5: 32000 / 32001); they must
@@ -42,7 +58,7 @@ class Tokenizer {
   // Decodes, skipping BOS/EOS/pad/image ids and ids outside the SentencePiece vocabulary.
   std::string Decode(const std::vector<int64_t>& ids) const;
 
-  // The LLaVA-1.5 prompt "USER: <image>\n{question} ASSISTANT:" with BOS, one image id.
+  // The prompt of the chat template with BOS and one image id.
   absl::StatusOr<std::vector<int64_t>> PromptIds(const std::string& question) const;
   // Prompt + " {answer}</s>"; labels only on the answer tokens and </s>.
   absl::StatusOr<TokenizedExample> Example(const std::string& question,
@@ -55,7 +71,11 @@ class Tokenizer {
   int64_t sp_vocab_size() const { return sp_vocab_; }
   std::string IdToPiece(int64_t id) const;
 
+  ChatTemplate chat_template() const { return template_; }
+  void set_chat_template(ChatTemplate t) { template_ = t; }
+
  private:
+  ChatTemplate template_ = ChatTemplate::kLlava15;
   std::shared_ptr<const SentencePieceModel> sp_;
   int64_t bos_id_ = 1, eos_id_ = 2, pad_id_ = -1, image_id_ = -1, sp_vocab_ = 0;
 };
@@ -64,8 +84,8 @@ class Tokenizer {
 void ExpandImageTokens(int64_t image_id, int64_t n, std::vector<int64_t>* ids,
                        std::vector<int64_t>* labels = nullptr);
 
-// The LLaVA-1.5 user-turn text for a question: "USER: <image>\n{question} ASSISTANT:".
-std::string LlavaPromptText(const std::string& question);
+// The user-turn text of a question in a template (LLaVA-1.5: "USER: <image>\n{question} ASSISTANT:").
+std::string PromptText(ChatTemplate t, const std::string& question);
 
 // The tiny BPE tokenizer of the embedded default world (a serialized SentencePiece model).
 // It is trained at build time by mfpo-spm-train (common/spm_train_main.cc) with the real

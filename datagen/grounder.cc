@@ -129,7 +129,7 @@ class ModelGrounder : public Grounder {
   absl::StatusOr<torch::Tensor> HeatMap(const cv::Mat& rgb, const std::string& keyword) {
     MFPO_ASSIGN_OR_RETURN(std::vector<int64_t> word_ids, model_.tokenizer.Encode(" " + keyword));
     if (word_ids.empty()) return torch::Tensor();
-    MFPO_ASSIGN_OR_RETURN(torch::Tensor pixels, PreprocessImage(rgb, model_.image));
+    MFPO_ASSIGN_OR_RETURN(PixelInput pixels, PreprocessForModel(rgb, model_.image));
     // The gradient probe is POPE's question: "Is there a {keyword} in the image?" answered "Yes"
     // (and, for the presence check, "No"); only the answer's first token is scored.
     TokenizedExample yes, no;
@@ -144,16 +144,17 @@ class ModelGrounder : public Grounder {
             if (!first) label = kIgnoreLabel;
             first = false;
           }
-        ExpandImageTokens(model_.config.image_token_index, model_.config.image_tokens(), &e->ids, &e->labels);
+        ExpandImageTokens(model_.config.image_token_index, model_.model->ImageTokens(pixels), &e->ids, &e->labels);
       }
+    }
+    EncodedImages encoded;
+    {
+      torch::NoGradGuard no_grad;
+      MFPO_ASSIGN_OR_RETURN(encoded, model_.model->Encode({pixels}));
     }
     return CatchAll("model grounder", [&]() -> torch::Tensor {
       const auto& vc = model_.config.vision;
-      torch::Tensor feats;
-      {
-        torch::NoGradGuard no_grad;
-        feats = model_.model->EncodeImages(pixels.unsqueeze(0)).to(torch::kFloat32);  // [1, N, D]
-      }
+      torch::Tensor feats = encoded.features.to(torch::kFloat32);  // [1, N, D]
       torch::Tensor per_patch;  // [N]
       if (options_.heat == "gradient") {
         auto score = [&](const TokenizedExample& e, const torch::Tensor& f) {
@@ -176,7 +177,10 @@ class ModelGrounder : public Grounder {
         per_patch = torch::cosine_similarity(feats.squeeze(0), word.unsqueeze(0), 1);
       }
       const int64_t grid = vc.image_size / vc.patch_size;
-      torch::Tensor map = per_patch.slice(0, per_patch.size(0) - grid * grid).view({1, 1, grid, grid});
+      // The features of the whole image: LLaVA-1.5's grid (after a CLS under "full"); LLaVA-NeXT's
+      // base image, which comes first and covers the whole image squashed to a square.
+      const int64_t first = model_.config.is_next() ? 0 : per_patch.size(0) - grid * grid;
+      torch::Tensor map = per_patch.slice(0, first, first + grid * grid).view({1, 1, grid, grid});
       return torch::nn::functional::interpolate(
                  map, torch::nn::functional::InterpolateFuncOptions()
                           .size(std::vector<int64_t>{rgb.rows, rgb.cols}).mode(torch::kBilinear).align_corners(false))

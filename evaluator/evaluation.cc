@@ -269,18 +269,18 @@ class Answerer {
     for (size_t start = 0; start < queries.size(); start += o_.batch_size) {
       const size_t end = std::min(queries.size(), start + static_cast<size_t>(o_.batch_size));
       std::vector<std::vector<int64_t>> prompts;
-      std::vector<torch::Tensor> pixels;
+      std::vector<PixelInput> pixels;
       for (size_t i = start; i < end; ++i) {
         MFPO_ASSIGN_OR_RETURN(std::vector<int64_t> ids, m_.tokenizer.PromptIds(queries[i].question));
-        ExpandImageTokens(m_.config.image_token_index, m_.config.image_tokens(), &ids);
+        MFPO_ASSIGN_OR_RETURN(PixelInput px, Pixels(queries[i]));
+        ExpandImageTokens(m_.config.image_token_index, m_.model->ImageTokens(px), &ids);
         prompts.push_back(std::move(ids));
-        MFPO_ASSIGN_OR_RETURN(torch::Tensor px, Pixels(queries[i]));
         pixels.push_back(px);
       }
       GenerationOptions g;
       g.max_new_tokens = max_new_tokens > 0 ? std::min(max_new_tokens, o_.max_new_tokens) : o_.max_new_tokens;
       g.eos_id = m_.tokenizer.eos_id();
-      MFPO_ASSIGN_OR_RETURN(auto out, GreedyGenerate(m_.model, prompts, torch::stack(pixels), g));
+      MFPO_ASSIGN_OR_RETURN(auto out, GreedyGenerate(m_.model, prompts, pixels, g));
       for (const auto& ids : out) answers.push_back(m_.tokenizer.Decode(ids));
       const auto now = std::chrono::steady_clock::now();
       if (std::chrono::duration<double>(now - last_log).count() > 5 || end == queries.size()) {
@@ -295,7 +295,7 @@ class Answerer {
   }
 
  private:
-  absl::StatusOr<torch::Tensor> Pixels(const Query& q) {
+  absl::StatusOr<PixelInput> Pixels(const Query& q) {
     const std::string key = absl::StrCat(q.image_path, q.noised ? "#noised" : "");
     auto it = cache_.find(key);
     if (it != cache_.end()) return it->second;
@@ -303,16 +303,16 @@ class Answerer {
     if (q.noised) {
       MFPO_ASSIGN_OR_RETURN(rgb, AddDiffusionNoise(rgb, cv::Mat(), o_.noise_step, SampleSeed(o_.seed, q.image_id)));
     }
-    absl::StatusOr<torch::Tensor> pre = PreprocessImage(rgb, m_.image);
+    absl::StatusOr<PixelInput> pre = PreprocessForModel(rgb, m_.image);
     if (!pre.ok()) return Annotate(pre.status(), q.image_path);
-    torch::Tensor px = pre->to(m_.model->language_model()->parameters()[0].scalar_type());
-    cache_.emplace(key, px);
-    return px;
+    pre->pixel_values = pre->pixel_values.to(m_.model->language_model()->parameters()[0].scalar_type());
+    cache_.emplace(key, *pre);
+    return *pre;
   }
 
   LoadedModel& m_;
   const EvalCommandOptions& o_;
-  std::map<std::string, torch::Tensor> cache_;
+  std::map<std::string, PixelInput> cache_;
 };
 
 // Whether a free-form answer gives the short answer `key` (yes/no, a colour, a count word).
@@ -364,10 +364,14 @@ absl::Status RunScore(const ScoreCommandOptions& o, std::ostream& out) {
 }
 
 nlohmann::json EvalOptionsJson(const EvalCommandOptions& o) {
-  return {{"model", o.model_dir}, {"data", o.data_dir}, {"split", o.split}, {"suites", o.suites},
+  nlohmann::json j = {{"model", o.model_dir}, {"data", o.data_dir}, {"split", o.split}, {"suites", o.suites},
           {"limit", o.limit}, {"batch_size", o.batch_size}, {"max_new_tokens", o.max_new_tokens},
           {"short_answer_tokens", o.short_answer_tokens}, {"bootstrap_resamples", o.bootstrap_resamples},
           {"noise_step", o.noise_step}, {"seed", o.seed}, {"dtype", o.dtype}};
+  // Only when given: the reports of runs without them keep matching.
+  if (!o.adapter_dir.empty()) j["adapter"] = o.adapter_dir;
+  if (!o.chat_template.empty()) j["chat_template"] = o.chat_template;
+  return j;
 }
 
 absl::Status RunEval(const EvalCommandOptions& o, std::ostream& out) {
@@ -417,6 +421,8 @@ absl::Status RunEval(const EvalCommandOptions& o, std::ostream& out) {
   LoadModelOptions load;
   if (o.dtype == "bfloat16") load.dtype = torch::kBFloat16;
   else if (o.dtype != "float32") return absl::InvalidArgumentError("--dtype: float32 or bfloat16");
+  load.adapter_dir = o.adapter_dir;
+  load.chat_template = o.chat_template;
   MFPO_ASSIGN_OR_RETURN(LoadedModel model, LoadModelDir(o.model_dir, load));
   model.model->eval();
   torch::NoGradGuard no_grad;
@@ -425,7 +431,8 @@ absl::Status RunEval(const EvalCommandOptions& o, std::ostream& out) {
   fs::create_directories(o.out_dir, ec);
   if (ec) return absl::InternalError(absl::StrCat(o.out_dir, ": ", ec.message()));
   std::ostringstream answers_out;  // written with the report at the end: a failed run leaves none
-  json report = {{"model", o.model_dir}, {"data", o.data_dir}, {"split", o.split}, {"images", images.size()},
+  json report = {{"model", o.model_dir}, {"adapter", o.adapter_dir.empty() ? json(nullptr) : json(o.adapter_dir)},
+                 {"data", o.data_dir}, {"split", o.split}, {"images", images.size()},
                  {"skipped_images", skipped}, {"options", EvalOptionsJson(o)}};
   // The world's parameters (seed, sizes, priors): `mfpo report` refuses to pair runs of two worlds.
   if (std::error_code ec; fs::exists(fs::path(o.data_dir) / "world.json", ec)) {

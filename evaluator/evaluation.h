@@ -41,6 +41,8 @@ struct EvalCommandOptions {
   int noise_step = 500;  // reliance: DDPM step of the global noise
   uint64_t seed = 0;
   std::string dtype = "float32";
+  std::string adapter_dir;    // a LoRA adapter run with model_dir (unmerged)
+  std::string chat_template;  // empty: the model directory's (ModelChatTemplate)
   bool overwrite = false;  // write into an out_dir that is not empty (refused otherwise)
 };
 absl::Status RunEval(const EvalCommandOptions& options, std::ostream& out);

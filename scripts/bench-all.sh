@@ -11,7 +11,7 @@ OUT=${1:-out/bench}
 B=build/bench
 mkdir -p "$OUT"
 for exe in mfpo_bench_load mfpo_bench_step mfpo_bench_train_step mfpo_bench_datagen mfpo_bench_data_parallel \
-    mfpo_bench_coordinator; do
+    mfpo_bench_coordinator mfpo_bench_lora; do
   [ -x "$B/$exe" ] || { echo "bench-all.sh: $B/$exe is missing: run scripts/build.sh first" >&2; exit 2; }
 done
 run() {
@@ -32,6 +32,7 @@ run train_step_medium "$B/mfpo_bench_train_step" medium
 run datagen "$B/mfpo_bench_datagen"
 run data_parallel "$B/mfpo_bench_data_parallel"
 run coordinator "$B/mfpo_bench_coordinator"
+run lora "$B/mfpo_bench_lora" medium
 echo
 {
   printf '| benchmark | measured | ratio | baseline (same run) | target |\n|---|---|---|---|---|\n'

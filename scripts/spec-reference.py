@@ -42,6 +42,7 @@ SECTIONS = [  # (message, key in the file)
     ("DataSpec", "data"),
     ("ObjectiveSpec", "objective"),
     ("OptimizerSpec", "optimizer"),
+    ("LoraSpec", "optimizer.lora"),
     ("CurriculumSpec", "curriculum"),
     ("DatagenSpec", "datagen"),
     ("EvaluationSpec", "evaluation"),
@@ -92,8 +93,10 @@ def render(messages):
         out.append(f"\n## `{key}`\n" if key else "\n## Top level\n")
         out.append("| key | type | meaning and default |\n|---|---|---|")
         for name, ftype, doc in fields:
-            if ftype in dict(SECTIONS) and message == "JobSpec":
-                continue  # the sections have their own tables
+            if ftype in dict(SECTIONS):
+                if message == "JobSpec":
+                    continue  # the sections have their own tables
+                doc = f"{doc} Its keys: the section `{key}.{name}` below."
             full = f"{key}.{name}" if key else name
             out.append(f"| `{full}` | {ftype} | {cell(doc)} |")
     return "\n".join(out) + "\n"

@@ -61,6 +61,7 @@ class DataParallelTest : public ::testing::Test {
     int workers = 1, micro = 4, accum = 1, samples = 24;
     bool shard = false;
     int model_seed = 3;
+    bool lora = false;  // rank-4 adapters on q_proj and v_proj, no dropout
     int timeout_s = 30;
     // 5e-5: AdamW's step is about lr per weight whatever the gradient's size, so float noise in a
     // near-zero gradient (another padding of a bigger micro-batch, another BLAS thread count)
@@ -76,7 +77,8 @@ class DataParallelTest : public ::testing::Test {
                         << ", max_samples: " << j.samples << "}\n"
                         << "objective: {variant: " << j.variant << "}\n"
                         << "optimizer: {lr: " << j.lr << ", micro_batch: " << j.micro << ", grad_accum: " << j.accum
-                        << ", warmup_ratio: 0.2, shard_state: " << (j.shard ? "true" : "false") << "}\n"
+                        << ", warmup_ratio: 0.2, shard_state: " << (j.shard ? "true" : "false")
+                        << (j.lora ? ", lora: {rank: 4, alpha: 8, dropout: 0, target_modules: [q_proj, v_proj]}" : "") << "}\n"
                         << "curriculum: {mode: end_to_end}\n"
                         << "checkpoint: {keep_last: 0}\n"
                         << "resources: {workers: " << j.workers << ", threads: 2, collective_timeout_s: " << j.timeout_s
@@ -159,6 +161,46 @@ TEST_P(Equivalence, TwoRanksEqualAccumulationEqualOneBigBatch) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Objectives, Equivalence, ::testing::Values("dpo", "mfpo"));
+
+// LoRA on 2 ranks = 1 rank with the whole batch; only the adapters' gradients are all-reduced.
+TEST_F(DataParallelTest, LoraTwoRanksEqualOneBigBatch) {
+  Job big{"mfpo", 1, 8, 1};
+  big.lora = true;
+  Job ranks{"mfpo", 2, 4, 1};
+  ranks.lora = true;
+  ranks.lr = big.lr = 1e-3;
+  const fs::path a = Train("lora-big", big), c = Train("lora-ranks", ranks);
+  const fs::path fa = a / "adapter_model.safetensors", fc = c / "adapter_model.safetensors";
+  ASSERT_TRUE(fs::exists(fa) && fs::exists(fc));
+  EXPECT_FALSE(fs::exists(c / "model.safetensors"));
+  auto ta = SafetensorsFile::Open(fa.string());
+  auto tc = SafetensorsFile::Open(fc.string());
+  ASSERT_TRUE(ta.ok() && tc.ok());
+  std::vector<std::string> names;
+  for (const auto& e : (*ta)->entries()) names.push_back(e.name);
+  ASSERT_EQ((*ta)->entries().size(), (*tc)->entries().size());
+  double worst = 0, moved = 0;
+  for (const auto& name : names) {
+    torch::Tensor x = *(*ta)->Load(name, torch::kFloat64), y = *(*tc)->Load(name, torch::kFloat64);
+    worst = std::max(worst, (x - y).abs().max().item<double>());
+    if (name.find("lora_B") != std::string::npos) moved = std::max(moved, x.abs().max().item<double>());
+  }
+  EXPECT_GT(moved, 1e-4) << "B stayed at zero: nothing trained";
+  EXPECT_LE(worst, 1e-5);
+  const std::vector<double> na = GradNorms("lora-big"), nc = GradNorms("lora-ranks");
+  ASSERT_EQ(na.size(), 3u);
+  ASSERT_EQ(nc.size(), na.size());
+  for (size_t k = 0; k < na.size(); ++k) EXPECT_NEAR(nc[k], na[k], 1e-4 * na[k]) << "step " << k;
+  // The all-reduced bytes per step are exactly the adapters' fp32 gradients, (in + out) x rank
+  // floats per adapted layer: no base weight is in the buckets.
+  const std::string metrics = ReadFileToString((*root_ / "lora-ranks" / "metrics.jsonl").string()).value_or("");
+  const auto at = metrics.find("\"bytes_reduced\":");
+  ASSERT_NE(at, std::string::npos) << metrics;
+  const double bytes = std::atof(metrics.c_str() + at + 16);
+  int64_t adapter_floats = 0;
+  for (const auto& name : names) adapter_floats += (*ta)->Load(name, torch::kFloat32)->numel();
+  EXPECT_EQ(bytes, 4.0 * adapter_floats) << metrics.substr(at, 40);
+}
 
 // Stop in the middle of the phase and continue on another number of ranks: the global batch is
 // kept (accumulation adjusted) and the weights equal an uninterrupted run's.

@@ -1,5 +1,6 @@
 #include "worker/job_spec.h"
 
+#include <cmath>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -13,8 +14,10 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/file_util.h"
 #include "common/jsonl.h"
+#include "common/lora_targets.h"
 #include "common/status_macros.h"
 
 namespace mfpo {
@@ -265,6 +268,17 @@ absl::Status ValidateJobSpec(const v1::JobSpec& s) {
       return Bad(absl::StrCat("optimizer.trainable[", i, "]"),
                  absl::StrCat("'", m, "' is not under vision_tower, multi_modal_projector or language_model"));
   }
+  if (p.has_lora()) {
+    const auto& l = p.lora();
+    if (l.rank() < 1 || l.rank() > 4096) return Bad("optimizer.lora.rank", "must be in [1, 4096]");
+    if (!(l.alpha() > 0) || !std::isfinite(l.alpha())) return Bad("optimizer.lora.alpha", "must be > 0");
+    if (!(l.dropout() >= 0 && l.dropout() < 1)) return Bad("optimizer.lora.dropout", "must be in [0, 1)");
+    if (l.target_modules_size() == 0) return Bad("optimizer.lora.target_modules", "must name at least one layer");
+    for (int i = 0; i < l.target_modules_size(); ++i)
+      if (!IsLoraTarget(l.target_modules(i)))
+        return Bad(absl::StrCat("optimizer.lora.target_modules[", i, "]"),
+                   absl::StrCat("'", l.target_modules(i), "' is not one of ", absl::StrJoin(LoraTargetNames(), ", ")));
+  }
   if (s.curriculum().mode() != "easy_to_hard" && s.curriculum().mode() != "end_to_end")
     return Bad("curriculum.mode", absl::StrCat("'", s.curriculum().mode(), "' is not easy_to_hard or end_to_end"));
   if (s.curriculum().tiers() < 1 || s.curriculum().tiers() > 10) return Bad("curriculum.tiers", "must be in [1, 10]");
@@ -350,6 +364,19 @@ absl::StatusOr<v1::JobSpec> CompleteJobSpec(const v1::JobSpec& user) {
   // A list given in the file replaces the default list instead of extending it.
   if (user.optimizer().trainable_size() > 0) spec.mutable_optimizer()->clear_trainable();
   if (user.evaluation().suites_size() > 0) spec.mutable_evaluation()->clear_suites();
+  if (user.optimizer().has_lora()) {
+    if (user.optimizer().trainable_size() > 0)
+      return absl::InvalidArgumentError(
+          "optimizer.trainable: not with optimizer.lora (the base model stays frozen; only the adapters train)");
+    spec.mutable_optimizer()->clear_trainable();
+    auto* lora = spec.mutable_optimizer()->mutable_lora();
+    lora->set_rank(16);
+    lora->set_alpha(32);
+    lora->set_dropout(0.05);
+    if (user.optimizer().lora().target_modules_size() == 0)
+      for (const char* m : {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
+        lora->add_target_modules(m);
+  }
   spec.MergeFrom(user);
   MFPO_RETURN_IF_ERROR(ValidateJobSpec(spec));
   return spec;

@@ -43,6 +43,20 @@ TEST(JobSpec, YamlMergesOverDefaults) {
   EXPECT_EQ(s->objective().noise_step(), 500);
 }
 
+TEST(JobSpec, LoraDefaultsAndNoTrainablePrefixes) {
+  auto s = ParseJobSpec(R"({"output_dir": "o", "model": {"path": "m"}, "data": {"train": "t.jsonl"},
+                            "optimizer": {"lora": {"rank": 8}}})", false, "job.json");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->optimizer().lora().rank(), 8);
+  EXPECT_DOUBLE_EQ(s->optimizer().lora().alpha(), 32);
+  EXPECT_DOUBLE_EQ(s->optimizer().lora().dropout(), 0.05);
+  EXPECT_EQ(s->optimizer().lora().target_modules_size(), 7);
+  EXPECT_EQ(s->optimizer().trainable_size(), 0);  // only the adapters train
+  auto plain = ParseJobSpec(R"({"output_dir": "o", "model": {"path": "m"}, "data": {"train": "t.jsonl"}})", false, "p");
+  ASSERT_TRUE(plain.ok());
+  EXPECT_FALSE(plain->optimizer().has_lora());
+}
+
 TEST(JobSpec, JsonAndLearningRateZeroIsKept) {
   auto s = ParseJobSpec(R"({"output_dir": "o", "model": {"path": "m"}, "data": {"train": "t.jsonl"},
                             "optimizer": {"lr": 0}})", false, "job.json");
@@ -79,6 +93,13 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{kBase + "optimizer: {micro_batch: 0}\n", true, "optimizer.micro_batch: must be >= 1"},
         Bad{kBase + "optimizer: {trainable: [lm_head]}\n", true, "optimizer.trainable[0]"},
         Bad{kBase + "curriculum: {mode: random}\n", true, "curriculum.mode"},
+        Bad{kBase + "optimizer: {lora: {rank: 0}}\n", true, "optimizer.lora.rank: must be in [1, 4096]"},
+        Bad{kBase + "optimizer: {lora: {alpha: -1}}\n", true, "optimizer.lora.alpha: must be > 0"},
+        Bad{kBase + "optimizer: {lora: {dropout: 1}}\n", true, "optimizer.lora.dropout: must be in [0, 1)"},
+        Bad{kBase + "optimizer: {lora: {target_modules: [q_proj, fc1]}}\n", true,
+            "optimizer.lora.target_modules[1]: 'fc1' is not one of"},
+        Bad{kBase + "optimizer: {lora: {rank: 8}, trainable: [language_model]}\n", true,
+            "optimizer.trainable: not with optimizer.lora"},
         Bad{kBase + "evaluation: {suites: [chair, mmhal]}\n", true, "evaluation.suites[1]: unknown suite 'mmhal'"},
         Bad{kBase + "resources: {device: tpu}\n", true, "resources.device"},
         Bad{kBase + "resources: {precision: fp8}\n", true, "resources.precision: 'fp8' is not auto, fp32 or bf16"},

@@ -16,7 +16,7 @@ absl::StatusOr<StepLogps> ComputeStepLogps(LlavaModel& model, int64_t pad_id,
     int64_t image;  // index into the stacked pixels
   };
   std::vector<Row> rows;
-  std::vector<torch::Tensor> pixels;
+  std::vector<PixelInput> pixels;
   for (int64_t i = 0; i < n; ++i) {
     pixels.push_back(examples[i].image);
     rows.push_back({&examples[i].chosen, i});
@@ -25,7 +25,7 @@ absl::StatusOr<StepLogps> ComputeStepLogps(LlavaModel& model, int64_t pad_id,
     for (int64_t i = 0; i < n; ++i) rows.push_back({&examples[i].rejected, i});
   if (objective.needs_perturbed()) {
     for (int64_t i = 0; i < n; ++i) {
-      if (!examples[i].perturbed_image.defined())
+      if (!examples[i].perturbed_image.pixel_values.defined())
         return absl::InvalidArgumentError(absl::StrCat("example '", examples[i].id, "' has no perturbed image"));
       pixels.push_back(examples[i].perturbed_image);
       rows.push_back({&examples[i].chosen, n + i});
@@ -54,7 +54,7 @@ absl::StatusOr<StepLogps> ComputeStepLogps(LlavaModel& model, int64_t pad_id,
     batch.input_ids = ids.to(param.device());
     batch.attention_mask = mask.to(param.device());
     batch.image_index = image_index.to(param.device());
-    batch.image_features = model->EncodeImages(torch::stack(pixels).to(param.device(), param.scalar_type()));
+    MFPO_RETURN_IF_ERROR(model->SetImages(&batch, pixels));
     MFPO_RETURN_IF_ERROR(model->ValidateBatch(batch));
     ResponseScores s = model->ScoreResponses(batch, labels);
     StepLogps out;

@@ -20,8 +20,8 @@ namespace mfpo {
 struct PreferenceExample {
   std::string id;
   TokenizedExample chosen, rejected;
-  torch::Tensor image;            // [3, H, W] preprocessed
-  torch::Tensor perturbed_image;  // [3, H, W]; needed when the objective uses the image term
+  PixelInput image;            // preprocessed (PreprocessForModel)
+  PixelInput perturbed_image;  // the same size as `image`; needed when the objective uses the image term
   bool image_pair = true;         // false: no image-preference pair (its image term is left out)
 };
 

@@ -47,8 +47,8 @@ class PreferenceStepTest : public ::testing::Test {
       ASSERT_TRUE(px.ok() && noised.ok());
       auto npx = PreprocessImage(*noised, ip);
       ASSERT_TRUE(npx.ok());
-      ex.image = *px;
-      ex.perturbed_image = *npx;
+      ex.image.pixel_values = *px;
+      ex.perturbed_image.pixel_values = *npx;
       examples_.push_back(ex);
     }
   }

@@ -26,6 +26,7 @@
 #include "common/file_util.h"
 #include "common/image.h"
 #include "common/jsonl.h"
+#include "common/lora.h"
 #include "common/model_dir.h"
 #include "common/safetensors.h"
 #include "common/status_macros.h"
@@ -114,8 +115,8 @@ std::string DataFingerprint(const std::vector<PreferenceExample>& examples) {
     ints(ex.chosen.labels);
     ints(ex.rejected.ids);
     ints(ex.rejected.labels);
-    pixels(ex.image);
-    pixels(ex.perturbed_image);
+    pixels(ex.image.pixel_values);
+    pixels(ex.perturbed_image.pixel_values);
   }
   return absl::StrFormat("%016x", h);
 }
@@ -260,21 +261,20 @@ absl::StatusOr<Dataset> LoadDataset(const v1::JobSpec& spec, const LoadedModel& 
   Dataset d;
   const fs::path manifest(spec.data().train());
   const fs::path root = manifest.parent_path();
-  std::map<std::string, torch::Tensor> image_cache;
+  std::map<std::string, PixelInput> image_cache;
   auto pixels = [&](const std::string& rel, const std::function<absl::StatusOr<cv::Mat>(cv::Mat)>& transform,
-                    const std::string& key) -> absl::StatusOr<torch::Tensor> {
+                    const std::string& key) -> absl::StatusOr<PixelInput> {
     auto it = image_cache.find(key);
     if (it != image_cache.end()) return it->second;
     const fs::path p = fs::path(rel).is_absolute() ? fs::path(rel) : root / rel;
     MFPO_ASSIGN_OR_RETURN(cv::Mat rgb, ReadImageFile(p.string()));
     MFPO_ASSIGN_OR_RETURN(rgb, CatchAll(p.string(), [&] { return transform(rgb); }));
-    absl::StatusOr<torch::Tensor> t = PreprocessImage(rgb, m.image);
+    absl::StatusOr<PixelInput> t = PreprocessForModel(rgb, m.image);
     if (!t.ok()) return Annotate(t.status(), p.string());
     image_cache.emplace(key, *t);
     return *t;
   };
   const auto identity = [](cv::Mat x) -> absl::StatusOr<cv::Mat> { return x; };
-  const int64_t n_image = m.config.image_tokens();
   int64_t read = 0;
   MFPO_RETURN_IF_ERROR(ReadJsonl(manifest.string(), [&](int line, const json& j) -> absl::Status {
     if (spec.data().max_samples() > 0 && read >= spec.data().max_samples()) return absl::OkStatus();
@@ -293,6 +293,11 @@ absl::StatusOr<Dataset> LoadDataset(const v1::JobSpec& spec, const LoadedModel& 
     if (!rejected.ok()) return fail(r->id, rejected.status().message());
     ex.chosen = *chosen;
     ex.rejected = *rejected;
+    auto image = pixels(r->image, identity, r->image);
+    if (!image.ok()) return fail(r->id, image.status().message());
+    ex.image = *image;
+    // LLaVA-1.5: a fixed count; LLaVA-NeXT: what the image's size tiles into.
+    const int64_t n_image = m.config.ImageTokensFor(ex.image.height, ex.image.width);
     ExpandImageTokens(m.config.image_token_index, n_image, &ex.chosen.ids, &ex.chosen.labels);
     ExpandImageTokens(m.config.image_token_index, n_image, &ex.rejected.ids, &ex.rejected.labels);
     {
@@ -310,12 +315,9 @@ absl::StatusOr<Dataset> LoadDataset(const v1::JobSpec& spec, const LoadedModel& 
       if (!cut_r.ok()) return fail(r->id, cut_r.status().message());
       if (*cut_c || *cut_r) ++d.truncated;
     }
-    auto image = pixels(r->image, identity, r->image);
-    if (!image.ok()) return fail(r->id, image.status().message());
-    ex.image = *image;
     if (objective.needs_perturbed()) {
       const uint64_t seed = SampleSeed(spec.seed(), r->id);
-      absl::StatusOr<torch::Tensor> perturbed;
+      absl::StatusOr<PixelInput> perturbed;
       const PerturbedImageSource source =
           PerturbedImageSourceFor(ObjectiveVariantName(objective.variant), !r->rejected_image.empty());
       if (source == PerturbedImageSource::kRandomCrop) {
@@ -331,6 +333,12 @@ absl::StatusOr<Dataset> LoadDataset(const v1::JobSpec& spec, const LoadedModel& 
         }, absl::StrCat(r->image, "#noise#", image_key));
       }
       if (!perturbed.ok()) return fail(r->id, perturbed.status().message());
+      // (m', y_w) reuses the chosen sequence: m' must expand to as many image tokens as m.
+      const int64_t n_perturbed = m.config.ImageTokensFor(perturbed->height, perturbed->width);
+      if (n_perturbed != n_image)
+        return fail(r->id, absl::StrCat("rejected image is ", perturbed->width, "x", perturbed->height, " (", n_perturbed,
+                                        " image tokens), the image ", ex.image.width, "x", ex.image.height, " (", n_image,
+                                        "): they must match"));
       ex.perturbed_image = *perturbed;
       // A datagen record whose keywords had no region has no image-preference pair.
       const bool fallback = source == PerturbedImageSource::kRejectedImage && j.contains("perturbation") &&
@@ -485,6 +493,17 @@ LoadModelOptions LoadOptionsFor(const v1::JobSpec& spec, const torch::Device& de
   return load;
 }
 
+LoraConfig LoraConfigOf(const v1::JobSpec& spec) {
+  const auto& l = spec.optimizer().lora();
+  LoraConfig c;
+  c.rank = l.rank();
+  c.alpha = l.alpha();
+  c.dropout = l.dropout();
+  c.target_modules.assign(l.target_modules().begin(), l.target_modules().end());
+  c.base_model = spec.model().path();
+  return c;
+}
+
 // output_dir/checkpoints/step-NNNNNN: the one place the directory name is made.
 fs::path CheckpointDir(const fs::path& root, int64_t step) { return root / absl::StrFormat("step-%06d", step); }
 
@@ -530,6 +549,10 @@ struct TrainingJob::State {
   std::string fingerprint;  // of the reference model, tokenizer, perturbation and data
   torch::Tensor ref_logps, entropy;
   std::optional<LoadedModel> online_reference;
+  // optimizer.lora: the adapters' settings. The reference is then the policy with its adapters
+  // off whenever the reference model is the base model (no second copy).
+  std::optional<LoraConfig> lora;
+  bool reference_is_base_without_adapters = false;
   // TrainPhase: built at the first phase; `step` is the optimizer step the policy in memory is at.
   std::vector<torch::Tensor> params;
   std::unique_ptr<torch::optim::AdamW> optimizer;
@@ -597,11 +620,22 @@ absl::StatusOr<std::unique_ptr<TrainingJob>> TrainingJob::Open(const v1::JobSpec
   options.timeout_ms = static_cast<int64_t>(spec.resources().collective_timeout_s()) * 1000;
   MFPO_ASSIGN_OR_RETURN(s->group, Collective::Join(options, s->device));
   Collective& g = *s->group;
+  // LibTorch seeds its default generator from the OS: the draws a run makes (LoRA's adapter
+  // dropout) must come from the job's seed instead, one stream per rank. A resumed run replaces
+  // this state with the checkpoint's.
+  torch::manual_seed(SampleSeed(spec.seed(), absl::StrCat("torch-rng/rank", g.rank())));
   const bool writer = g.rank() == 0;
 
   // Every rank loads the policy and the data; a failure on any rank stops all of them.
   absl::Status loaded = [&]() -> absl::Status {
     MFPO_ASSIGN_OR_RETURN(s->policy, LoadModelDir(spec.model().path(), LoadOptionsFor(spec, s->device)));
+    if (spec.optimizer().has_lora()) {
+      s->lora = LoraConfigOf(spec);
+      // Seeded: every rank (and every stage process of the job) starts from the same adapters.
+      MFPO_ASSIGN_OR_RETURN(int layers, AttachLora(s->policy.model, *s->lora, spec.seed()));
+      spdlog::info("LoRA: rank {}, alpha {}, {} adapted layers ({}); base weights frozen", s->lora->rank,
+                   s->lora->alpha, layers, absl::StrJoin(s->lora->target_modules, ", "));
+    }
     s->policy.model->SetActivationCheckpointing(spec.optimizer().activation_checkpointing());
     MFPO_ASSIGN_OR_RETURN(s->data, LoadDataset(spec, s->policy, objective));
     if (s->data.examples.empty()) {
@@ -665,14 +699,17 @@ absl::Status TrainingJob::ReferencePass() {
   // Online reference: a second, frozen copy of the reference model scores every micro-batch
   // during training (zero-copy loading shares its pages with the policy's until the policy
   // writes them). Only the policy's entropy is computed up front, for the curriculum.
+  st.reference_is_base_without_adapters = st.lora.has_value() && reference_dir == spec.model().path();
   if (spec.objective().online_reference() && objective.needs_reference()) {
-    absl::Status loaded = [&]() -> absl::Status {
-      MFPO_ASSIGN_OR_RETURN(st.online_reference, LoadModelDir(reference_dir, load));
-      return absl::OkStatus();
-    }();
-    MFPO_RETURN_IF_ERROR(g.Agree(loaded, "loading the online reference model"));
-    st.online_reference->model->eval();
-    for (auto& prm : st.online_reference->model->parameters()) prm.set_requires_grad(false);
+    if (!st.reference_is_base_without_adapters) {
+      absl::Status loaded = [&]() -> absl::Status {
+        MFPO_ASSIGN_OR_RETURN(st.online_reference, LoadModelDir(reference_dir, load));
+        return absl::OkStatus();
+      }();
+      MFPO_RETURN_IF_ERROR(g.Agree(loaded, "loading the online reference model"));
+      st.online_reference->model->eval();
+      for (auto& prm : st.online_reference->model->parameters()) prm.set_requires_grad(false);
+    }
     st.ref_logps = torch::zeros({n, 3});
     st.entropy = torch::zeros({n});
     if (spec.curriculum().mode() == "easy_to_hard") {
@@ -722,6 +759,8 @@ absl::Status TrainingJob::ReferencePass() {
     return absl::OkStatus();
   }
   if (reference_dir == spec.model().path()) {
+    std::optional<LoraDisabled> base_only;  // LoRA: the reference is the base model
+    if (st.lora) base_only.emplace(policy.model);
     MFPO_RETURN_IF_ERROR(ShardedScoreAll(g, policy.model, policy.config.pad_token_id, st.data.examples, objective,
                                          st.micro, st.bf16, "reference pass", &st.ref_logps, &st.entropy));
   } else {
@@ -841,8 +880,13 @@ absl::Status TrainingJob::SaveCheckpoint(const Curriculum& c, int64_t step, int 
     absl::Status rest = absl::OkStatus();
     if (writer) {
       rest = [&]() -> absl::Status {
-        MFPO_RETURN_IF_ERROR(SaveModelWeights(tmp.string(), st.policy.model));
-        MFPO_RETURN_IF_ERROR(CopyModelSideFiles(st.spec.model().path(), tmp.string()));
+        if (st.lora) {
+          // The adapter alone, in PEFT's layout; the base model stays spec.model.path.
+          MFPO_RETURN_IF_ERROR(SaveAdapter(tmp.string(), st.policy.model, *st.lora));
+        } else {
+          MFPO_RETURN_IF_ERROR(SaveModelWeights(tmp.string(), st.policy.model));
+          MFPO_RETURN_IF_ERROR(CopyModelSideFiles(st.spec.model().path(), tmp.string()));
+        }
         MFPO_RETURN_IF_ERROR(WriteFileAtomically(
             (tmp / "trainer_state.json").string(),
             json{{"global_step", step}, {"phase", c.phase_names[phase]}, {"total_steps", c.total_steps},
@@ -878,11 +922,12 @@ absl::Status TrainingJob::BuildOptimizer() {
   Collective& g = *st.group;
   const v1::JobSpec& spec = st.spec;
   // Trainable parameters. The vision tower runs without autograd unless some of it trains.
+  // With LoRA only the adapters train (optimizer.trainable is empty then).
   bool vision_trains = false;
   for (const auto& prefix : spec.optimizer().trainable()) vision_trains = vision_trains || absl::StartsWith(prefix, "vision_tower");
   st.policy.model->FreezeVisionTower(!vision_trains);
   for (auto& item : st.policy.model->named_parameters(true)) {
-    bool train = false;
+    bool train = st.lora.has_value() && IsLoraParameterName(item.key());
     for (const auto& prefix : spec.optimizer().trainable()) train = train || absl::StartsWith(item.key(), prefix);
     item.value().set_requires_grad(train);
     if (train) {
@@ -943,8 +988,12 @@ absl::Status TrainingJob::Resume(const TrainControl& control) {
   if (step <= st.step) return absl::OkStatus();
   const fs::path dir = CheckpointDir(st.ckpt_root, step);
   absl::Status loaded = [&]() -> absl::Status {
-    MFPO_ASSIGN_OR_RETURN(SafetensorsCheckpoint weights, SafetensorsCheckpoint::Open(dir.string()));
-    MFPO_RETURN_IF_ERROR(LoadWeights(weights, *st.policy.model).status());
+    if (st.lora) {
+      MFPO_RETURN_IF_ERROR(LoadAdapterWeights(dir.string(), st.policy.model));
+    } else {
+      MFPO_ASSIGN_OR_RETURN(SafetensorsCheckpoint weights, SafetensorsCheckpoint::Open(dir.string()));
+      MFPO_RETURN_IF_ERROR(LoadWeights(weights, *st.policy.model).status());
+    }
     std::error_code ec;
     const fs::path optimizer_dir = dir / "optimizer";
     if (fs::is_directory(optimizer_dir, ec)) {
@@ -1132,7 +1181,10 @@ absl::StatusOr<TrainResult> TrainingJob::TrainPhase(const Curriculum& c, int p, 
           rows.push_back(idx[q]);
         }
         ResponseLogps ref;
-        if (!st.online_reference) {
+        const bool online = st.online_reference.has_value() ||
+                            (st.reference_is_base_without_adapters && st.spec.objective().online_reference() &&
+                             st.objective.needs_reference());
+        if (!online) {
           torch::Tensor r = st.ref_logps.index_select(0, torch::tensor(rows, torch::kInt64)).to(st.device);
           ref.chosen = r.select(1, 0);
           ref.rejected = r.select(1, 1);
@@ -1147,11 +1199,15 @@ absl::StatusOr<TrainResult> TrainingJob::TrainPhase(const Curriculum& c, int p, 
             torch::NoGradGuard no_grad;
             reference_out = ComputeStepLogps(st.online_reference->model, st.online_reference->config.pad_token_id,
                                              batch, st.objective);
+          } else if (online) {  // LoRA: the same model with its adapters off
+            torch::NoGradGuard no_grad;
+            LoraDisabled base_only(policy.model);
+            reference_out = ComputeStepLogps(policy.model, policy.config.pad_token_id, batch, st.objective);
           }
         }
         MFPO_RETURN_IF_ERROR(policy_out.status());
         const StepLogps& out = *policy_out;
-        if (st.online_reference) {
+        if (online) {
           MFPO_RETURN_IF_ERROR(reference_out.status());
           ref = reference_out->logps;
         }

@@ -15,7 +15,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import safetensors_io  # noqa: E402
 
-GENERATORS = {"gen_llava_golden.py": "llava_tiny", "gen_image_golden.py": "images"}
+GENERATORS = {"gen_llava_golden.py": "llava_tiny", "gen_image_golden.py": "images",
+              "gen_llava_next_golden.py": "llava_next_tiny"}
 
 
 def main(work):
@@ -25,7 +26,9 @@ def main(work):
         subprocess.run([sys.executable, os.path.join(HERE, script), out], check=True,
                        stdout=subprocess.DEVNULL)
         committed = os.path.join(HERE, sub)
-        for name in sorted(os.listdir(committed)):
+        names = sorted(os.path.relpath(os.path.join(root, f), committed)
+                       for root, _, files in os.walk(committed) for f in files)
+        for name in names:
             a, b = os.path.join(committed, name), os.path.join(out, name)
             if not os.path.exists(b):
                 failures.append(f"{sub}/{name}: not generated any more")

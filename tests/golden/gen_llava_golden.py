@@ -123,16 +123,19 @@ def rotate_half(x):
     return torch.cat([-b, a], -1)
 
 
-def llama_logits(w, embeds):
-    """embeds [S, H] of one unpadded sequence -> logits [S, vocab]."""
+def llama_logits(w, embeds, theta=None, window=0):
+    """embeds [S, H] of one unpadded sequence -> logits [S, vocab]. `window` > 0: Mistral's
+    sliding window (query i sees key j iff 0 <= i - j < window)."""
     S, H = embeds.shape
     heads, kvh = T["heads"], T["kv_heads"]
     hd = H // heads
-    inv_freq = 1.0 / (T["theta"] ** (torch.arange(0, hd, 2).float() / hd))
+    inv_freq = 1.0 / ((theta or T["theta"]) ** (torch.arange(0, hd, 2).float() / hd))
     ang = torch.arange(S).float()[:, None] * inv_freq[None]
     emb = torch.cat([ang, ang], -1)
     cos, sin = emb.cos(), emb.sin()
     causal = torch.ones(S, S).tril().bool()
+    if window:
+        causal &= torch.arange(S)[:, None] - torch.arange(S)[None] < window
     x = embeds
     m = "language_model.model."
     for i in range(T["layers"]):

@@ -1,0 +1,174 @@
+// LoRA against full training: peak resident memory and samples/s of an MFPO step (medium preset by
+// default), each mode in its own process so that its peak RSS is its own.
+//
+//   full:         the language model and projector trained by AdamW (fp32 state for every weight);
+//                 reference log-probs from the cache (what `mfpo train` does by default);
+//   full+online:  the same, with the frozen reference as a second model copy run every step
+//                 (objective.online_reference);
+//   lora:         rank-16 adapters on every decoder linear, base frozen; the reference computed
+//                 every step by the same model with its adapters off (no second copy).
+// Prints each mode's peak RSS and samples/s and the ratios of LoRA to the two full modes.
+//
+//   mfpo_bench_lora [PRESET]          (children: mfpo_bench_lora PRESET --mode MODE)
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "bench/bench_util.h"
+#include "common/device.h"
+#include "common/lora.h"
+#include "common/presets.h"
+#include "worker/mfpo_objective.h"
+#include "worker/preference_step.h"
+
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+struct Measured {
+  double rss_mib = 0, samples_per_s = 0;
+};
+
+// One mode in this process; prints "MODE <rss KiB> <samples/s>".
+int RunMode(const std::string& preset_name, const std::string& mode) {
+  mfpo::SetComputeThreads(0);
+  torch::manual_seed(0);
+  auto preset = mfpo::GetPreset(preset_name);
+  if (!preset.ok()) return 1;
+  const mfpo::LlavaConfig& c = preset->config;
+  mfpo::LlavaModel policy(c, torch::TensorOptions());
+  mfpo::InitializeWeights(policy, 0.02, 1);
+  mfpo::LlavaModel reference{nullptr};
+  if (mode == "full+online") {
+    reference = mfpo::LlavaModel(c, torch::TensorOptions());
+    mfpo::InitializeWeights(reference, 0.02, 1);
+    for (auto& p : reference->parameters()) p.set_requires_grad(false);
+  }
+  std::vector<torch::Tensor> params;
+  if (mode == "lora") {
+    mfpo::LoraConfig lora;
+    lora.rank = 16;
+    lora.dropout = 0;
+    if (!mfpo::AttachLora(policy, lora, 1).ok()) return 1;
+    for (auto& item : policy->named_parameters(true)) {
+      const bool train = mfpo::IsLoraParameterName(item.key());
+      item.value().set_requires_grad(train);
+      if (train) params.push_back(item.value());
+    }
+  } else {
+    for (auto& item : policy->named_parameters(true)) {
+      const bool train = item.key().rfind("vision_tower", 0) != 0;
+      item.value().set_requires_grad(train);
+      if (train) params.push_back(item.value());
+    }
+  }
+  const int64_t micro = 4;
+  std::vector<mfpo::PreferenceExample> examples;
+  for (int64_t i = 0; i < micro; ++i) {
+    mfpo::PreferenceExample ex;
+    ex.id = std::to_string(i);
+    ex.chosen = mfpo::bench::Sequence(c, 12, 24, i);
+    ex.rejected = mfpo::bench::Sequence(c, 12, 24, i + 100);
+    ex.image.pixel_values = torch::randn({3, c.vision.image_size, c.vision.image_size});
+    ex.perturbed_image.pixel_values = torch::randn({3, c.vision.image_size, c.vision.image_size});
+    examples.push_back(ex);
+  }
+  mfpo::ObjectiveConfig objective;
+  torch::optim::AdamW opt(params, torch::optim::AdamWOptions(1e-5));
+  mfpo::ResponseLogps cached;
+  if (mode == "full") {
+    torch::NoGradGuard ng;
+    cached = mfpo::ComputeStepLogps(policy, c.pad_token_id, examples, objective)->logps;
+  }
+  auto step = [&] {
+    auto out = mfpo::ComputeStepLogps(policy, c.pad_token_id, examples, objective);
+    mfpo::ResponseLogps ref = cached;
+    if (mode != "full") {
+      torch::NoGradGuard ng;
+      if (mode == "lora") {
+        mfpo::LoraDisabled base_only(policy);
+        ref = mfpo::ComputeStepLogps(policy, c.pad_token_id, examples, objective)->logps;
+      } else {
+        ref = mfpo::ComputeStepLogps(reference, c.pad_token_id, examples, objective)->logps;
+      }
+    }
+    auto obj = mfpo::ComputeObjective(objective, out->logps, ref, out->chosen_tokens);
+    opt.zero_grad();
+    obj.loss.backward();
+    opt.step();
+  };
+  step();  // warm-up (allocates the AdamW state)
+  const int iters = preset_name == "tiny" ? 6 : 3;
+  const auto t0 = Clock::now();
+  for (int i = 0; i < iters; ++i) step();
+  const double secs = std::chrono::duration<double>(Clock::now() - t0).count() / iters;
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  std::printf("MODE %s %ld %.4f\n", mode.c_str(), static_cast<long>(usage.ru_maxrss), micro / secs);
+  return 0;
+}
+
+// Runs this binary in `mode` and reads its line.
+bool Child(const std::string& preset, const std::string& mode, Measured* m) {
+  int fds[2];
+  if (pipe(fds) != 0) return false;
+  const pid_t pid = fork();
+  if (pid < 0) return false;
+  if (pid == 0) {
+    dup2(fds[1], STDOUT_FILENO);
+    close(fds[0]);
+    close(fds[1]);
+    execl("/proc/self/exe", "mfpo_bench_lora", preset.c_str(), "--mode", mode.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(fds[1]);
+  std::string text;
+  char buf[512];
+  for (ssize_t n; (n = read(fds[0], buf, sizeof(buf))) > 0;) text.append(buf, static_cast<size_t>(n));
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  const auto at = text.find("MODE ");
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || at == std::string::npos) {
+    std::fprintf(stderr, "mode %s failed: %s\n", mode.c_str(), text.c_str());
+    return false;
+  }
+  char name[64];
+  long kib = 0;
+  double rate = 0;
+  if (std::sscanf(text.c_str() + at, "MODE %63s %ld %lf", name, &kib, &rate) != 3) return false;
+  m->rss_mib = kib / 1024.0;
+  m->samples_per_s = rate;
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string preset = argc > 1 && argv[1][0] != '-' ? argv[1] : "medium";
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::strcmp(argv[i], "--mode") == 0) return RunMode(preset, argv[i + 1]);
+  std::map<std::string, Measured> m;
+  for (const char* mode : {"full", "full+online", "lora"})
+    if (!Child(preset, mode, &m[mode])) return 1;
+  std::printf("preset %s, micro-batch 4 (x3 sequences), MFPO step, fp32 on CPU\n", preset.c_str());
+  for (const char* mode : {"full", "full+online", "lora"})
+    std::printf("  %-12s peak RSS %8.1f MiB   %6.2f samples/s\n", mode, m[mode].rss_mib, m[mode].samples_per_s);
+  const Measured &lora = m["lora"], &full = m["full"], &online = m["full+online"];
+  mfpo::bench::Result("lora", preset + " LoRA r16 peak RSS / full training's", lora.rss_mib / full.rss_mib,
+                      "full training, cached reference", "< 1");
+  mfpo::bench::Result("lora", preset + " LoRA r16 peak RSS / full training's with online reference",
+                      lora.rss_mib / online.rss_mib, "full training + second reference copy", "< 1");
+  mfpo::bench::Result("lora", preset + " LoRA r16 samples/s / full training's", lora.samples_per_s / full.samples_per_s,
+                      "full training, cached reference");
+  mfpo::bench::Result("lora", preset + " LoRA r16 samples/s / full training's with online reference",
+                      lora.samples_per_s / online.samples_per_s, "full training + second reference copy");
+  return 0;
+}
