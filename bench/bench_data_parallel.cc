@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_examples.h"
 #include "bench/bench_util.h"
 #include "common/device.h"
 #include "common/presets.h"
@@ -83,16 +84,7 @@ int RankMain(const std::map<std::string, std::string>& a) {
   mfpo::LlavaModel policy(c, torch::TensorOptions());
   mfpo::InitializeWeights(policy, 0.02, 1);
   policy->FreezeVisionTower(true);
-  std::vector<mfpo::PreferenceExample> examples;
-  for (int64_t i = 0; i < 4; ++i) {
-    mfpo::PreferenceExample ex;
-    ex.id = std::to_string(i);
-    ex.chosen = mfpo::bench::Sequence(c, 12, 24, i + 10 * rank);
-    ex.rejected = mfpo::bench::Sequence(c, 12, 24, i + 100 + 10 * rank);
-    ex.image.pixel_values = torch::randn({3, c.vision.image_size, c.vision.image_size});
-    ex.perturbed_image.pixel_values = torch::randn({3, c.vision.image_size, c.vision.image_size});
-    examples.push_back(ex);
-  }
+  std::vector<mfpo::PreferenceExample> examples = mfpo::bench::SyntheticExamples(c, 4, 10 * rank);
   mfpo::ObjectiveConfig objective;
   std::vector<torch::Tensor> params;
   for (auto& item : policy->named_parameters(true)) {

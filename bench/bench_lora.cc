@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_examples.h"
 #include "bench/bench_util.h"
 #include "common/device.h"
 #include "common/lora.h"
@@ -70,16 +71,7 @@ int RunMode(const std::string& preset_name, const std::string& mode) {
     }
   }
   const int64_t micro = 4;
-  std::vector<mfpo::PreferenceExample> examples;
-  for (int64_t i = 0; i < micro; ++i) {
-    mfpo::PreferenceExample ex;
-    ex.id = std::to_string(i);
-    ex.chosen = mfpo::bench::Sequence(c, 12, 24, i);
-    ex.rejected = mfpo::bench::Sequence(c, 12, 24, i + 100);
-    ex.image.pixel_values = torch::randn({3, c.vision.image_size, c.vision.image_size});
-    ex.perturbed_image.pixel_values = torch::randn({3, c.vision.image_size, c.vision.image_size});
-    examples.push_back(ex);
-  }
+  std::vector<mfpo::PreferenceExample> examples = mfpo::bench::SyntheticExamples(c, micro);
   mfpo::ObjectiveConfig objective;
   torch::optim::AdamW opt(params, torch::optim::AdamWOptions(1e-5));
   mfpo::ResponseLogps cached;

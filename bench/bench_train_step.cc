@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_examples.h"
 #include "bench/bench_util.h"
 #include "common/device.h"
 #include "common/presets.h"
@@ -32,16 +33,7 @@ int main(int argc, char** argv) {
   mfpo::InitializeWeights(policy, 0.02, 1);
   mfpo::InitializeWeights(reference, 0.02, 1);
   const int64_t micro = 4;
-  std::vector<mfpo::PreferenceExample> examples;
-  for (int64_t i = 0; i < micro; ++i) {
-    mfpo::PreferenceExample ex;
-    ex.id = std::to_string(i);
-    ex.chosen = mfpo::bench::Sequence(c, 12, 24, i);
-    ex.rejected = mfpo::bench::Sequence(c, 12, 24, i + 100);
-    ex.image.pixel_values = torch::randn({3, c.vision.image_size, c.vision.image_size});
-    ex.perturbed_image.pixel_values = torch::randn({3, c.vision.image_size, c.vision.image_size});
-    examples.push_back(ex);
-  }
+  std::vector<mfpo::PreferenceExample> examples = mfpo::bench::SyntheticExamples(c, micro);
   mfpo::ObjectiveConfig objective;
   std::vector<torch::Tensor> params;
   for (const auto& p : policy->parameters())

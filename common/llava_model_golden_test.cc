@@ -8,6 +8,7 @@
 
 #include "absl/strings/match.h"
 #include "common/generation.h"
+#include "common/golden_test_util.h"
 #include "common/model_dir.h"
 #include "common/safetensors.h"
 
@@ -81,31 +82,10 @@ TEST_F(GoldenTest, ResponseLogProbAndEntropyMatchReference) {
 }
 
 TEST_F(GoldenTest, GreedyGenerationMatchesReferenceBatchedAndAlone) {
-  torch::Tensor prompts = Golden("gen_prompts"), want = Golden("gen_ids");
   torch::Tensor pixels = Golden("pixel_values");
-  std::vector<std::vector<int64_t>> rows;
-  for (int64_t b = 0; b < prompts.size(0); ++b) {
-    std::vector<int64_t> row;
-    for (int64_t i = 0; i < prompts.size(1); ++i)
-      if (prompts[b][i].item<int64_t>() >= 0) row.push_back(prompts[b][i].item<int64_t>());
-    rows.push_back(row);
-  }
-  ASSERT_NE(rows[0].size(), rows[1].size()) << "prompts must differ in length to test padding";
-  GenerationOptions options;
-  options.max_new_tokens = want.size(1);
   std::vector<PixelInput> images;
   for (int64_t b = 0; b < pixels.size(0); ++b) images.push_back({pixels[b], 0, 0});
-  auto batched = GreedyGenerate(model_.model, rows, images, options);
-  ASSERT_TRUE(batched.ok()) << batched.status();
-  for (int64_t b = 0; b < want.size(0); ++b) {
-    std::vector<int64_t> expected;
-    for (int64_t i = 0; i < want.size(1) && want[b][i].item<int64_t>() >= 0; ++i)
-      expected.push_back(want[b][i].item<int64_t>());
-    EXPECT_EQ((*batched)[b], expected) << "row " << b << " (batched, left-padded)";
-    auto alone = GreedyGenerate(model_.model, {rows[b]}, {images[b]}, options);
-    ASSERT_TRUE(alone.ok()) << alone.status();
-    EXPECT_EQ((*alone)[0], expected) << "row " << b << " (alone)";
-  }
+  ExpectGenerationMatches(model_.model, Golden("gen_prompts"), images, Golden("gen_ids"));
 }
 
 TEST_F(GoldenTest, Bfloat16ComputeStaysCloseToReference) {

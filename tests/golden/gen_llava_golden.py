@@ -173,6 +173,24 @@ def prompt(prefix, suffix):
     return [1] + prefix + [IMAGE_TOKEN] * N_PATCH + suffix
 
 
+def newer_checkpoint(w):
+    """The weights under the newer transformers names, with the dtypes of real hub files
+    (embeddings F16, lm_head BF16; the reference uses the rounded values)."""
+    def newer(name):
+        for a, b in (("vision_tower.", "model.vision_tower."),
+                     ("multi_modal_projector.", "model.multi_modal_projector."),
+                     ("language_model.model.", "model.language_model."),
+                     ("language_model.lm_head.", "lm_head."),
+                     ("image_newline", "model.image_newline")):
+            if name.startswith(a):
+                return b + name[len(a):]
+        return name
+    ckpt = {newer(k): v for k, v in w.items()}
+    ckpt["model.language_model.embed_tokens.weight"] = w["language_model.model.embed_tokens.weight"].half()
+    ckpt["lm_head.weight"] = w["language_model.lm_head.weight"].bfloat16()
+    return ckpt
+
+
 def main(out_dir):
     os.makedirs(out_dir, exist_ok=True)
     torch.set_grad_enabled(False)
@@ -227,18 +245,7 @@ def main(out_dir):
     golden.update(gen_prompts=gp, gen_ids=gen)
     safetensors_io.save(os.path.join(out_dir, "golden.safetensors"), golden)
 
-    # The checkpoint, in the newer transformers layout, with the dtypes of real hub files.
-    def newer(name):
-        for a, b in (("vision_tower.", "model.vision_tower."),
-                     ("multi_modal_projector.", "model.multi_modal_projector."),
-                     ("language_model.model.", "model.language_model."),
-                     ("language_model.lm_head.", "lm_head.")):
-            if name.startswith(a):
-                return b + name[len(a):]
-        return name
-    ckpt = {newer(k): v for k, v in w.items()}
-    ckpt["model.language_model.embed_tokens.weight"] = w["language_model.model.embed_tokens.weight"].half()
-    ckpt["lm_head.weight"] = w["language_model.lm_head.weight"].bfloat16()
+    ckpt = newer_checkpoint(w)
     ckpt["model.vision_tower.vision_model.post_layernorm.weight"] = torch.ones(V["hidden"])
     ckpt["model.vision_tower.vision_model.post_layernorm.bias"] = torch.zeros(V["hidden"])
     ckpt["model.vision_tower.vision_model.embeddings.position_ids"] = torch.arange(N_PATCH + 1)[None]

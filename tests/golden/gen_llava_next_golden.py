@@ -144,18 +144,7 @@ def make_images(g, out):
 def write_model(out_dir, w, text_extra):
     os.makedirs(out_dir, exist_ok=True)
 
-    def newer(name):
-        for a, b in (("vision_tower.", "model.vision_tower."),
-                     ("multi_modal_projector.", "model.multi_modal_projector."),
-                     ("language_model.model.", "model.language_model."),
-                     ("language_model.lm_head.", "lm_head."),
-                     ("image_newline", "model.image_newline")):
-            if name.startswith(a):
-                return b + name[len(a):]
-        return name
-    ckpt = {newer(k): v for k, v in w.items()}
-    ckpt["model.language_model.embed_tokens.weight"] = w["language_model.model.embed_tokens.weight"].half()
-    ckpt["lm_head.weight"] = w["language_model.lm_head.weight"].bfloat16()
+    ckpt = base.newer_checkpoint(w)
     safetensors_io.save(os.path.join(out_dir, "model.safetensors"), ckpt, {"format": "pt"})
     text = {"model_type": "llama", "vocab_size": T["vocab"], "hidden_size": T["hidden"],
             "intermediate_size": T["inter"], "num_hidden_layers": T["layers"],
