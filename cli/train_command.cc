@@ -112,6 +112,7 @@ absl::Status EvaluateJob(const v1::JobSpec& spec, const std::string& checkpoint,
   eval.seed = spec.evaluation().seed();
   eval.batch_size = spec.evaluation().batch_size();
   eval.dtype = spec.model().dtype();
+  eval.chat_template = spec.model().chat_template();
   eval.overwrite = true;  // the job's own directory: a rerun with other settings evaluates again
   // A finished evaluation of this checkpoint with the same settings is kept (a rerun of a whole
   // experiment does not pay every evaluation again).

@@ -238,6 +238,9 @@ absl::Status ValidateJobSpec(const v1::JobSpec& s) {
   if (s.model().path().empty()) return Bad("model.path", "required");
   if (s.model().dtype() != "float32" && s.model().dtype() != "bfloat16")
     return Bad("model.dtype", absl::StrCat("'", s.model().dtype(), "' is not float32 or bfloat16"));
+  const std::string& chat = s.model().chat_template();
+  if (!chat.empty() && chat != "llava-1.5" && chat != "vicuna" && chat != "mistral")
+    return Bad("model.chat_template", absl::StrCat("'", chat, "' is not llava-1.5, vicuna or mistral"));
   if (s.data().train().empty()) return Bad("data.train", "required");
   if (s.data().max_samples() < 0) return Bad("data.max_samples", "must be >= 0");
   const auto& o = s.objective();

@@ -93,6 +93,8 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{kBase + "optimizer: {micro_batch: 0}\n", true, "optimizer.micro_batch: must be >= 1"},
         Bad{kBase + "optimizer: {trainable: [lm_head]}\n", true, "optimizer.trainable[0]"},
         Bad{kBase + "curriculum: {mode: random}\n", true, "curriculum.mode"},
+        Bad{"output_dir: o\nmodel: {path: m, chat_template: chatml}\ndata: {train: t.jsonl}\n", true,
+            "model.chat_template: 'chatml'"},
         Bad{kBase + "optimizer: {lora: {rank: 0}}\n", true, "optimizer.lora.rank: must be in [1, 4096]"},
         Bad{kBase + "optimizer: {lora: {alpha: -1}}\n", true, "optimizer.lora.alpha: must be > 0"},
         Bad{kBase + "optimizer: {lora: {dropout: 1}}\n", true, "optimizer.lora.dropout: must be in [0, 1)"},

@@ -67,6 +67,13 @@ absl::StatusOr<uint64_t> ModelHash(const std::string& dir) {
     MFPO_ASSIGN_OR_RETURN(std::string bytes, ReadFileToString((fs::path(dir) / f).string()));
     h = Fnv(h, bytes);
   }
+  // The files that choose the chat template (and so the token ids), when the directory has them.
+  for (const char* f : {"chat_template.json", "tokenizer_config.json"}) {
+    std::error_code ec;
+    if (!fs::exists(fs::path(dir) / f, ec)) continue;
+    MFPO_ASSIGN_OR_RETURN(std::string bytes, ReadFileToString((fs::path(dir) / f).string()));
+    h = Fnv(h, absl::StrCat(f, bytes));
+  }
   MFPO_ASSIGN_OR_RETURN(SafetensorsCheckpoint ckpt, SafetensorsCheckpoint::Open(dir));
   for (const std::string& path : ckpt.files()) {
     std::ifstream in(path, std::ios::binary);
@@ -490,6 +497,7 @@ LoadModelOptions LoadOptionsFor(const v1::JobSpec& spec, const torch::Device& de
   LoadModelOptions load;
   load.dtype = spec.model().dtype() == "bfloat16" ? torch::kBFloat16 : torch::kFloat32;
   load.device = device;
+  load.chat_template = spec.model().chat_template();
   return load;
 }
 
