@@ -90,7 +90,7 @@ absl::Status RunLogits(const LogitsCommandOptions& o, std::ostream& out) {
   }
   ExpandImageTokens(m.config.image_token_index, m.model->ImageTokens(pixels), &ex.ids, &ex.labels);
   if (static_cast<int64_t>(ex.ids.size()) > m.config.text.max_position_embeddings)
-    return absl::InvalidArgumentError(absl::StrCat("the prompt", has_response ? " and response" : "", " take ", ex.ids.size(),
+    return absl::InvalidArgumentError(absl::StrCat("the prompt", has_response ? " and response" : "", " take" , has_response ? "" : "s", " ", ex.ids.size(),
                                                    " tokens with the image's, more than the model's context of ",
                                                    m.config.text.max_position_embeddings, " (max_position_embeddings)"));
   NamedTensors tensors;
@@ -130,6 +130,9 @@ absl::Status RunConvertModel(const ConvertModelCommandOptions& o, std::ostream& 
   std::error_code ec;
   if (fs::exists(o.out_dir, ec) && fs::equivalent(o.out_dir, o.model_dir, ec))
     return absl::InvalidArgumentError(absl::StrCat("--out ", o.out_dir, " is the model directory itself"));
+  if (!o.adapter_dir.empty() && fs::exists(o.out_dir, ec) && fs::exists(o.adapter_dir, ec) &&
+      fs::equivalent(o.out_dir, o.adapter_dir, ec))
+    return absl::InvalidArgumentError(absl::StrCat("--out ", o.out_dir, " is the adapter directory itself"));
   MFPO_RETURN_IF_ERROR(CheckNewOutputDir(o.out_dir, o.overwrite));
   LoadModelOptions load;
   load.adapter_dir = o.adapter_dir;

@@ -114,24 +114,25 @@ std::vector<std::string> List(const std::string& value) {
 constexpr char kUsage[] = R"(mfpo <command> [flags]
 
 Commands:
-  init-model --preset tiny --out DIR [--seed N] [--overwrite]
+  init-model --preset tiny|tiny-next|medium|7b-shape --out DIR [--seed N] [--overwrite]
       write a randomly initialised LLaVA checkpoint directory (config.json, model.safetensors,
-      tokenizer.model, preprocessor_config.json)
+      tokenizer.model, preprocessor_config.json, chat_template.json); tiny-next is LLaVA-1.6
   logits --model DIR --image FILE --prompt TEXT [--response TEXT] --out FILE.safetensors
+      [--adapter DIR] [--chat-template llava-1.5|vicuna|mistral]
       write the logits of the prompt(+response) sequence and the response's summed log-prob
   world --out DIR [--seed N] [--train N --val N --test N] [--size PX]
       write the embedded scene world: images, preference manifests, annotations, vocabulary
   train --spec job.yaml [--stop-after-steps N] [--rank R --world-size N --rendezvous HOST:PORT]
       one job: reference pass, difficulty, curriculum phases, evaluation; with resources.workers N
       it starts N local ranks; --rank/--world-size/--rendezvous (or torchrun's RANK, WORLD_SIZE,
-      MASTER_ADDR, MASTER_PORT, LOCAL_RANK) make this process one rank of a multi-machine group
-      a whole local job: reference pass, difficulty scoring, curriculum phases, checkpoints;
+      MASTER_ADDR, MASTER_PORT, LOCAL_RANK) make this process one rank of a multi-machine group;
       resumes from the newest checkpoint in output_dir
   import --format native|rlhf-v|rlaif-v|vlfeedback|hf IN.jsonl OUT.jsonl
       convert preference data to the native JSONL format (bad lines reported, the rest kept)
   score --suite chair|pope|amber --answers FILE.jsonl --truth FILE [--synonyms FILE] [--json]
       hallucination metrics of answers produced by any system
   eval --model DIR --data DIR [--suite chair,pope,amber,reliance] --out DIR [--limit N]
+      [--adapter DIR] [--chat-template llava-1.5|vicuna|mistral]
       generate answers on a world's test split, score them, write answers and a report
   perturb --manifest IN.jsonl --out DIR [--grounder regions|model|torchscript] [--model DIR]
       the image-preference pipeline: keywords of each chosen response -> regions -> diffusion
@@ -161,10 +162,12 @@ int Exit(const absl::Status& status) { return mfpo::ExitCode(status, "mfpo"); }
 // The flags each command reads (FLAGS_threads is common to all); any other flag is refused.
 const std::vector<mfpo::CommandFlags>& Commands() {
   static const auto* commands = new std::vector<mfpo::CommandFlags>{
-      {"init-model", "--preset tiny --out DIR [--seed N] [--overwrite]", {"preset", "out", "seed", "init_std", "overwrite"}},
-      {"logits", "--model DIR --image FILE --prompt TEXT [--response TEXT] --out FILE.safetensors",
+      {"init-model", "--preset tiny|tiny-next|medium|7b-shape --out DIR [--seed N] [--overwrite]", {"preset", "out", "seed", "init_std", "overwrite"}},
+      {"logits", "--model DIR --image FILE --prompt TEXT [--response TEXT] --out FILE.safetensors [--adapter DIR]\n"
+                 "  [--chat-template llava-1.5|vicuna|mistral]",
        {"model", "image", "prompt", "response", "out", "dtype", "adapter", "chat_template"}},
-      {"generate", "--model DIR --image FILE --prompt TEXT [--max-new-tokens N] [--json] [--dtype bfloat16] [--adapter DIR]",
+      {"generate", "--model DIR --image FILE --prompt TEXT [--max-new-tokens N] [--json] [--dtype bfloat16] [--adapter DIR]\n"
+                   "  [--chat-template llava-1.5|vicuna|mistral]",
        {"model", "image", "prompt", "max_new_tokens", "json", "dtype", "adapter", "chat_template"}},
       {"world", "--out DIR [--seed N] [--train N --val N --test N] [--size PX]",
        {"out", "seed", "train", "val", "test", "size", "cooccur_prior", "colour_prior", "overwrite"}},

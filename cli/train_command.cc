@@ -125,7 +125,8 @@ absl::Status EvaluateJob(const v1::JobSpec& spec, const std::string& checkpoint,
       return absl::OkStatus();
     }
   }
-  out << "== evaluation of " << checkpoint << " on " << eval.data_dir << " (" << eval.split << ")\n";
+  out << "== evaluation of " << (eval.adapter_dir.empty() ? checkpoint : absl::StrCat(eval.model_dir, " + adapter ", checkpoint))
+      << " on " << eval.data_dir << " (" << eval.split << ")\n";
   return Annotate(RunEval(eval, out), "evaluation");
 }
 

@@ -408,6 +408,21 @@ absl::StatusOr<ImageProcessorConfig> LoadImageProcessorConfig(const std::string&
     }
   }
   if (c.size <= 0 || c.crop_size <= 0) return bad("size");
+  // Settings this pipeline does not implement are refused rather than ignored: it always resizes
+  // (Pillow bicubic), centre-crops, rescales by 1/255 and normalises.
+  auto unsupported = [&](const char* field, const std::string& why) {
+    return absl::UnimplementedError(absl::StrCat(path, ": ", field, ": ", why));
+  };
+  for (const char* flag : {"do_resize", "do_center_crop", "do_rescale", "do_normalize"}) {
+    if (!j.contains(flag) || j[flag].is_null()) continue;
+    if (!j[flag].is_boolean()) return bad(flag);
+    if (!j[flag].get<bool>()) return unsupported(flag, "false is not supported (the pipeline always applies it)");
+  }
+  if (j.contains("resample") && !j["resample"].is_null() && j["resample"] != 3)
+    return unsupported("resample", absl::StrCat(j["resample"].dump(), " is not supported (only 3, bicubic)"));
+  if (j.contains("rescale_factor") && !j["rescale_factor"].is_null() &&
+      (!j["rescale_factor"].is_number() || std::abs(j["rescale_factor"].get<double>() * 255.0 - 1.0) > 1e-6))
+    return unsupported("rescale_factor", "only 1/255 is supported");
   return c;
 }
 

@@ -109,7 +109,8 @@ absl::StatusOr<int> AttachLora(LlavaModel& model, const LoraConfig& config, uint
       if (!IsLoraTarget(t))
         return absl::InvalidArgumentError(absl::StrCat("target_modules: '", t, "' is not one of ",
                                                        absl::StrJoin(LoraTargetNames(), ", ")));
-      wanted.insert(t);
+      if (!wanted.insert(t).second)
+        return absl::InvalidArgumentError(absl::StrCat("target_modules: '", t, "' is named twice"));
     }
     std::set<std::string> found;
     for (auto& [name, layer] : CandidateLayers(model))
@@ -202,7 +203,10 @@ absl::StatusOr<LoraConfig> LoadAdapterConfig(const std::string& dir) {
     if (!(c.dropout >= 0 && c.dropout < 1)) return bad("lora_dropout", "must be in [0, 1)");
   }
   const json& t = j.contains("target_modules") ? j["target_modules"] : json();
-  if (t.is_string()) {
+  if (t.is_string() && t.get<std::string>() == "all-linear") {
+    // PEFT's all-linear also adapts the vision tower's layers, which this implementation does not.
+    return bad("target_modules", "\"all-linear\" is not supported (name the layers, e.g. [q_proj, v_proj])");
+  } else if (t.is_string()) {
     c.target_regex = t.get<std::string>();
     c.target_modules.clear();
   } else if (t.is_array() && !t.empty()) {
@@ -218,9 +222,10 @@ absl::StatusOr<LoraConfig> LoadAdapterConfig(const std::string& dir) {
   auto is_set = [&](const char* k) {
     return j.contains(k) && !j[k].is_null() && !(j[k].is_object() && j[k].empty()) && !(j[k].is_array() && j[k].empty());
   };
-  for (const char* k : {"use_dora", "use_rslora", "fan_in_fan_out"})
+  for (const char* k : {"use_dora", "use_rslora", "fan_in_fan_out", "lora_bias"})
     if (is_true(k)) return bad(k, "true is not supported");
-  for (const char* k : {"modules_to_save", "rank_pattern", "alpha_pattern", "layers_to_transform"})
+  for (const char* k : {"modules_to_save", "rank_pattern", "alpha_pattern", "layers_to_transform", "exclude_modules",
+                        "trainable_token_indices", "layer_replication"})
     if (is_set(k)) return bad(k, "not supported (must be empty or null)");
   if (j.contains("bias") && j["bias"] != "none") return bad("bias", "only \"none\" is supported");
   if (j.contains("base_model_name_or_path") && j["base_model_name_or_path"].is_string())
@@ -238,8 +243,10 @@ absl::Status LoadAdapterWeights(const std::string& dir, LlavaModel& model) {
     if (absl::StartsWith(name, kPeftPrefix)) name = name.substr(std::strlen(kPeftPrefix));
     name = absl::StrReplaceAll(name, {{".lora_A.default.", ".lora_A."}, {".lora_B.default.", ".lora_B."}});
     name = CanonicalTensorName(name);
-    if (!IsLoraParameterName(name))
-      return absl::InvalidArgumentError(absl::StrCat(path, ": tensor '", stored, "' is not a LoRA weight"));
+    if (!IsLoraParameterName(name) || !absl::EndsWith(name, ".weight"))
+      return absl::InvalidArgumentError(absl::StrCat(path, ": tensor '", stored,
+                                                     "' is not a LoRA A or B weight (only lora_A.weight and "
+                                                     "lora_B.weight are supported)"));
     source_of[name] = stored;
   }
   std::set<std::string> used;
@@ -251,6 +258,8 @@ absl::Status LoadAdapterWeights(const std::string& dir, LlavaModel& model) {
     if (t.sizes() != param.sizes())
       return absl::InvalidArgumentError(absl::StrCat(path, ": ", it->second, " has shape ", c10::str(t.sizes()),
                                                      ", the layer needs ", c10::str(param.sizes())));
+    if (!torch::isfinite(t).all().item<bool>())
+      return absl::InvalidArgumentError(absl::StrCat(path, ": ", it->second, " holds NaN or infinite values"));
     torch::NoGradGuard no_grad;
     param.copy_(t);
     used.insert(name);

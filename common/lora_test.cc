@@ -172,6 +172,14 @@ TEST_F(LoraModelTest, BadAdapterDirectoriesAreRefusedWithTheCause) {
   reload("k_proj.lora_A.weight' is missing");
   edit([](nlohmann::json& j) { j["target_modules"] = nlohmann::json::array(); });
   reload("target_modules");
+  edit([](nlohmann::json& j) { j["exclude_modules"] = {"q_proj"}; });
+  reload("exclude_modules: not supported");
+  edit([](nlohmann::json& j) { j["lora_bias"] = true; });
+  reload("lora_bias: true is not supported");
+  edit([](nlohmann::json& j) { j["target_modules"] = "all-linear"; });
+  reload("all-linear");
+  edit([](nlohmann::json& j) { j["target_modules"] = {"q_proj", "q_proj"}; });
+  reload("named twice");
   edit([](nlohmann::json& j) { j.erase("r"); });
   reload("adapter_config.json: r");
   std::ofstream(dir / "adapter_config.json") << "{not json";

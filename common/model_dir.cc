@@ -114,19 +114,35 @@ absl::StatusOr<WeightLoadReport> LoadWeights(const SafetensorsCheckpoint& ckpt,
 absl::StatusOr<ChatTemplate> ModelChatTemplate(const std::string& dir, const LlavaConfig& config,
                                                const std::string& override_name) {
   if (!override_name.empty()) return ParseChatTemplate(override_name);
-  // chat_template.json (newer llava-hf), else tokenizer_config.json's "chat_template".
+  auto detect = [](const fs::path& p, const std::string& jinja) -> absl::StatusOr<ChatTemplate> {
+    absl::StatusOr<ChatTemplate> t = DetectChatTemplate(jinja);
+    if (!t.ok()) return Annotate(t.status(), absl::StrCat(p.string(), " (choose one with --chat-template)"));
+    return *t;
+  };
+  // chat_template.jinja (newest transformers), chat_template.json (newer llava-hf), else
+  // tokenizer_config.json's "chat_template" (a string, or a list of {name, template}: "default").
+  std::error_code ec;
+  const fs::path jinja = fs::path(dir) / "chat_template.jinja";
+  if (fs::exists(jinja, ec)) {
+    MFPO_ASSIGN_OR_RETURN(std::string text, ReadFileToString(jinja.string(), "chat template"));
+    return detect(jinja, text);
+  }
   for (const char* name : {"chat_template.json", "tokenizer_config.json"}) {
     const fs::path p = fs::path(dir) / name;
-    std::error_code ec;
     if (!fs::exists(p, ec)) continue;
     nlohmann::json j;
     MFPO_RETURN_IF_ERROR(ReadJsonFile(p.string(), &j));
-    if (!j.is_object() || !j.contains("chat_template")) continue;
-    if (!j["chat_template"].is_string())
-      return absl::InvalidArgumentError(absl::StrCat(p.string(), ": chat_template: expected a string"));
-    absl::StatusOr<ChatTemplate> t = DetectChatTemplate(j["chat_template"].get<std::string>());
-    if (!t.ok()) return Annotate(t.status(), absl::StrCat(p.string(), " (choose one with --chat-template)"));
-    return *t;
+    if (!j.is_object() || !j.contains("chat_template") || j["chat_template"].is_null()) continue;
+    const nlohmann::json& t = j["chat_template"];
+    if (t.is_string()) return detect(p, t.get<std::string>());
+    if (t.is_array()) {
+      for (const auto& entry : t)
+        if (entry.is_object() && entry.value("name", "") == "default" && entry.contains("template") &&
+            entry["template"].is_string())
+          return detect(p, entry["template"].get<std::string>());
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat(p.string(), ": chat_template: expected a string or a list with a \"default\" template"));
   }
   if (config.text.model_type == "mistral") return ChatTemplate::kMistral;
   return config.is_next() ? ChatTemplate::kVicuna : ChatTemplate::kLlava15;
@@ -138,6 +154,10 @@ absl::StatusOr<LoadedModel> LoadModelDir(const std::string& dir, const LoadModel
   std::error_code ec;
   if (!fs::is_directory(dir, ec))
     return absl::NotFoundError(absl::StrCat(dir, ": not a model directory"));
+  if (!fs::exists(fs::path(dir) / "config.json", ec) && fs::exists(fs::path(dir) / "adapter_config.json", ec))
+    return absl::InvalidArgumentError(absl::StrCat(
+        dir, " is a LoRA adapter directory, not a model: run it on its base model (--model BASE --adapter ", dir,
+        "), or merge it into a model directory with `mfpo merge-lora --model BASE --adapter ", dir, " --out DIR`"));
   MFPO_ASSIGN_OR_RETURN(out.config, LoadLlavaConfig((fs::path(dir) / "config.json").string()));
   MFPO_ASSIGN_OR_RETURN(SafetensorsCheckpoint ckpt, SafetensorsCheckpoint::Open(dir));
   MFPO_RETURN_IF_ERROR(CatchAll(absl::StrCat(dir, ": building the model"), [&] {
@@ -148,6 +168,10 @@ absl::StatusOr<LoadedModel> LoadModelDir(const std::string& dir, const LoadModel
   MFPO_ASSIGN_OR_RETURN(out.report, LoadWeights(ckpt, *out.model, weight_options));
   if (!options.adapter_dir.empty()) {
     MFPO_ASSIGN_OR_RETURN(LoraConfig lora, LoadAdapter(options.adapter_dir, out.model));
+    // PEFT records the base it was trained on; another base of the same shapes loads but is
+    // probably a mistake.
+    if (!lora.base_model.empty() && fs::exists(lora.base_model, ec) && !fs::equivalent(lora.base_model, dir, ec))
+      spdlog::warn("{}: the adapter was trained on {}, not on {}", options.adapter_dir, lora.base_model, dir);
     spdlog::info("{}: LoRA adapter r={} alpha={} on {}", options.adapter_dir, lora.rank, lora.alpha,
                  lora.target_regex.empty() ? absl::StrJoin(lora.target_modules, ", ") : lora.target_regex);
   }
@@ -211,7 +235,7 @@ absl::Status SaveModelWeights(const std::string& dir, LlavaModel& model,
 
 absl::Status CopyModelSideFiles(const std::string& from, const std::string& to) {
   for (const char* f : {"tokenizer.model", "preprocessor_config.json", "added_tokens.json", "chat_template.json",
-                        "tokenizer_config.json", "special_tokens_map.json"}) {
+                        "chat_template.jinja", "tokenizer_config.json", "special_tokens_map.json"}) {
     const fs::path src = fs::path(from) / f;
     std::error_code ec;
     if (!fs::exists(src, ec)) continue;

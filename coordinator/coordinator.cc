@@ -202,7 +202,11 @@ absl::Status Coordinator::CheckPaths(const v1::JobSpec& spec) const {
   std::error_code ec;
   if (!fs::exists(fs::path(spec.model().path()) / "config.json", ec))
     return absl::InvalidArgumentError(
-        absl::StrCat("model.path: ", spec.model().path(), " has no config.json (a Hugging Face LLaVA directory is expected)"));
+        absl::StrCat("model.path: ", spec.model().path(), " has no config.json (a Hugging Face LLaVA directory is expected",
+                     fs::exists(fs::path(spec.model().path()) / "adapter_config.json", ec)
+                         ? "; this is a LoRA adapter: merge it with `mfpo merge-lora` and train from the merged model"
+                         : "",
+                     ")"));
   if (!spec.evaluation().data().empty() && !fs::exists(fs::path(spec.evaluation().data()) / "annotations.jsonl", ec))
     return absl::InvalidArgumentError(absl::StrCat("evaluation.data: ", spec.evaluation().data(),
                                                    " has no annotations.jsonl (a world directory written by `mfpo "

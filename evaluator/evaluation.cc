@@ -604,7 +604,8 @@ absl::Status RunEval(const EvalCommandOptions& o, std::ostream& out) {
                                              100 * intervals[m]["lo"].get<double>(),
                                              100 * intervals[m]["hi"].get<double>()));
   std::ostringstream md;
-  md << "# Hallucination evaluation\n\nModel `" << o.model_dir << "`, data `" << o.data_dir << "` (" << o.split
+  md << "# Hallucination evaluation\n\nModel `" << o.model_dir << "`"
+     << (o.adapter_dir.empty() ? std::string() : absl::StrCat(" with the LoRA adapter `", o.adapter_dir, "`")) << ", data `" << o.data_dir << "` (" << o.split
      << " split, " << images.size() << " images)\n\n| Metric | Value |\n|---|---|\n";
   for (const auto& [k, v] : table) md << "| " << k << " | " << v << " |\n";
   md << "\n95% bootstrap intervals over the images (" << o.bootstrap_resamples << " resamples, %):\n\n"
@@ -624,7 +625,8 @@ absl::Status RunEval(const EvalCommandOptions& o, std::ostream& out) {
       return Annotate(written, "nothing of this evaluation was kept; rerun the same command once the cause is fixed");
     }
   }
-  out << "evaluation of " << o.model_dir << " on " << images.size() << " " << o.split << " images\n";
+  out << "evaluation of " << o.model_dir
+      << (o.adapter_dir.empty() ? std::string() : absl::StrCat(" + adapter ", o.adapter_dir)) << " on " << images.size() << " " << o.split << " images\n";
   PrintTable(out, table);
   out << "95% bootstrap intervals over the images (%):\n";
   PrintTable(out, ci_table);

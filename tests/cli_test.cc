@@ -526,6 +526,32 @@ TEST_F(CliTest, LlavaNextWithLoraTrainsMergesAndEvaluates) {
   EXPECT_TRUE(absl::StrContains(tmpl.all, "chatml")) << tmpl.all;
   Result no_adapter = Mfpo("merge-lora --model " + model + " --out " + (d / "x").string());
   EXPECT_EQ(no_adapter.code, 2) << no_adapter.all;
+  Result onto_adapter = Mfpo("merge-lora --model " + model + " --adapter " + adapter.string() + " --out " +
+                             adapter.string() + " --overwrite");
+  EXPECT_NE(onto_adapter.code, 0);
+  EXPECT_TRUE(absl::StrContains(onto_adapter.all, "is the adapter directory itself")) << onto_adapter.all;
+  // An adapter given as a model names what to do instead.
+  Result as_model = Mfpo("generate --model " + adapter.string() + ask);
+  EXPECT_NE(as_model.code, 0);
+  EXPECT_TRUE(absl::StrContains(as_model.all, "is a LoRA adapter directory")) << as_model.all;
+
+  // The chat template from chat_template.jinja (newest transformers); image-processor settings
+  // the pipeline does not implement are refused instead of ignored.
+  const fs::path jinja = d / "jinja";
+  fs::copy(model, jinja, fs::copy_options::recursive);
+  fs::remove(jinja / "chat_template.json");
+  std::ofstream(jinja / "chat_template.jinja") << "{% for m in messages %}[INST] {{ m['content'] }} [/INST]{% endfor %}";
+  Result via_jinja = Mfpo("logits --model " + jinja.string() + lg + (d / "j.safetensors").string());
+  Result mistral = Mfpo("logits --model " + model + " --chat-template mistral" + lg + (d / "k.safetensors").string());
+  ASSERT_EQ(via_jinja.code, 0) << via_jinja.all;
+  ASSERT_EQ(mistral.code, 0) << mistral.all;
+  EXPECT_EQ(ReadAll(d / "j.safetensors"), ReadAll(d / "k.safetensors"));
+  auto pre = nlohmann::json::parse(ReadAll(jinja / "preprocessor_config.json"));
+  pre["do_normalize"] = false;
+  std::ofstream(jinja / "preprocessor_config.json") << pre.dump();
+  Result no_norm = Mfpo("generate --model " + jinja.string() + ask);
+  EXPECT_NE(no_norm.code, 0);
+  EXPECT_TRUE(absl::StrContains(no_norm.all, "do_normalize: false is not supported")) << no_norm.all;
 }
 
 // ---- Hostile use: each case used to crash, hang or silently change data. ---------------------

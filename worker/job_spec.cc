@@ -278,6 +278,11 @@ absl::Status ValidateJobSpec(const v1::JobSpec& s) {
     if (!(l.dropout() >= 0 && l.dropout() < 1)) return Bad("optimizer.lora.dropout", "must be in [0, 1)");
     if (l.target_modules_size() == 0) return Bad("optimizer.lora.target_modules", "must name at least one layer");
     for (int i = 0; i < l.target_modules_size(); ++i)
+      for (int k = 0; k < i; ++k)
+        if (l.target_modules(k) == l.target_modules(i))
+          return Bad(absl::StrCat("optimizer.lora.target_modules[", i, "]"),
+                     absl::StrCat("'", l.target_modules(i), "' is named twice"));
+    for (int i = 0; i < l.target_modules_size(); ++i)
       if (!IsLoraTarget(l.target_modules(i)))
         return Bad(absl::StrCat("optimizer.lora.target_modules[", i, "]"),
                    absl::StrCat("'", l.target_modules(i), "' is not one of ", absl::StrJoin(LoraTargetNames(), ", ")));

@@ -68,7 +68,7 @@ absl::StatusOr<uint64_t> ModelHash(const std::string& dir) {
     h = Fnv(h, bytes);
   }
   // The files that choose the chat template (and so the token ids), when the directory has them.
-  for (const char* f : {"chat_template.json", "tokenizer_config.json"}) {
+  for (const char* f : {"chat_template.jinja", "chat_template.json", "tokenizer_config.json"}) {
     std::error_code ec;
     if (!fs::exists(fs::path(dir) / f, ec)) continue;
     MFPO_ASSIGN_OR_RETURN(std::string bytes, ReadFileToString((fs::path(dir) / f).string()));
