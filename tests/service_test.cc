@@ -512,20 +512,6 @@ TEST_F(ServiceTest, PrometheusScrapesEveryProcessAndTheDashboardQueriesWork) {
                {"--config.file=" + config.string(), "--storage.tsdb.path=" + (c.dir() / "tsdb").string(),
                 "--web.listen-address=127.0.0.1:" + std::to_string(web), "--log.level=warn"},
                c.dir() / "prometheus.log");
-  JobOptions j;
-  j.curriculum = "end_to_end";
-  j.micro = 2;
-  j.every_steps = 1;
-  const std::string id = Submit(c, WriteSpec("prometheus", j, c.dir() / "out"));
-  // A moment of training that Prometheus has scraped: queries are evaluated at that time.
-  double during = 0;
-  ASSERT_TRUE(c.WaitJob(id, 300, [&](const json& job) {
-    if (job["state"] == "TRAINING" && Int(job, "step") >= 3 && during == 0)
-      during = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-    return IsFinalState(job);
-  })) << c.Logs();
-  ASSERT_GT(during, 0) << "the job never showed 3 steps while training";
-  std::this_thread::sleep_for(std::chrono::seconds(3));
   auto encode = [](const std::string& q) {
     std::string out;
     for (unsigned char ch : q) {
@@ -539,6 +525,33 @@ TEST_F(ServiceTest, PrometheusScrapesEveryProcessAndTheDashboardQueriesWork) {
     const size_t body = response.find("\r\n\r\n");
     return json::parse(body == std::string::npos ? "" : response.substr(body + 4), nullptr, false);
   };
+  auto now = [] { return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count(); };
+  // Prometheus scrapes every target before the job starts (it may take a few seconds to come
+  // up; a short job could otherwise train before the first scrape).
+  const auto scraping_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  for (;;) {
+    json up = query("sum(up)", now());
+    if (up.is_object() && up["status"] == "success" && !up["data"]["result"].empty() &&
+        up["data"]["result"][0]["value"][1] == "4")
+      break;
+    ASSERT_LT(std::chrono::steady_clock::now(), scraping_deadline) << "Prometheus never scraped the 4 targets: "
+                                                                  << up.dump() << prom.Log();
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  JobOptions j;
+  j.curriculum = "end_to_end";
+  j.micro = 2;
+  j.every_steps = 1;
+  const std::string id = Submit(c, WriteSpec("prometheus", j, c.dir() / "out"));
+  // A moment of training that Prometheus has scraped: queries are evaluated at that time.
+  double during = 0;
+  ASSERT_TRUE(c.WaitJob(id, 300, [&](const json& job) {
+    if (job["state"] == "TRAINING" && Int(job, "step") >= 3 && during == 0)
+      during = now();
+    return IsFinalState(job);
+  })) << c.Logs();
+  ASSERT_GT(during, 0) << "the job never showed 3 steps while training";
+  std::this_thread::sleep_for(std::chrono::seconds(3));
   // Every target was up.
   json up = query("up", during);
   ASSERT_TRUE(up.is_object() && up["status"] == "success") << up.dump() << prom.Log();
