@@ -5,9 +5,13 @@
 //                 reference log-probs from the cache (what `mfpo train` does by default);
 //   full+online:  the same, with the frozen reference as a second model copy run every step
 //                 (objective.online_reference);
-//   lora:         rank-16 adapters on every decoder linear, base frozen; the reference computed
-//                 every step by the same model with its adapters off (no second copy).
-// Prints each mode's peak RSS and samples/s and the ratios of LoRA to the two full modes.
+//   lora:         rank-16 adapters on every decoder linear, base frozen; reference log-probs from
+//                 the cache (computed by the model with its adapters off: the trainer's default);
+//   lora+online:  the same, the reference computed every step by the same model with its
+//                 adapters off (no second copy).
+// Online references run before the policy's forward, as in the trainer. Prints each mode's
+// peak RSS (and the part of it after setup: optimizer state, gradients, activations) and
+// samples/s, and the ratios of LoRA to full training, cached and online.
 //
 //   mfpo_bench_lora [PRESET]          (children: mfpo_bench_lora PRESET --mode MODE)
 #include <sys/resource.h>
@@ -34,63 +38,69 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 struct Measured {
-  double rss_mib = 0, samples_per_s = 0;
+  double rss_mib = 0, setup_mib = 0, samples_per_s = 0;
+  long trainable = 0;
 };
 
-// One mode in this process; prints "MODE <rss KiB> <samples/s>".
+long PeakRssKib() {
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<long>(usage.ru_maxrss);
+}
+
+// One mode in this process; prints "MODE <name> <peak KiB> <peak after setup KiB> <samples/s> <trainable>".
 int RunMode(const std::string& preset_name, const std::string& mode) {
   mfpo::SetComputeThreads(0);
   torch::manual_seed(0);
   auto preset = mfpo::GetPreset(preset_name);
   if (!preset.ok()) return 1;
   const mfpo::LlavaConfig& c = preset->config;
+  const bool lora_mode = mode.rfind("lora", 0) == 0;
+  const bool online = mode.find("+online") != std::string::npos;
   mfpo::LlavaModel policy(c, torch::TensorOptions());
   mfpo::InitializeWeights(policy, 0.02, 1);
   mfpo::LlavaModel reference{nullptr};
-  if (mode == "full+online") {
+  if (online && !lora_mode) {
     reference = mfpo::LlavaModel(c, torch::TensorOptions());
     mfpo::InitializeWeights(reference, 0.02, 1);
     for (auto& p : reference->parameters()) p.set_requires_grad(false);
   }
   std::vector<torch::Tensor> params;
-  if (mode == "lora") {
+  if (lora_mode) {
     mfpo::LoraConfig lora;
     lora.rank = 16;
     lora.dropout = 0;
     if (!mfpo::AttachLora(policy, lora, 1).ok()) return 1;
-    for (auto& item : policy->named_parameters(true)) {
-      const bool train = mfpo::IsLoraParameterName(item.key());
-      item.value().set_requires_grad(train);
-      if (train) params.push_back(item.value());
-    }
-  } else {
-    for (auto& item : policy->named_parameters(true)) {
-      const bool train = item.key().rfind("vision_tower", 0) != 0;
-      item.value().set_requires_grad(train);
-      if (train) params.push_back(item.value());
-    }
+  }
+  for (auto& item : policy->named_parameters(true)) {
+    const bool train = lora_mode ? mfpo::IsLoraParameterName(item.key()) : item.key().rfind("vision_tower", 0) != 0;
+    item.value().set_requires_grad(train);
+    if (train) params.push_back(item.value());
   }
   const int64_t micro = 4;
   std::vector<mfpo::PreferenceExample> examples = mfpo::bench::SyntheticExamples(c, micro);
   mfpo::ObjectiveConfig objective;
-  torch::optim::AdamW opt(params, torch::optim::AdamWOptions(1e-5));
+  long trainable = 0;
+  for (const auto& p : params) trainable += static_cast<long>(p.numel());
   mfpo::ResponseLogps cached;
-  if (mode == "full") {
+  if (!online) {
     torch::NoGradGuard ng;
     cached = mfpo::ComputeStepLogps(policy, c.pad_token_id, examples, objective)->logps;
   }
+  const long setup_kib = PeakRssKib();  // the model(s), the data and the cache, before any step
+  torch::optim::AdamW opt(params, torch::optim::AdamWOptions(1e-5));
   auto step = [&] {
-    auto out = mfpo::ComputeStepLogps(policy, c.pad_token_id, examples, objective);
     mfpo::ResponseLogps ref = cached;
-    if (mode != "full") {
+    if (online) {
       torch::NoGradGuard ng;
-      if (mode == "lora") {
+      if (lora_mode) {
         mfpo::LoraDisabled base_only(policy);
         ref = mfpo::ComputeStepLogps(policy, c.pad_token_id, examples, objective)->logps;
       } else {
         ref = mfpo::ComputeStepLogps(reference, c.pad_token_id, examples, objective)->logps;
       }
     }
+    auto out = mfpo::ComputeStepLogps(policy, c.pad_token_id, examples, objective);
     auto obj = mfpo::ComputeObjective(objective, out->logps, ref, out->chosen_tokens);
     opt.zero_grad();
     obj.loss.backward();
@@ -101,9 +111,7 @@ int RunMode(const std::string& preset_name, const std::string& mode) {
   const auto t0 = Clock::now();
   for (int i = 0; i < iters; ++i) step();
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count() / iters;
-  struct rusage usage {};
-  getrusage(RUSAGE_SELF, &usage);
-  std::printf("MODE %s %ld %.4f\n", mode.c_str(), static_cast<long>(usage.ru_maxrss), micro / secs);
+  std::printf("MODE %s %ld %ld %.4f %ld\n", mode.c_str(), PeakRssKib(), setup_kib, micro / secs, trainable);
   return 0;
 }
 
@@ -133,10 +141,12 @@ bool Child(const std::string& preset, const std::string& mode, Measured* m) {
     return false;
   }
   char name[64];
-  long kib = 0;
+  long kib = 0, setup = 0;
   double rate = 0;
-  if (std::sscanf(text.c_str() + at, "MODE %63s %ld %lf", name, &kib, &rate) != 3) return false;
+  if (std::sscanf(text.c_str() + at, "MODE %63s %ld %ld %lf %ld", name, &kib, &setup, &rate, &m->trainable) != 5)
+    return false;
   m->rss_mib = kib / 1024.0;
+  m->setup_mib = setup / 1024.0;
   m->samples_per_s = rate;
   return true;
 }
@@ -147,20 +157,27 @@ int main(int argc, char** argv) {
   const std::string preset = argc > 1 && argv[1][0] != '-' ? argv[1] : "medium";
   for (int i = 1; i + 1 < argc; ++i)
     if (std::strcmp(argv[i], "--mode") == 0) return RunMode(preset, argv[i + 1]);
+  const std::vector<std::string> modes = {"full", "full+online", "lora", "lora+online"};
   std::map<std::string, Measured> m;
-  for (const char* mode : {"full", "full+online", "lora"})
+  for (const auto& mode : modes)
     if (!Child(preset, mode, &m[mode])) return 1;
   std::printf("preset %s, micro-batch 4 (x3 sequences), MFPO step, fp32 on CPU\n", preset.c_str());
-  for (const char* mode : {"full", "full+online", "lora"})
-    std::printf("  %-12s peak RSS %8.1f MiB   %6.2f samples/s\n", mode, m[mode].rss_mib, m[mode].samples_per_s);
-  const Measured &lora = m["lora"], &full = m["full"], &online = m["full+online"];
-  mfpo::bench::Result("lora", preset + " LoRA r16 peak RSS / full training's", lora.rss_mib / full.rss_mib,
-                      "full training, cached reference", "< 1");
-  mfpo::bench::Result("lora", preset + " LoRA r16 peak RSS / full training's with online reference",
-                      lora.rss_mib / online.rss_mib, "full training + second reference copy", "< 1");
-  mfpo::bench::Result("lora", preset + " LoRA r16 samples/s / full training's", lora.samples_per_s / full.samples_per_s,
-                      "full training, cached reference");
-  mfpo::bench::Result("lora", preset + " LoRA r16 samples/s / full training's with online reference",
-                      lora.samples_per_s / online.samples_per_s, "full training + second reference copy");
+  for (const auto& mode : modes)
+    std::printf("  %-12s %9ld trainable   peak RSS %7.1f MiB (%6.1f MiB of it after setup: optimizer, gradients, "
+                "activations)   %5.2f samples/s\n",
+                mode.c_str(), m[mode].trainable, m[mode].rss_mib, m[mode].rss_mib - m[mode].setup_mib,
+                m[mode].samples_per_s);
+  const Measured &lora = m["lora"], &lora_online = m["lora+online"], &full = m["full"], &online = m["full+online"];
+  auto training = [](const Measured& x) { return x.rss_mib - x.setup_mib; };
+  mfpo::bench::Result("lora", preset + " LoRA r16 peak RSS / full training's (cached reference)",
+                      lora.rss_mib / full.rss_mib, "full training, cached reference", "< 1");
+  mfpo::bench::Result("lora", preset + " LoRA r16 memory after setup / full training's (cached reference)",
+                      training(lora) / training(full), "full training, cached reference", "< 1");
+  mfpo::bench::Result("lora", preset + " LoRA r16 online reference (adapters off): peak RSS / full training's",
+                      lora_online.rss_mib / online.rss_mib, "full training + second reference copy", "< 1");
+  mfpo::bench::Result("lora", preset + " LoRA r16 samples/s / full training's (cached reference)",
+                      lora.samples_per_s / full.samples_per_s, "full training, cached reference");
+  mfpo::bench::Result("lora", preset + " LoRA r16 online reference: samples/s / full training's",
+                      lora_online.samples_per_s / online.samples_per_s, "full training + second reference copy");
   return 0;
 }

@@ -1202,7 +1202,8 @@ absl::StatusOr<TrainResult> TrainingJob::TrainPhase(const Curriculum& c, int p, 
         absl::StatusOr<StepLogps> policy_out, reference_out;
         {
           AutocastRegion autocast(st.device, st.bf16);
-          policy_out = ComputeStepLogps(policy.model, policy.config.pad_token_id, batch, st.objective);
+          // The reference first: its activations are freed before the policy's graph is built, so
+          // the two never peak together.
           if (st.online_reference) {
             torch::NoGradGuard no_grad;
             reference_out = ComputeStepLogps(st.online_reference->model, st.online_reference->config.pad_token_id,
@@ -1212,6 +1213,7 @@ absl::StatusOr<TrainResult> TrainingJob::TrainPhase(const Curriculum& c, int p, 
             LoraDisabled base_only(policy.model);
             reference_out = ComputeStepLogps(policy.model, policy.config.pad_token_id, batch, st.objective);
           }
+          policy_out = ComputeStepLogps(policy.model, policy.config.pad_token_id, batch, st.objective);
         }
         MFPO_RETURN_IF_ERROR(policy_out.status());
         const StepLogps& out = *policy_out;
