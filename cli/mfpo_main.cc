@@ -406,22 +406,16 @@ int Run(const std::vector<char*>& args, const std::vector<std::string>& given) {
       return Exit(absl::InvalidArgumentError("--bootstrap-resamples must be in [100, 100000]"));
     return Exit(mfpo::RunEval(o, std::cout));
   }
-  if (command == "convert-model") {
+  if (command == "convert-model" || command == "merge-lora") {  // merge-lora: convert-model with an adapter
     mfpo::ConvertModelCommandOptions o;
     o.model_dir = absl::GetFlag(FLAGS_model);
     o.out_dir = absl::GetFlag(FLAGS_out);
     o.dtype = absl::GetFlag(FLAGS_dtype);
     o.overwrite = absl::GetFlag(FLAGS_overwrite);
-    return Exit(mfpo::RunConvertModel(o, std::cout));
-  }
-  if (command == "merge-lora") {
-    mfpo::ConvertModelCommandOptions o;
-    o.model_dir = absl::GetFlag(FLAGS_model);
-    o.adapter_dir = absl::GetFlag(FLAGS_adapter);
-    o.out_dir = absl::GetFlag(FLAGS_out);
-    o.dtype = absl::GetFlag(FLAGS_dtype);
-    o.overwrite = absl::GetFlag(FLAGS_overwrite);
-    if (o.adapter_dir.empty()) return Exit(absl::InvalidArgumentError("--adapter is required"));
+    if (command == "merge-lora") {
+      o.adapter_dir = absl::GetFlag(FLAGS_adapter);
+      if (o.adapter_dir.empty()) return Exit(absl::InvalidArgumentError("--adapter is required"));
+    }
     return Exit(mfpo::RunConvertModel(o, std::cout));
   }
   if (command == "report") {
