@@ -31,16 +31,24 @@ constexpr char kPeftPrefix[] = "base_model.model.";
 constexpr char kConfigFile[] = "adapter_config.json";
 constexpr char kWeightsFile[] = "adapter_model.safetensors";
 
-// The linear layers adapters may go on, with their (legacy) module names.
+// Every linear layer with its (legacy) module name.
+std::vector<std::pair<std::string, nn::Linear>> LinearLayers(LlavaModel& model) {
+  std::vector<std::pair<std::string, nn::Linear>> out;
+  for (const auto& item : model->named_modules("", /*include_self=*/false))
+    if (auto linear = std::dynamic_pointer_cast<nn::LinearImpl>(item.value())) out.emplace_back(item.key(), nn::Linear(linear));
+  return out;
+}
+
+// Adapters go on the decoder layers and the projector (not the vision tower, not lm_head).
+bool IsAdaptable(const std::string& name) {
+  return absl::StartsWith(name, "language_model.model.layers.") || absl::StartsWith(name, "multi_modal_projector.");
+}
+
+// The linear layers adapters may go on.
 std::vector<std::pair<std::string, nn::Linear>> CandidateLayers(LlavaModel& model) {
   std::vector<std::pair<std::string, nn::Linear>> out;
-  for (const auto& item : model->named_modules("", /*include_self=*/false)) {
-    auto linear = std::dynamic_pointer_cast<nn::LinearImpl>(item.value());
-    if (!linear) continue;
-    const std::string& name = item.key();
-    if (absl::StartsWith(name, "language_model.model.layers.") || absl::StartsWith(name, "multi_modal_projector."))
-      out.emplace_back(name, nn::Linear(linear));
-  }
+  for (auto& [name, layer] : LinearLayers(model))
+    if (IsAdaptable(name)) out.emplace_back(name, layer);
   return out;
 }
 
@@ -91,17 +99,13 @@ absl::StatusOr<int> AttachLora(LlavaModel& model, const LoraConfig& config, uint
     } catch (const std::regex_error& e) {
       return absl::InvalidArgumentError(absl::StrCat("target_modules: '", config.target_regex, "' is not a regular expression: ", e.what()));
     }
-    for (auto& [name, layer] : CandidateLayers(model))
-      if (std::regex_match(name, re) || std::regex_match(NewerName(name), re)) chosen.emplace_back(name, layer);
-    // Layers this implementation does not adapt must not match either (PEFT would adapt them).
-    for (const auto& item : model->named_modules("", false)) {
-      if (!std::dynamic_pointer_cast<nn::LinearImpl>(item.value())) continue;
-      const std::string& name = item.key();
-      if (absl::StartsWith(name, "language_model.model.layers.") || absl::StartsWith(name, "multi_modal_projector."))
-        continue;
-      if (std::regex_match(name, re) || std::regex_match(NewerName(name), re))
+    for (auto& [name, layer] : LinearLayers(model)) {
+      if (!std::regex_match(name, re) && !std::regex_match(NewerName(name), re)) continue;
+      // A layer this implementation does not adapt must not match either (PEFT would adapt it).
+      if (!IsAdaptable(name))
         return absl::UnimplementedError(absl::StrCat("target_modules matches ", name,
                                                      ": adapters go on the language model's layers and the projector only"));
+      chosen.emplace_back(name, layer);
     }
   } else {
     std::set<std::string> wanted;
@@ -287,7 +291,6 @@ absl::Status MergeLora(LlavaModel& model) {
   return CatchAll("merging LoRA adapters", [&] {
     torch::NoGradGuard no_grad;
     for (auto& [name, layer] : layers) {
-      if (!layer->lora_enabled) continue;  // merged already
       const torch::Tensor delta =
           torch::matmul(layer->lora_B.to(torch::kFloat32), layer->lora_A.to(torch::kFloat32)) * layer->lora_scaling;
       layer->weight.copy_((layer->weight.to(torch::kFloat32) + delta).to(layer->weight.scalar_type()));

@@ -71,8 +71,9 @@ absl::StatusOr<LoraConfig> LoadAdapterConfig(const std::string& dir);
 absl::StatusOr<LoraConfig> LoadAdapter(const std::string& dir, LlavaModel& model);
 // Loads adapter weights of `dir` into the adapters `model` already has (resume).
 absl::Status LoadAdapterWeights(const std::string& dir, LlavaModel& model);
-// W += scaling * B A for every adapted layer, then the adapters are switched off for good (their
-// tensors stay but no longer take part; ModelTensors never writes them).
+// W += scaling * B A for every adapted layer, then B is zeroed and the adapters switched off (their
+// tensors stay but add nothing, also if switched on again or merged twice; ModelTensors never
+// writes them).
 absl::Status MergeLora(LlavaModel& model);
 
 }  // namespace mfpo

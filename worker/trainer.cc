@@ -558,9 +558,10 @@ struct TrainingJob::State {
   torch::Tensor ref_logps, entropy;
   std::optional<LoadedModel> online_reference;
   // optimizer.lora: the adapters' settings. The reference is then the policy with its adapters
-  // off whenever the reference model is the base model (no second copy).
+  // off whenever the reference model is the base model (no second copy); online, that is
+  // `online_reference_is_policy` instead of a second model in `online_reference`.
   std::optional<LoraConfig> lora;
-  bool reference_is_base_without_adapters = false;
+  bool online_reference_is_policy = false;
   // TrainPhase: built at the first phase; `step` is the optimizer step the policy in memory is at.
   std::vector<torch::Tensor> params;
   std::unique_ptr<torch::optim::AdamW> optimizer;
@@ -707,9 +708,9 @@ absl::Status TrainingJob::ReferencePass() {
   // Online reference: a second, frozen copy of the reference model scores every micro-batch
   // during training (zero-copy loading shares its pages with the policy's until the policy
   // writes them). Only the policy's entropy is computed up front, for the curriculum.
-  st.reference_is_base_without_adapters = st.lora.has_value() && reference_dir == spec.model().path();
   if (spec.objective().online_reference() && objective.needs_reference()) {
-    if (!st.reference_is_base_without_adapters) {
+    st.online_reference_is_policy = st.lora.has_value() && reference_dir == spec.model().path();
+    if (!st.online_reference_is_policy) {
       absl::Status loaded = [&]() -> absl::Status {
         MFPO_ASSIGN_OR_RETURN(st.online_reference, LoadModelDir(reference_dir, load));
         return absl::OkStatus();
@@ -1189,9 +1190,7 @@ absl::StatusOr<TrainResult> TrainingJob::TrainPhase(const Curriculum& c, int p, 
           rows.push_back(idx[q]);
         }
         ResponseLogps ref;
-        const bool online = st.online_reference.has_value() ||
-                            (st.reference_is_base_without_adapters && st.spec.objective().online_reference() &&
-                             st.objective.needs_reference());
+        const bool online = st.online_reference.has_value() || st.online_reference_is_policy;
         if (!online) {
           torch::Tensor r = st.ref_logps.index_select(0, torch::tensor(rows, torch::kInt64)).to(st.device);
           ref.chosen = r.select(1, 0);
