@@ -397,15 +397,8 @@ absl::StatusOr<ImageProcessorConfig> LoadImageProcessorConfig(const std::string&
     }
   }
   if (j.contains("image_grid_pinpoints") && !j["image_grid_pinpoints"].is_null()) {
-    const json& v = j["image_grid_pinpoints"];
-    if (!v.is_array() || v.empty()) return bad("image_grid_pinpoints");
-    c.image_grid_pinpoints.clear();
-    for (const json& r : v) {
-      if (!r.is_array() || r.size() != 2 || !r[0].is_number_integer() || !r[1].is_number_integer() ||
-          r[0].get<int64_t>() <= 0 || r[1].get<int64_t>() <= 0)
-        return bad("image_grid_pinpoints");
-      c.image_grid_pinpoints.push_back({r[0].get<int64_t>(), r[1].get<int64_t>()});
-    }
+    absl::Status s = ParsePinpoints(j["image_grid_pinpoints"], "image_grid_pinpoints", &c.image_grid_pinpoints);
+    if (!s.ok()) return Annotate(s, path);
   }
   if (c.size <= 0 || c.crop_size <= 0) return bad("size");
   // Settings this pipeline does not implement are refused rather than ignored: it always resizes

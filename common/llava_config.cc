@@ -111,7 +111,9 @@ absl::Status ParseText(const json& t, LlamaConfig* c) {
   return absl::OkStatus();
 }
 
-absl::Status ParsePinpoints(const json& v, const std::string& field, std::vector<Resolution>* out) {
+}  // namespace
+
+absl::Status ParsePinpoints(const nlohmann::json& v, const std::string& field, std::vector<Resolution>* out) {
   auto bad = [&] {
     return absl::InvalidArgumentError(absl::StrCat(field, ": expected a list of [height, width] pairs of positive integers"));
   };
@@ -125,8 +127,6 @@ absl::Status ParsePinpoints(const json& v, const std::string& field, std::vector
   }
   return absl::OkStatus();
 }
-
-}  // namespace
 
 Resolution SelectBestResolution(int64_t height, int64_t width, const std::vector<Resolution>& pinpoints) {
   Resolution best = pinpoints.empty() ? Resolution{height, width} : pinpoints[0];

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "absl/status/statusor.h"
 
 namespace mfpo {
@@ -53,6 +55,9 @@ struct LlamaConfig {
 
 // One (height, width) resolution of LLaVA-NeXT's image_grid_pinpoints.
 using Resolution = std::array<int64_t, 2>;
+
+// Reads a JSON list of [height, width] pairs (image_grid_pinpoints); errors name `field`.
+absl::Status ParsePinpoints(const nlohmann::json& value, const std::string& field, std::vector<Resolution>* out);
 
 // transformers' select_best_resolution: the pinpoint that keeps the most of the image's pixels
 // after an aspect-preserving downscale, ties broken by the least wasted area; (height, width).
