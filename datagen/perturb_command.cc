@@ -27,6 +27,8 @@ absl::StatusOr<ShardReport> RunPerturbCommand(const PerturbCommandOptions& o, Pe
   if (!(k.sigma > 0 && k.sigma <= 1e6)) return absl::InvalidArgumentError("--sigma must be a positive number of tokens");
   if (o.perturb.feather < 0 || o.perturb.feather > 256)
     return absl::InvalidArgumentError("--feather must be in [0, 256] pixels");
+  PerturbOptions perturb = o.perturb;
+  MFPO_ASSIGN_OR_RETURN(perturb.fill, ParsePerturbFill(o.fill));
   if (!(o.model_grounder.threshold >= 0 && o.model_grounder.threshold <= 1))
     return absl::InvalidArgumentError("--heat-threshold must be in [0, 1]");
 
@@ -64,7 +66,7 @@ absl::StatusOr<ShardReport> RunPerturbCommand(const PerturbCommandOptions& o, Pe
     vectors = EmbeddingWordVectors(embedding_model->tokenizer,
                                    embedding_model->model->language_model()->embed_tokens());
   }
-  spdlog::info("datagen: grounder {}, word vectors: {}", grounder->name(),
+  spdlog::info("datagen: grounder {}, fill {}, word vectors: {}", grounder->name(), PerturbFillName(perturb.fill),
                !o.word_vectors_path.empty() ? o.word_vectors_path
                : vectors                    ? "the model's input embeddings"
                                             : "none (positional edges only)");
@@ -84,7 +86,7 @@ absl::StatusOr<ShardReport> RunPerturbCommand(const PerturbCommandOptions& o, Pe
                          {"word_vectors", file(o.word_vectors_path)},
                          {"random_fraction", o.grounder == "random" ? o.random_fraction : 0.0},
                          {"heat_threshold", o.grounder == "model" ? o.model_grounder.threshold : 0.0}};
-  return RunPerturbShard(shard, o.perturb, *grounder, vectors.get(), counters);
+  return RunPerturbShard(shard, perturb, *grounder, vectors.get(), counters);
 }
 
 }  // namespace mfpo

@@ -15,6 +15,7 @@ struct PerturbCommandOptions {
   PerturbOptions perturb;
   std::string grounder = "regions";  // regions | model | torchscript | random | global (ablations)
   double random_fraction = 0.2;      // random: share of the image in the noised box
+  std::string fill = "noise";        // noise | inpaint (ablation): parsed into perturb.fill
   std::string model_dir;             // LLaVA directory: the `model` grounder, and word vectors
   std::string torchscript_path;      // the `torchscript` grounder's module
   std::string vocabulary_path;       // regions: synonym table (as vocab.txt of `mfpo world`)

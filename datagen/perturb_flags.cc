@@ -26,6 +26,9 @@ ABSL_FLAG(int32_t, top_k, 3, "perturb: keywords per record");
 ABSL_FLAG(double, alpha, 0.5, "perturb: positional vs semantic edge weight");
 ABSL_FLAG(double, sigma, 3.0, "perturb: positional decay in tokens");
 ABSL_FLAG(int32_t, feather, 0, "perturb: soft mask edge in pixels");
+ABSL_FLAG(std::string, fill, "noise",
+          "perturb: what replaces the region: noise (DDPM, the paper's) | inpaint (filled from its surroundings; "
+          "ablation)");
 ABSL_FLAG(bool, keywords_from_question, false, "perturb: rank the prompt's words too");
 ABSL_FLAG(double, heat_threshold, 0.6, "perturb: model grounder threshold on the normalised heat map");
 
@@ -49,13 +52,14 @@ void PerturbOptionsFromFlags(PerturbCommandOptions* o) {
   o->perturb.keywords.alpha = absl::GetFlag(FLAGS_alpha);
   o->perturb.keywords.sigma = absl::GetFlag(FLAGS_sigma);
   o->perturb.feather = absl::GetFlag(FLAGS_feather);
+  o->fill = absl::GetFlag(FLAGS_fill);
   o->perturb.keywords_from_question = absl::GetFlag(FLAGS_keywords_from_question);
   o->model_grounder.threshold = absl::GetFlag(FLAGS_heat_threshold);
 }
 
 std::vector<std::string> PerturbFlagNames() {
   return {"manifest", "out",   "begin", "end",      "grounder", "random_fraction", "grounder_model", "vocab",
-          "word_vectors", "top_k", "alpha", "sigma", "feather", "keywords_from_question", "heat_threshold", "model",
+          "word_vectors", "top_k", "alpha", "sigma", "feather", "fill", "keywords_from_question", "heat_threshold", "model",
           "seed", "noise_step", "threads"};
 }
 
@@ -64,7 +68,7 @@ const char* PerturbFlagsHelp() {
   --grounder regions|model|torchscript|random|global [--vocab vocab.txt] [--model LLAVA_DIR]
   [--random-fraction 0.2]
   [--grounder-model module.pt] [--word-vectors glove.txt] [--top-k 3] [--alpha 0.5]
-  [--sigma 3] [--noise-step 500] [--feather PX] [--seed N] [--keywords-from-question]
+  [--sigma 3] [--noise-step 500] [--feather PX] [--fill noise|inpaint] [--seed N] [--keywords-from-question]
   [--heat-threshold 0.6]
 )";
 }

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
+#include <opencv2/photo.hpp>
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
@@ -61,7 +62,7 @@ Job MakeJob(int line, json record) {
 // configurations in one manifest without a word).
 json ShardSettings(const ShardOptions& shard, const PerturbOptions& o, const Grounder& grounder) {
   std::error_code ec;
-  return {{"manifest", fs::absolute(shard.manifest, ec).lexically_normal().string()},
+  json settings = {{"manifest", fs::absolute(shard.manifest, ec).lexically_normal().string()},
           {"grounder", grounder.name()},
           {"configuration", shard.configuration},
           {"top_k", o.keywords.top_k},
@@ -73,6 +74,29 @@ json ShardSettings(const ShardOptions& shard, const PerturbOptions& o, const Gro
           {"feather", o.feather},
           {"seed", o.seed},
           {"max_pixels", o.limits.max_pixels}};
+  // Absent means noise, so directories made before the option existed stay valid for a rerun.
+  if (o.fill != PerturbFill::kNoise) settings["fill"] = PerturbFillName(o.fill);
+  return settings;
+}
+
+// `rgb` with the mask's pixels filled from their surroundings (Telea); a soft (feathered) mask
+// blends the filled image in by its weight, so pixels where the mask is 0 stay bit-identical.
+cv::Mat InpaintMasked(const cv::Mat& rgb, const cv::Mat& mask) {
+  cv::Mat filled;
+  cv::inpaint(rgb, mask > 0, filled, /*inpaintRadius=*/3, cv::INPAINT_TELEA);
+  cv::Mat out = rgb.clone();
+  for (int y = 0; y < rgb.rows; ++y) {
+    const uint8_t* m = mask.ptr<uint8_t>(y);
+    const cv::Vec3b* f = filled.ptr<cv::Vec3b>(y);
+    cv::Vec3b* o = out.ptr<cv::Vec3b>(y);
+    for (int x = 0; x < rgb.cols; ++x) {
+      if (m[x] == 0) continue;
+      const double w = m[x] / 255.0;
+      for (int c = 0; c < 3; ++c)
+        o[x][c] = cv::saturate_cast<uint8_t>((1.0 - w) * o[x][c] + w * f[x][c]);
+    }
+  }
+  return out;
 }
 
 absl::Status CheckShardRecord(const ShardOptions& shard, const PerturbOptions& options, const Grounder& grounder) {
@@ -91,6 +115,10 @@ absl::Status CheckShardRecord(const ShardOptions& shard, const PerturbOptions& o
     const std::string before = recorded.is_object() && recorded.contains(it.key()) ? recorded[it.key()].dump() : "(none)";
     if (before != it.value().dump()) diffs.push_back(absl::StrCat(it.key(), ": ", before, " -> ", it.value().dump()));
   }
+  // A setting recorded only when it is not the default ("fill") and now left at the default.
+  if (recorded.is_object())
+    for (auto it = recorded.begin(); it != recorded.end(); ++it)
+      if (!current.contains(it.key())) diffs.push_back(absl::StrCat(it.key(), ": ", it.value().dump(), " -> (none)"));
   if (diffs.empty()) return absl::OkStatus();
   return absl::FailedPreconditionError(absl::StrCat(
       shard.out_dir, " holds outputs made with other settings or input (", path.string(), "):\n  ",
@@ -98,6 +126,14 @@ absl::Status CheckShardRecord(const ShardOptions& shard, const PerturbOptions& o
 }
 
 }  // namespace
+
+const char* PerturbFillName(PerturbFill fill) { return fill == PerturbFill::kInpaint ? "inpaint" : "noise"; }
+
+absl::StatusOr<PerturbFill> ParsePerturbFill(absl::string_view name) {
+  if (name == "noise") return PerturbFill::kNoise;
+  if (name == "inpaint") return PerturbFill::kInpaint;
+  return absl::InvalidArgumentError(absl::StrCat("--fill '", name, "': expected noise or inpaint"));
+}
 
 absl::Status CheckShardProducedRecords(const ShardReport& r) {
   if (r.done > 0) return absl::OkStatus();
@@ -128,6 +164,14 @@ absl::StatusOr<PerturbedImage> PerturbImage(const cv::Mat& rgb, const std::strin
   out.mask = out.fallback ? cv::Mat(rgb.size(), CV_8UC1, cv::Scalar(255)) : FeatherMask(grounded.mask, options.feather);
   out.coverage = static_cast<double>(cv::countNonZero(out.mask)) / (static_cast<double>(rgb.rows) * rgb.cols);
   out.seed = SampleSeed(options.seed, seed_key);
+  // Inpainting needs known pixels around the region; otherwise (and for fallbacks) noise.
+  const bool inpaint = options.fill == PerturbFill::kInpaint && !out.fallback &&
+                       cv::countNonZero(out.mask) < static_cast<int>(out.mask.total());
+  if (inpaint) {
+    out.fill = PerturbFill::kInpaint;
+    out.rejected = InpaintMasked(rgb, out.mask);
+    return out;
+  }
   MFPO_ASSIGN_OR_RETURN(out.rejected, AddDiffusionNoise(rgb, out.fallback ? cv::Mat() : out.mask, options.noise_step, out.seed));
   return out;
 }
@@ -256,6 +300,7 @@ absl::StatusOr<ShardReport> RunPerturbShard(const ShardOptions& shard, const Per
                             {"coverage", p->coverage}, {"fallback", p->fallback}, {"t", options.noise_step},
                             {"seed", p->seed},         {"feather", options.feather}, {"mask", mask_rel},
                             {"input_hash", input_hash}};
+    if (options.fill != PerturbFill::kNoise) line["perturbation"]["fill"] = PerturbFillName(p->fill);
     if (p->fallback) ++c.fallbacks;
     MFPO_RETURN_IF_ERROR(write(done_file, line.dump(-1, ' ', false, json::error_handler_t::replace) + "\n"));
     fs::remove(error_file, ec);  // an earlier attempt's error

@@ -29,17 +29,27 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "common/image.h"
 #include "datagen/grounder.h"
 #include "datagen/keywords.h"
 
 namespace mfpo {
 
+// What replaces the grounded region in m'. kNoise is the paper's: DDPM forward noise at step t.
+// kInpaint is an ablation: the region is filled from its surroundings (OpenCV's Telea inpainting),
+// so the object disappears without leaving a noise texture that a model could learn to detect.
+// Global fallbacks, and a region covering the whole image (nothing to fill from), get noise.
+enum class PerturbFill { kNoise, kInpaint };
+const char* PerturbFillName(PerturbFill fill);                          // "noise" / "inpaint"
+absl::StatusOr<PerturbFill> ParsePerturbFill(absl::string_view name);  // the flag's value
+
 struct PerturbOptions {
   KeywordOptions keywords;             // top_k, graph and PageRank settings
   bool keywords_from_question = false;  // also rank the prompt's words (default: chosen response only)
   int noise_step = 500;                // DDPM t
   int feather = 0;                     // soft mask edge in pixels (0: hard edge)
+  PerturbFill fill = PerturbFill::kNoise;
   uint64_t seed = 0;                   // base seed; per record SampleSeed(seed, image id or record id)
   ImageLimits limits;                  // oversized / undecodable images fail their record
 };
@@ -90,6 +100,7 @@ struct PerturbedImage {
   cv::Mat mask;                    // the perturbed region (full image when fallback)
   cv::Mat rejected;                // m'
   bool fallback = false;           // no region found: global noise
+  PerturbFill fill = PerturbFill::kNoise;  // what was used (inpainting falls back to noise)
   double coverage = 0;             // fraction of pixels perturbed
   uint64_t seed = 0;
 };

@@ -220,7 +220,9 @@ TEST_F(PerturbPipelineTest, FeatheredMaskBlendsTheEdgeAndLeavesTheRestUntouched)
   for (int y = 0; y < rgb.rows; ++y)
     for (int x = 0; x < rgb.cols; ++x) {
       const uint8_t m = p->mask.at<uint8_t>(y, x);
-      if (m == 0) ASSERT_EQ(rgb.at<cv::Vec3b>(y, x), p->rejected.at<cv::Vec3b>(y, x));
+      if (m == 0) {
+        ASSERT_EQ(rgb.at<cv::Vec3b>(y, x), p->rejected.at<cv::Vec3b>(y, x));
+      }
       if (m > 0 && m < 255) {
         ++soft;
         min_soft = std::min<double>(min_soft, m);
@@ -427,6 +429,83 @@ TEST_F(PerturbPipelineTest, ARerunWithOtherSettingsIsRefusedAndFailedRecordsAreR
   ASSERT_FALSE(other_input.ok());
   EXPECT_TRUE(absl::StrContains(other_input.status().message(), "manifest: ")) << other_input.status();
 }
+// The inpainting ablation: the object is gone, the region is smooth (no noise texture a model
+// could learn to spot), the rest is untouched; a region covering the image falls back to noise.
+TEST_F(PerturbPipelineTest, InpaintFillRemovesTheObjectWithoutANoiseTexture) {
+  cv::Mat rgb;
+  WorldSample s = GenerateWorldSample(WorldOptions{}, "train", 3, &rgb);
+  PreferenceRegion r;
+  r.label = s.objects[0].kind;
+  r.box = {s.objects[0].x0, s.objects[0].y0, s.objects[0].x1, s.objects[0].y1};
+  auto grounder = Regions();
+  const std::string text = "There is a " + r.label + ".";
+  PerturbOptions noise_options, inpaint_options;
+  inpaint_options.fill = PerturbFill::kInpaint;
+  auto noised = PerturbImage(rgb, text, {r}, s.id, noise_options, *grounder, nullptr);
+  auto inpainted = PerturbImage(rgb, text, {r}, s.id, inpaint_options, *grounder, nullptr);
+  ASSERT_TRUE(noised.ok()) << noised.status();
+  ASSERT_TRUE(inpainted.ok()) << inpainted.status();
+  EXPECT_EQ(noised->fill, PerturbFill::kNoise);
+  ASSERT_EQ(inpainted->fill, PerturbFill::kInpaint);
+  // Mean |difference| to the original, and mean |difference| between horizontal neighbours, over
+  // the mask's pixels.
+  auto inside = [&](const cv::Mat& img, double* change, double* roughness) {
+    double c = 0, rough = 0;
+    int n = 0;
+    for (int y = 0; y < rgb.rows; ++y)
+      for (int x = 0; x + 1 < rgb.cols; ++x) {
+        if (inpainted->mask.at<uint8_t>(y, x) == 0) {
+          EXPECT_EQ(rgb.at<cv::Vec3b>(y, x), inpainted->rejected.at<cv::Vec3b>(y, x)) << "outside the mask at " << x << "," << y;
+          continue;
+        }
+        for (int k = 0; k < 3; ++k) {
+          c += std::abs(img.at<cv::Vec3b>(y, x)[k] - rgb.at<cv::Vec3b>(y, x)[k]);
+          rough += std::abs(img.at<cv::Vec3b>(y, x + 1)[k] - img.at<cv::Vec3b>(y, x)[k]);
+        }
+        ++n;
+      }
+    ASSERT_GT(n, 0);
+    *change = c / (3.0 * n);
+    *roughness = rough / (3.0 * n);
+  };
+  double noise_change, noise_rough, inpaint_change, inpaint_rough, original_change, original_rough;
+  inside(noised->rejected, &noise_change, &noise_rough);
+  inside(inpainted->rejected, &inpaint_change, &inpaint_rough);
+  inside(rgb, &original_change, &original_rough);
+  EXPECT_GT(inpaint_change, 10) << "the object's pixels were replaced";
+  EXPECT_LT(inpaint_rough, 0.25 * noise_rough) << "inpainting leaves no noise texture";
+  EXPECT_LE(inpaint_rough, original_rough + 1) << "no rougher than the original image";
+  // Nothing to fill from: the whole image is the region, so noise (and the record says so).
+  PreferenceRegion all;
+  all.label = r.label;
+  all.box = {0, 0, rgb.cols, rgb.rows};
+  auto whole = PerturbImage(rgb, text, {all}, s.id, inpaint_options, *grounder, nullptr);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  EXPECT_EQ(whole->fill, PerturbFill::kNoise);
+}
+
+TEST_F(PerturbPipelineTest, InpaintShardRecordsTheFillAndARerunWithNoiseIsRefused) {
+  PerturbCommandOptions o;
+  o.shard.manifest = (*root_ / "world" / "train.jsonl").string();
+  o.shard.out_dir = (*root_ / "inpaint").string();
+  o.shard.end = 4;
+  o.vocabulary_path = (*root_ / "world" / "vocab.txt").string();
+  o.fill = "inpaint";
+  auto report = RunPerturbCommand(o);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->done, 4);
+  for (const json& line : Lines(report->manifest_path))
+    EXPECT_EQ(line["perturbation"]["fill"], line["perturbation"]["fallback"].get<bool>() ? "noise" : "inpaint") << line;
+  o.fill = "noise";
+  auto mixed = RunPerturbCommand(o);
+  ASSERT_FALSE(mixed.ok());
+  EXPECT_TRUE(absl::StrContains(mixed.status().message(), "fill: \"inpaint\" -> (none)")) << mixed.status();
+  o.fill = "blur";
+  auto bad = RunPerturbCommand(o);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_TRUE(absl::StrContains(bad.status().message(), "--fill 'blur': expected noise or inpaint")) << bad.status();
+}
+
 
 TEST_F(PerturbPipelineTest, ShardRangesAndOptionsAreChecked) {
   auto run = [&](int64_t begin, int64_t end) {

@@ -63,11 +63,13 @@ sft_eval() {
     --batch_size 64 --overwrite
 }
 
-# image_preferences WORLD OUT_DIR [GROUNDER]: datagen (keywords -> regions -> noise) over the
-# world's training manifest; prints the manifest path.
+# image_preferences WORLD OUT_DIR [GROUNDER [FILL]]: datagen (keywords -> regions -> noise, or
+# FILL inpaint: the regions filled from their surroundings) over the world's training manifest;
+# prints the manifest path.
 image_preferences() {
-  local world=$1 out=$2 grounder=${3:-regions}
+  local world=$1 out=$2 grounder=${3:-regions} fill=${4:-noise}
   local args=(--manifest "$world/train.jsonl" --out "$out" --grounder "$grounder" --end "$MAX_SAMPLES")
+  if [ "$fill" != noise ]; then args+=(--fill "$fill"); fi
   case $grounder in
     regions) args+=(--vocab "$world/vocab.txt") ;;
     model) args+=(--model "$SFT_BASELINE") ;;
