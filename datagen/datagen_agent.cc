@@ -26,6 +26,7 @@ PerturbCommandOptions PerturbOptionsForLease(const v1::Assignment& a, int thread
   o.perturb.keywords.top_k = spec.datagen().top_k();
   o.perturb.noise_step = spec.objective().noise_step();
   o.perturb.seed = spec.datagen().seed();
+  o.fill = spec.datagen().has_fill() ? spec.datagen().fill() : "noise";
   return o;
 }
 

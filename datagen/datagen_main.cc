@@ -4,6 +4,7 @@
 // the coordinator hands out shards as leases later.
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <chrono>
@@ -79,6 +80,18 @@ int main(int argc, char** argv) {
     }
   if (absl::Status s = mfpo::CheckCommandFlags("mfpo-datagen", command, {}, mfpo::GivenFlagNames(normalised)); !s.ok())
     return mfpo::ExitCode(s, "mfpo-datagen");
+  // An agent's shard settings come from each job's spec (datagen.*): a perturb flag given here
+  // would be ignored, so it is refused.
+  if (const std::vector<std::string> given = mfpo::GivenFlagNames(normalised);
+      std::find(given.begin(), given.end(), "coordinator") != given.end()) {
+    const std::vector<std::string> shard_settings = mfpo::PerturbFlagNames();
+    for (const std::string& f : given)
+      if (f != "threads" && std::find(shard_settings.begin(), shard_settings.end(), f) != shard_settings.end())
+        return mfpo::ExitCode(absl::InvalidArgumentError(absl::StrCat(
+                                  "--", f, " is a shard setting, not an agent's: with --coordinator each job's spec "
+                                  "decides it (datagen.*, objective.noise_step)")),
+                              "mfpo-datagen");
+  }
   std::vector<char*> raw;
   for (auto& a : normalised) raw.push_back(a.data());
   std::vector<char*> args = absl::ParseCommandLine(static_cast<int>(raw.size()), raw.data());

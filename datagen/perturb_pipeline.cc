@@ -79,6 +79,21 @@ json ShardSettings(const ShardOptions& shard, const PerturbOptions& o, const Gro
   return settings;
 }
 
+// Settings recorded only when they differ from their default, with that default.
+const json& OptionalSettingDefaults() {
+  static const json* defaults = new json{{"fill", "noise"}};
+  return *defaults;
+}
+
+// What a finished record was made with, stored in the record ("settings_hash"): every setting
+// but the input manifest's path. A record is skipped on a rerun only when its input line and
+// this hash are unchanged, so outputs stay consistent even when perturb.json was deleted.
+std::string SettingsHash(const ShardOptions& shard, const PerturbOptions& o, const Grounder& grounder) {
+  json settings = ShardSettings(shard, o, grounder);
+  settings.erase("manifest");
+  return absl::StrFormat("%016x", SampleSeed(0, settings.dump()));
+}
+
 // `rgb` with the mask's pixels filled from their surroundings (Telea); a soft (feathered) mask
 // blends the filled image in by its weight, so pixels where the mask is 0 stay bit-identical.
 cv::Mat InpaintMasked(const cv::Mat& rgb, const cv::Mat& mask) {
@@ -110,15 +125,21 @@ absl::Status CheckShardRecord(const ShardOptions& shard, const PerturbOptions& o
   }
   json recorded;
   MFPO_RETURN_IF_ERROR(ReadJsonFile(path.string(), &recorded));
+  // An optional setting absent on either side is its default ("fill": "noise").
+  auto setting = [](const json& settings, const std::string& key) -> std::string {
+    if (settings.is_object() && settings.contains(key)) return settings[key].dump();
+    return OptionalSettingDefaults().contains(key) ? OptionalSettingDefaults()[key].dump() : "(none)";
+  };
   std::vector<std::string> diffs;
   for (auto it = current.begin(); it != current.end(); ++it) {
-    const std::string before = recorded.is_object() && recorded.contains(it.key()) ? recorded[it.key()].dump() : "(none)";
+    const std::string before = setting(recorded, it.key());
     if (before != it.value().dump()) diffs.push_back(absl::StrCat(it.key(), ": ", before, " -> ", it.value().dump()));
   }
   // A setting recorded only when it is not the default ("fill") and now left at the default.
   if (recorded.is_object())
     for (auto it = recorded.begin(); it != recorded.end(); ++it)
-      if (!current.contains(it.key())) diffs.push_back(absl::StrCat(it.key(), ": ", it.value().dump(), " -> (none)"));
+      if (!current.contains(it.key()) && it.value().dump() != setting(current, it.key()))
+        diffs.push_back(absl::StrCat(it.key(), ": ", it.value().dump(), " -> ", setting(current, it.key())));
   if (diffs.empty()) return absl::OkStatus();
   return absl::FailedPreconditionError(absl::StrCat(
       shard.out_dir, " holds outputs made with other settings or input (", path.string(), "):\n  ",
@@ -145,9 +166,9 @@ absl::Status CheckShardProducedRecords(const ShardReport& r) {
 std::string ShardReportText(const ShardReport& r) {
   // `done` counts every record in the manifest, `skipped` those an earlier run had already written.
   return absl::StrCat("records ", r.records, ", written ", r.done - r.skipped, ", skipped ", r.skipped,
-                      " (already done)", ", errors ", r.errors,
-                      ", global fallbacks ", r.fallbacks, "\nmanifest ", r.manifest_path, "\nerrors ", r.errors_path,
-                      "\n");
+                      " (already done)", ", errors ", r.errors, ", global fallbacks ", r.fallbacks,
+                      r.noise_fills > 0 ? absl::StrCat(", noised instead of inpainted ", r.noise_fills) : "",
+                      "\nmanifest ", r.manifest_path, "\nerrors ", r.errors_path, "\n");
 }
 
 absl::StatusOr<PerturbedImage> PerturbImage(const cv::Mat& rgb, const std::string& text,
@@ -164,11 +185,15 @@ absl::StatusOr<PerturbedImage> PerturbImage(const cv::Mat& rgb, const std::strin
   out.mask = out.fallback ? cv::Mat(rgb.size(), CV_8UC1, cv::Scalar(255)) : FeatherMask(grounded.mask, options.feather);
   out.coverage = static_cast<double>(cv::countNonZero(out.mask)) / (static_cast<double>(rgb.rows) * rgb.cols);
   out.seed = SampleSeed(options.seed, seed_key);
-  // Inpainting needs known pixels around the region; otherwise (and for fallbacks) noise.
-  const bool inpaint = options.fill == PerturbFill::kInpaint && !out.fallback &&
+  // Inpainting needs known pixels around the region and an image of at least 2 x 2 (OpenCV's
+  // Telea reads outside a single row or column); otherwise (and for fallbacks) noise.
+  const bool inpaint = options.fill == PerturbFill::kInpaint && !out.fallback && rgb.rows >= 2 && rgb.cols >= 2 &&
                        cv::countNonZero(out.mask) < static_cast<int>(out.mask.total());
   if (inpaint) {
     out.fill = PerturbFill::kInpaint;
+    // Feathering softens only the edge outside the region: inside it the object is removed
+    // whole (a blurred mask is below 255 inside the box's border and would let it show).
+    out.mask = cv::max(out.mask, grounded.mask);
     out.rejected = InpaintMasked(rgb, out.mask);
     return out;
   }
@@ -232,6 +257,7 @@ absl::StatusOr<ShardReport> RunPerturbShard(const ShardOptions& shard, const Per
   c.total = static_cast<int64_t>(jobs.size());
   report.manifest_path = (out / (name + ".jsonl")).string();
   report.errors_path = (out / (name + ".errors.jsonl")).string();
+  const std::string settings_hash = SettingsHash(shard, options, grounder);
 
   // One record: everything in memory, then the files, the record file last.
   auto process = [&](const Job& job) -> absl::Status {
@@ -242,12 +268,17 @@ absl::StatusOr<ShardReport> RunPerturbShard(const ShardOptions& shard, const Per
     std::error_code ec;
     // Finished records are skipped when their input line is unchanged (a record edited in the
     // manifest is made again); failed ones are tried again (their input may have been fixed).
+    // Records written before settings_hash existed are matched on their input alone.
     const std::string input_hash = absl::StrFormat("%016x", SampleSeed(0, job.record.dump()));
     if (fs::is_regular_file(done_file, ec)) {
       absl::StatusOr<std::string> done_text = ReadFileToString(done_file.string());
       absl::StatusOr<json> done = done_text.ok() ? ParseJson(*done_text) : absl::StatusOr<json>(done_text.status());
-      if (done.ok() && done->is_object() && done->contains("perturbation") && (*done)["perturbation"].is_object() &&
-          (*done)["perturbation"].value("input_hash", "") == input_hash) {
+      const json* made = done.ok() && done->is_object() && done->contains("perturbation") &&
+                                 (*done)["perturbation"].is_object()
+                             ? &(*done)["perturbation"]
+                             : nullptr;
+      if (made != nullptr && made->value("input_hash", "") == input_hash &&
+          made->value("settings_hash", settings_hash) == settings_hash) {
         ++c.skipped;
         return absl::OkStatus();
       }
@@ -296,10 +327,12 @@ absl::StatusOr<ShardReport> RunPerturbShard(const ShardOptions& shard, const Per
       if (!line.contains(it.key())) line[it.key()] = it.value();
     json keywords = json::array();
     for (const auto& k : p->keywords) keywords.push_back({{"word", k.word}, {"score", k.score}});
-    line["perturbation"] = {{"keywords", keywords}, {"found", p->found},  {"grounder", grounder.name()},
-                            {"coverage", p->coverage}, {"fallback", p->fallback}, {"t", options.noise_step},
-                            {"seed", p->seed},         {"feather", options.feather}, {"mask", mask_rel},
-                            {"input_hash", input_hash}};
+    line["perturbation"] = {{"keywords", keywords},   {"found", p->found},       {"grounder", grounder.name()},
+                            {"coverage", p->coverage}, {"fallback", p->fallback}, {"seed", p->seed},
+                            {"feather", options.feather}, {"mask", mask_rel},    {"input_hash", input_hash},
+                            {"settings_hash", settings_hash}};
+    // The noise step says nothing about an inpainted image.
+    if (p->fill == PerturbFill::kNoise) line["perturbation"]["t"] = options.noise_step;
     if (options.fill != PerturbFill::kNoise) line["perturbation"]["fill"] = PerturbFillName(p->fill);
     if (p->fallback) ++c.fallbacks;
     MFPO_RETURN_IF_ERROR(write(done_file, line.dump(-1, ' ', false, json::error_handler_t::replace) + "\n"));
@@ -380,8 +413,11 @@ absl::StatusOr<ShardReport> RunPerturbShard(const ShardOptions& shard, const Per
         return absl::DataLossError(absl::StrCat(base.string(), ".json: corrupt record file (delete it to redo the record)"));
       manifest_text += line;
       ++report.done;
-      const json* fallback = record->contains("perturbation") ? &(*record)["perturbation"] : nullptr;
-      report.fallbacks += fallback != nullptr && fallback->is_object() && fallback->value("fallback", false) ? 1 : 0;
+      const json* made = record->contains("perturbation") ? &(*record)["perturbation"] : nullptr;
+      if (made != nullptr && made->is_object()) {
+        report.fallbacks += made->value("fallback", false) ? 1 : 0;
+        report.noise_fills += made->value("fill", "") == "noise" ? 1 : 0;
+      }
     } else if (fs::is_regular_file(base.string() + ".error.json", ec)) {
       MFPO_ASSIGN_OR_RETURN(std::string line, ReadFileToString(base.string() + ".error.json"));
       errors_text += line;
@@ -392,8 +428,9 @@ absl::StatusOr<ShardReport> RunPerturbShard(const ShardOptions& shard, const Per
   MFPO_RETURN_IF_ERROR(WriteFileAtomically(report.manifest_path, manifest_text));
   MFPO_RETURN_IF_ERROR(WriteFileAtomically(report.errors_path, errors_text));
   spdlog::info("datagen: shard done: {} records, {} written, {} skipped as already done, {} errors, {} global "
-               "fallbacks, {:.1f} s",
+               "fallbacks{}, {:.1f} s",
                report.records, report.done - report.skipped, report.skipped, report.errors, report.fallbacks,
+               report.noise_fills > 0 ? absl::StrCat(", ", report.noise_fills, " noised instead of inpainted") : "",
                report.seconds);
   return report;
 }

@@ -39,7 +39,8 @@ namespace mfpo {
 // What replaces the grounded region in m'. kNoise is the paper's: DDPM forward noise at step t.
 // kInpaint is an ablation: the region is filled from its surroundings (OpenCV's Telea inpainting),
 // so the object disappears without leaving a noise texture that a model could learn to detect.
-// Global fallbacks, and a region covering the whole image (nothing to fill from), get noise.
+// Global fallbacks, a region covering the whole image (nothing to fill from) and images one
+// pixel high or wide get noise; the shard's report counts them.
 enum class PerturbFill { kNoise, kInpaint };
 const char* PerturbFillName(PerturbFill fill);                          // "noise" / "inpaint"
 absl::StatusOr<PerturbFill> ParsePerturbFill(absl::string_view name);  // the flag's value
@@ -76,6 +77,7 @@ struct ShardOptions {
 
 struct ShardReport {
   int64_t records = 0, done = 0, skipped = 0, errors = 0, fallbacks = 0;
+  int64_t noise_fills = 0;  // --fill inpaint: records noised instead (fallbacks, whole-image or 1-pixel-wide)
   double seconds = 0;
   std::string manifest_path, errors_path;
 };
@@ -86,7 +88,8 @@ absl::StatusOr<ShardReport> RunPerturbShard(const ShardOptions& shard, const Per
                                             Grounder& grounder, const WordVectors* vectors,
                                             PerturbCounters* counters = nullptr);
 
-// "records N, written N, skipped N, errors N, global fallbacks N" and the output paths.
+// "records N, written N, skipped N, errors N, global fallbacks N[, noised instead of inpainted
+// N]" and the output paths.
 std::string ShardReportText(const ShardReport& report);
 
 // INVALID_ARGUMENT when the shard has no usable record at all (an empty range, or every record

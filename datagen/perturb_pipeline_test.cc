@@ -104,7 +104,7 @@ TEST_F(PerturbPipelineTest, WritesRejectedImagesMasksAndATrainableManifest) {
     cv::absdiff(*input, *rejected, diff);
     for (int y = 0; y < mask.rows; ++y)
       for (int x = 0; x < mask.cols; ++x)
-        if (mask.at<uint8_t>(y, x) == 0) ASSERT_EQ(diff.at<cv::Vec3b>(y, x), cv::Vec3b(0, 0, 0)) << l["id"];
+        if (mask.at<uint8_t>(y, x) == 0) { ASSERT_EQ(diff.at<cv::Vec3b>(y, x), cv::Vec3b(0, 0, 0)) << l["id"]; }
     EXPECT_NEAR(p["coverage"].get<double>(), cv::countNonZero(mask) / double(mask.total()), 1e-9);
     if (p["fallback"].get<bool>()) {
       ++fallbacks;
@@ -116,8 +116,8 @@ TEST_F(PerturbPipelineTest, WritesRejectedImagesMasksAndATrainableManifest) {
       EXPECT_FALSE(p["keywords"].empty());
     }
     // "No, there is no kite." names an absent object: nothing to ground, global noise.
-    if (l["type"] == "exist_no") EXPECT_TRUE(p["fallback"].get<bool>()) << l.dump();
-    if (l["type"] == "describe") EXPECT_FALSE(p["fallback"].get<bool>()) << l.dump();
+    if (l["type"] == "exist_no") { EXPECT_TRUE(p["fallback"].get<bool>()) << l.dump(); }
+    if (l["type"] == "describe") { EXPECT_FALSE(p["fallback"].get<bool>()) << l.dump(); }
   }
   EXPECT_GT(local, 30);
   EXPECT_GT(fallbacks, 5);
@@ -482,6 +482,37 @@ TEST_F(PerturbPipelineTest, InpaintFillRemovesTheObjectWithoutANoiseTexture) {
   auto whole = PerturbImage(rgb, text, {all}, s.id, inpaint_options, *grounder, nullptr);
   ASSERT_TRUE(whole.ok()) << whole.status();
   EXPECT_EQ(whole->fill, PerturbFill::kNoise);
+  // A feathered edge softens only the outside of the region: inside the box the object is gone
+  // entirely (weight 255), outside it the blend fades out.
+  inpaint_options.feather = 6;
+  auto feathered = PerturbImage(rgb, text, {r}, s.id, inpaint_options, *grounder, nullptr);
+  ASSERT_TRUE(feathered.ok()) << feathered.status();
+  ASSERT_EQ(feathered->fill, PerturbFill::kInpaint);
+  const cv::Rect box(r.box[0], r.box[1], r.box[2] - r.box[0], r.box[3] - r.box[1]);
+  double min_inside = 0;
+  cv::minMaxLoc(feathered->mask(box), &min_inside);
+  EXPECT_EQ(min_inside, 255) << "a feathered inpaint mask lets the object show at the box's border";
+  EXPECT_GT(cv::countNonZero(feathered->mask), box.area()) << "the feathered edge reaches outside the box";
+}
+
+// Images one pixel high or wide have nothing for OpenCV's Telea to read around the region
+// (it reads outside the image): they are noised, deterministically, and counted as such.
+TEST_F(PerturbPipelineTest, InpaintOnAOnePixelHighImageFallsBackToNoise) {
+  auto grounder = Regions();
+  PerturbOptions options;
+  options.fill = PerturbFill::kInpaint;
+  for (const cv::Size size : {cv::Size(64, 1), cv::Size(1, 64)}) {
+    cv::Mat rgb(size, CV_8UC3, cv::Scalar(10, 200, 30));
+    PreferenceRegion r;
+    r.label = "cube";
+    r.box = {0, 0, std::max(1, size.width / 2), std::max(1, size.height / 2)};
+    auto a = PerturbImage(rgb, "There is a cube.", {r}, "thin", options, *grounder, nullptr);
+    auto b = PerturbImage(rgb, "There is a cube.", {r}, "thin", options, *grounder, nullptr);
+    ASSERT_TRUE(a.ok()) << a.status();
+    ASSERT_TRUE(b.ok()) << b.status();
+    EXPECT_EQ(a->fill, PerturbFill::kNoise) << size;
+    EXPECT_EQ(cv::norm(a->rejected, b->rejected, cv::NORM_INF), 0) << size;
+  }
 }
 
 TEST_F(PerturbPipelineTest, InpaintShardRecordsTheFillAndARerunWithNoiseIsRefused) {
@@ -496,16 +527,42 @@ TEST_F(PerturbPipelineTest, InpaintShardRecordsTheFillAndARerunWithNoiseIsRefuse
   EXPECT_EQ(report->done, 4);
   for (const json& line : Lines(report->manifest_path))
     EXPECT_EQ(line["perturbation"]["fill"], line["perturbation"]["fallback"].get<bool>() ? "noise" : "inpaint") << line;
+  for (const json& line : Lines(report->manifest_path))
+    EXPECT_EQ(line["perturbation"].contains("t"), line["perturbation"]["fill"] == "noise") << "t only where noised";
+  EXPECT_EQ(report->noise_fills, report->fallbacks);
   o.fill = "noise";
   auto mixed = RunPerturbCommand(o);
   ASSERT_FALSE(mixed.ok());
-  EXPECT_TRUE(absl::StrContains(mixed.status().message(), "fill: \"inpaint\" -> (none)")) << mixed.status();
+  EXPECT_TRUE(absl::StrContains(mixed.status().message(), "fill: \"inpaint\" -> \"noise\"")) << mixed.status();
+  // Without perturb.json the records themselves say what made them: a rerun with noise redoes
+  // every record instead of mixing inpainted ones into a noise manifest.
+  fs::remove(fs::path(o.shard.out_dir) / "perturb.json");
+  auto redone = RunPerturbCommand(o);
+  ASSERT_TRUE(redone.ok()) << redone.status();
+  EXPECT_EQ(redone->skipped, 0);
+  EXPECT_EQ(redone->noise_fills, 0);
+  for (const json& line : Lines(redone->manifest_path)) {
+    EXPECT_FALSE(line["perturbation"].contains("fill")) << line;
+    EXPECT_EQ(line["perturbation"]["t"], 500) << line;
+  }
+  auto again = RunPerturbCommand(o);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->skipped, 4) << "the same settings skip finished records";
   o.fill = "blur";
   auto bad = RunPerturbCommand(o);
   ASSERT_FALSE(bad.ok());
   EXPECT_TRUE(absl::StrContains(bad.status().message(), "--fill 'blur': expected noise or inpaint")) << bad.status();
 }
 
+// An agent takes its shard settings from each job's spec: perturb flags given with --coordinator
+// would be ignored, so they are refused before anything starts (no coordinator is contacted).
+TEST_F(PerturbPipelineTest, AgentModeRefusesShardSettingFlags) {
+  for (const std::string flags : {"--fill inpaint", "--fill=blur", "--grounder global", "--noise-step 10"}) {
+    Result r = RunShell(absl::StrCat(MFPO_DATAGEN_TOOL, " --coordinator 127.0.0.1:1 ", flags), 60);
+    EXPECT_EQ(r.code, 2) << flags << ": " << r.all;
+    EXPECT_TRUE(absl::StrContains(r.all, "is a shard setting, not an agent's")) << flags << ": " << r.all;
+  }
+}
 
 TEST_F(PerturbPipelineTest, ShardRangesAndOptionsAreChecked) {
   auto run = [&](int64_t begin, int64_t end) {

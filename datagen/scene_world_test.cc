@@ -72,7 +72,7 @@ TEST(SceneWorld, LabelsAgreeWithPixels) {
             coloured = true;
             covered = covered || (x >= obj.x0 && x < obj.x1 && y >= obj.y0 && y < obj.y1);
           }
-          if (coloured) ASSERT_TRUE(covered) << s.id << " pixel " << x << "," << y;
+          if (coloured) { ASSERT_TRUE(covered) << s.id << " pixel " << x << "," << y; }
         }
     }
   }
@@ -129,8 +129,8 @@ TEST(SceneWorld, QuestionsAreConsistentWithGroundTruth) {
         const std::string kind = q.question.substr(11, q.question.find(" in the image") - 11);
         EXPECT_EQ(count.count(kind), 0u) << q.question;
       }
-      if (q.type == "count") EXPECT_EQ(q.answer, NumberWord(count[s.objects[0].kind]));
-      if (q.type == "colour") EXPECT_EQ(q.answer, s.objects[0].colour);
+      if (q.type == "count") { EXPECT_EQ(q.answer, NumberWord(count[s.objects[0].kind])); }
+      if (q.type == "colour") { EXPECT_EQ(q.answer, s.objects[0].colour); }
     }
   }
 }

@@ -9,7 +9,8 @@
 #            delta asks for a larger reward of the chosen answer)
 #   table7   easy-to-hard curriculum versus end-to-end (one shuffled phase)
 #   table8   rejected images from the dataset's regions / the model's heat map / random boxes
-#            (20% of the image) / global noise
+#            (20% of the image) / global noise, and, beyond the paper, the regions inpainted
+#            (filled from their surroundings) instead of noised
 #
 #   bash scripts/experiment.sh EXPERIMENT [--seeds "1 2 3"] [--world report|dev] [--quick]
 #                              [--out DIR] [--model SFT_DIR] [--threads N] [--main DIR]
@@ -26,7 +27,7 @@
 # in --main DIR (default: the main experiment's default --out for the same world and mode).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-usage() { sed -n 2,26p "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n 2,27p "$0" | sed 's/^# \{0,1\}//'; }
 EXPERIMENT=${1:-}
 case $EXPERIMENT in
   main|table4|table5|table7|table8) shift ;;
@@ -134,6 +135,8 @@ case $EXPERIMENT in
       M=$(image_preferences "$WORLD" "$OUT/datagen-$g" "$g")
       run "$g" "$g" "MANIFEST_USED=$M"
     done
+    M=$(image_preferences "$WORLD" "$OUT/datagen-inpaint" regions inpaint)
+    run "regions, inpainted" inpaint "MANIFEST_USED=$M"
     run "regions" regions
     FOCUS="regions" ;;
 esac

@@ -177,6 +177,7 @@ class ServiceTest : public ::testing::Test {
     int samples = 24, micro = 4, workers = 2, every_steps = 0;
     bool evaluate = false;
     std::string train;  // default: the world's train.jsonl
+    std::string fill;   // datagen.fill (default: not given, noise)
   };
   static fs::path WriteSpec(const std::string& name, const JobOptions& j, const fs::path& out) {
     const fs::path path = *g_root / (name + ".yaml");
@@ -191,6 +192,7 @@ class ServiceTest : public ::testing::Test {
       << "curriculum: {mode: " << j.curriculum << "}\n"
       << "checkpoint: {keep_last: 0, every_steps: " << j.every_steps << "}\n"
       << "resources: {workers: " << j.workers << ", threads: 1, collective_timeout_s: 20, max_restarts: 3}\n";
+    if (!j.fill.empty()) f << "datagen: {fill: " << j.fill << "}\n";
     if (j.evaluate)
       f << "evaluation: {data: " << (*g_root / "world").string() << ", limit: 2, max_new_tokens: 6, suites: [chair]}\n";
     return path;
@@ -324,12 +326,13 @@ TEST_F(ServiceTest, CoordinatorRestartLosesNothing) {
 }
 
 // A datagen worker killed holding a lease: the lease is re-issued and every record is made
-// exactly once.
+// exactly once. The job's datagen.fill reaches the agents (inpainted, not noised, regions).
 TEST_F(ServiceTest, KilledDatagenWorkerLeaseIsReissued) {
   Cluster c("killed-datagen");
   c.StartCoordinator();
   Process& first = c.AddDatagen();
   JobOptions j;
+  j.fill = "inpaint";
   const std::string id = Submit(c, WriteSpec("killed-datagen", j, c.dir() / "out"));
   ASSERT_TRUE(first.WaitForLog("records [", 60)) << c.Logs();
   first.Kill(SIGKILL);
@@ -341,9 +344,14 @@ TEST_F(ServiceTest, KilledDatagenWorkerLeaseIsReissued) {
   EXPECT_NE(events.out.find("re-issued"), std::string::npos) << events.out;
   std::ifstream in(c.dir() / "out" / "datagen" / "merged-0-24.jsonl");
   std::set<std::string> ids;
-  int lines = 0;
-  for (std::string line; std::getline(in, line); ++lines) ids.insert(json::parse(line)["id"].get<std::string>());
+  int lines = 0, inpainted = 0;
+  for (std::string line; std::getline(in, line); ++lines) {
+    const json record = json::parse(line);
+    ids.insert(record["id"].get<std::string>());
+    inpainted += record["perturbation"].value("fill", "") == "inpaint" ? 1 : 0;
+  }
   EXPECT_EQ(lines, 24);
+  EXPECT_GT(inpainted, 12) << "datagen.fill: inpaint did not reach the agents";
   EXPECT_EQ(ids.size(), 24u);
   EXPECT_EQ(c.Ctl("cancel " + id).code, 0);
   EXPECT_EQ(c.Ctl("watch " + id).code, 3);  // CANCELLED

@@ -294,6 +294,8 @@ absl::Status ValidateJobSpec(const v1::JobSpec& s) {
   if (g != "regions" && g != "model" && g != "torchscript")
     return Bad("datagen.grounder", absl::StrCat("'", g, "' is not regions, model or torchscript"));
   if (s.datagen().top_k() < 1) return Bad("datagen.top_k", "must be >= 1");
+  if (s.datagen().has_fill() && s.datagen().fill() != "noise" && s.datagen().fill() != "inpaint")
+    return Bad("datagen.fill", absl::StrCat("'", s.datagen().fill(), "' is not noise or inpaint"));
   if (g == "torchscript" && s.datagen().grounder_model().empty())
     return Bad("datagen.grounder_model", "is required by the torchscript grounder (a TorchScript segmenter file)");
   if (g != "torchscript" && !s.datagen().grounder_model().empty())
