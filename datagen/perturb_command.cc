@@ -19,8 +19,9 @@ namespace mfpo {
 absl::StatusOr<ShardReport> RunPerturbCommand(const PerturbCommandOptions& o, PerturbCounters* counters) {
   if (o.shard.manifest.empty()) return absl::InvalidArgumentError("--manifest is required (or, as the job service's datagen agent, --coordinator HOST:PORT)");
   if (o.shard.out_dir.empty()) return absl::InvalidArgumentError("--out is required");
-  if (o.perturb.noise_step < 0 || o.perturb.noise_step > 1000)
-    return absl::InvalidArgumentError("--noise-step must be in [0, 1000]");
+  // t = 0 is the image itself: a rejected image equal to the chosen one.
+  if (o.perturb.noise_step < 1 || o.perturb.noise_step > 1000)
+    return absl::InvalidArgumentError("--noise-step must be in [1, 1000] (0 would leave the image unchanged)");
   const KeywordOptions& k = o.perturb.keywords;
   if (k.top_k < 1 || k.top_k > 100) return absl::InvalidArgumentError("--top-k must be in [1, 100]");
   if (!(k.alpha >= 0 && k.alpha <= 1)) return absl::InvalidArgumentError("--alpha must be in [0, 1]");

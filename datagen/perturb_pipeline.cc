@@ -182,18 +182,24 @@ absl::StatusOr<PerturbedImage> PerturbImage(const cv::Mat& rgb, const std::strin
   MFPO_ASSIGN_OR_RETURN(GroundedMask grounded, GroundKeywords(grounder, rgb, words, regions));
   out.found = grounded.found;
   out.fallback = grounded.mask.empty();
-  out.mask = out.fallback ? cv::Mat(rgb.size(), CV_8UC1, cv::Scalar(255)) : FeatherMask(grounded.mask, options.feather);
+  // The feathered edge lies outside the region: inside it the weight stays 255, so the object is
+  // noised (or removed) whole however wide the feather (a plain blur is below 255 inside the
+  // region's border, and with a feather wider than the object nothing is left of it).
+  out.mask = out.fallback ? cv::Mat(rgb.size(), CV_8UC1, cv::Scalar(255))
+                          : cv::Mat(cv::max(FeatherMask(grounded.mask, options.feather), grounded.mask));
   out.coverage = static_cast<double>(cv::countNonZero(out.mask)) / (static_cast<double>(rgb.rows) * rgb.cols);
   out.seed = SampleSeed(options.seed, seed_key);
   // Inpainting needs known pixels around the region and an image of at least 2 x 2 (OpenCV's
-  // Telea reads outside a single row or column); otherwise (and for fallbacks) noise.
-  const bool inpaint = options.fill == PerturbFill::kInpaint && !out.fallback && rgb.rows >= 2 && rgb.cols >= 2 &&
-                       cv::countNonZero(out.mask) < static_cast<int>(out.mask.total());
-  if (inpaint) {
+  // Telea reads outside a single row or column); otherwise (and for fallbacks) noise. A feather
+  // that would reach every pixel is dropped for inpainting (nothing would be left to fill from).
+  const auto partial = [](const cv::Mat& m) { return cv::countNonZero(m) < static_cast<int>(m.total()); };
+  if (options.fill == PerturbFill::kInpaint && !out.fallback && rgb.rows >= 2 && rgb.cols >= 2 &&
+      partial(grounded.mask)) {
+    if (!partial(out.mask)) {
+      out.mask = grounded.mask.clone();
+      out.coverage = static_cast<double>(cv::countNonZero(out.mask)) / (static_cast<double>(rgb.rows) * rgb.cols);
+    }
     out.fill = PerturbFill::kInpaint;
-    // Feathering softens only the edge outside the region: inside it the object is removed
-    // whole (a blurred mask is below 255 inside the box's border and would let it show).
-    out.mask = cv::max(out.mask, grounded.mask);
     out.rejected = InpaintMasked(rgb, out.mask);
     return out;
   }
@@ -277,8 +283,14 @@ absl::StatusOr<ShardReport> RunPerturbShard(const ShardOptions& shard, const Per
                                  (*done)["perturbation"].is_object()
                              ? &(*done)["perturbation"]
                              : nullptr;
+      // ... and only when its images are still there (a deleted or emptied one is made again).
+      auto nonempty = [](const fs::path& path) {
+        std::error_code e;
+        return fs::is_regular_file(path, e) && fs::file_size(path, e) > 0 && !e;
+      };
       if (made != nullptr && made->value("input_hash", "") == input_hash &&
-          made->value("settings_hash", settings_hash) == settings_hash) {
+          made->value("settings_hash", settings_hash) == settings_hash &&
+          nonempty(out / "rejected" / (key + ".png")) && nonempty(out / "masks" / (key + ".png"))) {
         ++c.skipped;
         return absl::OkStatus();
       }

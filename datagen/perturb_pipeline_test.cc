@@ -229,6 +229,18 @@ TEST_F(PerturbPipelineTest, FeatheredMaskBlendsTheEdgeAndLeavesTheRestUntouched)
       }
     }
   EXPECT_GT(soft, 0) << "a feathered edge has intermediate mask values";
+  // The edge lies outside the region: inside the box the weight is 255 whatever the feather,
+  // even one wider than the object (a plain blur would leave it nearly untouched).
+  const cv::Rect box(r.box[0], r.box[1], r.box[2] - r.box[0], r.box[3] - r.box[1]);
+  for (const int feather : {3, 256}) {
+    o.feather = feather;
+    auto wide = PerturbImage(rgb, "There is a " + r.label + ".", {r}, s.id, o, *grounder, nullptr);
+    ASSERT_TRUE(wide.ok()) << wide.status();
+    double min_inside = 0;
+    cv::minMaxLoc(wide->mask(box), &min_inside);
+    EXPECT_EQ(min_inside, 255) << "feather " << feather;
+  }
+  o.feather = 3;
   // Same seed key, same bytes.
   auto again = PerturbImage(rgb, "There is a " + r.label + ".", {r}, s.id, o, *grounder, nullptr);
   ASSERT_TRUE(again.ok());
@@ -493,6 +505,13 @@ TEST_F(PerturbPipelineTest, InpaintFillRemovesTheObjectWithoutANoiseTexture) {
   cv::minMaxLoc(feathered->mask(box), &min_inside);
   EXPECT_EQ(min_inside, 255) << "a feathered inpaint mask lets the object show at the box's border";
   EXPECT_GT(cv::countNonZero(feathered->mask), box.area()) << "the feathered edge reaches outside the box";
+  // A feather reaching every pixel would leave nothing to fill from: the region alone is filled.
+  inpaint_options.feather = 256;
+  auto everywhere = PerturbImage(rgb, text, {r}, s.id, inpaint_options, *grounder, nullptr);
+  ASSERT_TRUE(everywhere.ok()) << everywhere.status();
+  EXPECT_EQ(everywhere->fill, PerturbFill::kInpaint);
+  EXPECT_EQ(cv::countNonZero(everywhere->mask), box.area());
+  EXPECT_GT(cv::norm(everywhere->rejected(box), rgb(box), cv::NORM_L1) / (3.0 * box.area()), 10);
 }
 
 // Images one pixel high or wide have nothing for OpenCV's Telea to read around the region
@@ -548,6 +567,16 @@ TEST_F(PerturbPipelineTest, InpaintShardRecordsTheFillAndARerunWithNoiseIsRefuse
   auto again = RunPerturbCommand(o);
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->skipped, 4) << "the same settings skip finished records";
+  // A finished record whose rejected image was deleted, or whose mask was emptied, is made again.
+  auto lines = Lines(again->manifest_path);
+  ASSERT_EQ(lines.size(), 4u);
+  fs::remove(fs::path(o.shard.out_dir) / lines[0]["rejected_image"].get<std::string>());
+  std::ofstream(fs::path(o.shard.out_dir) / lines[1]["perturbation"]["mask"].get<std::string>(), std::ios::trunc);
+  auto repaired = RunPerturbCommand(o);
+  ASSERT_TRUE(repaired.ok()) << repaired.status();
+  EXPECT_EQ(repaired->skipped, 2);
+  EXPECT_GT(fs::file_size(fs::path(o.shard.out_dir) / lines[0]["rejected_image"].get<std::string>()), 0u);
+  EXPECT_GT(fs::file_size(fs::path(o.shard.out_dir) / lines[1]["perturbation"]["mask"].get<std::string>()), 0u);
   o.fill = "blur";
   auto bad = RunPerturbCommand(o);
   ASSERT_FALSE(bad.ok());
@@ -583,6 +612,7 @@ TEST_F(PerturbPipelineTest, ShardRangesAndOptionsAreChecked) {
   o.shard.out_dir = (*root_ / "bad_options").string();
   for (auto [field, set] : std::vector<std::pair<std::string, std::function<void(PerturbCommandOptions&)>>>{
            {"--feather", [](PerturbCommandOptions& x) { x.perturb.feather = 1000000000; }},
+           {"--noise-step", [](PerturbCommandOptions& x) { x.perturb.noise_step = 0; }},
            {"--sigma", [](PerturbCommandOptions& x) { x.perturb.keywords.sigma = std::nan(""); }},
            {"--alpha", [](PerturbCommandOptions& x) { x.perturb.keywords.alpha = 2; }},
            {"--heat-threshold", [](PerturbCommandOptions& x) { x.model_grounder.threshold = -1; }}}) {

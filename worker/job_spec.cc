@@ -252,7 +252,8 @@ absl::Status ValidateJobSpec(const v1::JobSpec& s) {
     if (w < 0) return Bad(name, "must be >= 0");
   if ((o.variant() == "mdpo" || o.variant() == "mfpo") && o.w_text() + o.w_image() + o.w_margin() == 0)
     return Bad("objective", "all term weights are 0");
-  if (o.noise_step() < 0 || o.noise_step() > 1000) return Bad("objective.noise_step", "must be in [0, 1000]");
+  if (o.noise_step() < 1 || o.noise_step() > 1000)
+    return Bad("objective.noise_step", "must be in [1, 1000] (0 would leave the image unchanged)");
   const auto& p = s.optimizer();
   if (p.lr() < 0) return Bad("optimizer.lr", "must be >= 0");
   if (p.weight_decay() < 0) return Bad("optimizer.weight_decay", "must be >= 0");

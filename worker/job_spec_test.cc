@@ -94,6 +94,7 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{kBase + "optimizer: {trainable: [lm_head]}\n", true, "optimizer.trainable[0]"},
         Bad{kBase + "curriculum: {mode: random}\n", true, "curriculum.mode"},
         Bad{kBase + "datagen: {fill: blur}\n", true, "datagen.fill: 'blur' is not noise or inpaint"},
+        Bad{kBase + "objective: {noise_step: 0}\n", true, "objective.noise_step: must be in [1, 1000]"},
         Bad{"output_dir: o\nmodel: {path: m, chat_template: chatml}\ndata: {train: t.jsonl}\n", true,
             "model.chat_template: 'chatml'"},
         Bad{kBase + "optimizer: {lora: {rank: 0}}\n", true, "optimizer.lora.rank: must be in [1, 4096]"},
