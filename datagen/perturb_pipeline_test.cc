@@ -204,12 +204,18 @@ TEST_F(PerturbPipelineTest, BadRecordsGoToTheErrorsFileAndTheRestContinue) {
   EXPECT_TRUE(reasons.count("line-6")) << "the unparsable line is reported by line number";
 }
 
+// Training sample 3 of the default world, and its first object as a region.
+WorldSample FirstObjectSample(cv::Mat* rgb, PreferenceRegion* r) {
+  WorldSample s = GenerateWorldSample(WorldOptions{}, "train", 3, rgb);
+  r->label = s.objects[0].kind;
+  r->box = {s.objects[0].x0, s.objects[0].y0, s.objects[0].x1, s.objects[0].y1};
+  return s;
+}
+
 TEST_F(PerturbPipelineTest, FeatheredMaskBlendsTheEdgeAndLeavesTheRestUntouched) {
   cv::Mat rgb;
-  WorldSample s = GenerateWorldSample(WorldOptions{}, "train", 3, &rgb);
   PreferenceRegion r;
-  r.label = s.objects[0].kind;
-  r.box = {s.objects[0].x0, s.objects[0].y0, s.objects[0].x1, s.objects[0].y1};
+  const WorldSample s = FirstObjectSample(&rgb, &r);
   PerturbOptions o;
   o.feather = 3;
   auto grounder = Regions();
@@ -445,10 +451,8 @@ TEST_F(PerturbPipelineTest, ARerunWithOtherSettingsIsRefusedAndFailedRecordsAreR
 // could learn to spot), the rest is untouched; a region covering the image falls back to noise.
 TEST_F(PerturbPipelineTest, InpaintFillRemovesTheObjectWithoutANoiseTexture) {
   cv::Mat rgb;
-  WorldSample s = GenerateWorldSample(WorldOptions{}, "train", 3, &rgb);
   PreferenceRegion r;
-  r.label = s.objects[0].kind;
-  r.box = {s.objects[0].x0, s.objects[0].y0, s.objects[0].x1, s.objects[0].y1};
+  const WorldSample s = FirstObjectSample(&rgb, &r);
   auto grounder = Regions();
   const std::string text = "There is a " + r.label + ".";
   PerturbOptions noise_options, inpaint_options;

@@ -7,7 +7,8 @@
 #            without the margin term (w_margin 0), full
 #   table5   the margin target delta: 0, 0.2, 0.4 (L_margin = -log sigmoid(r_w - delta): a larger
 #            delta asks for a larger reward of the chosen answer)
-#   table7   easy-to-hard curriculum versus end-to-end (one shuffled phase)
+#   table7   easy-to-hard curriculum versus end-to-end (one shuffled phase), for MFPO and, to
+#            see whether the curriculum's effect is MFPO's own, for DPO
 #   table8   rejected images from the dataset's regions / the model's heat map / random boxes
 #            (20% of the image) / global noise, and, beyond the paper, the regions inpainted
 #            (filled from their surroundings) instead of noised
@@ -22,12 +23,13 @@
 # (the trainer resumes or refuses a changed spec). Writes OUT/report/report.md etc.
 # --threads N caps each mfpo command's CPU threads (default: one per core), e.g. to run an
 # ablation in the background of a build; results then differ from a full-core run by float
-# summation order only. An ablation's row that is exactly the main experiment's MFPO job (the
-# full objective, delta 0, easy-to-hard, rejected images from regions) reuses the finished run
-# in --main DIR (default: the main experiment's default --out for the same world and mode).
+# summation order only. An ablation's row that is exactly one of the main experiment's jobs (e.g.
+# MFPO with the full objective, delta 0, easy-to-hard, rejected images from regions) reuses the
+# finished run in --main DIR (default: the main experiment's default --out for the same world
+# and mode).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-usage() { sed -n 2,27p "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n 2,28p "$0" | sed 's/^# \{0,1\}//'; }
 EXPERIMENT=${1:-}
 case $EXPERIMENT in
   main|table4|table5|table7|table8) shift ;;
@@ -88,15 +90,15 @@ run() {
     dir=$( run_defaults
       SEED=$s MANIFEST_USED=$MANIFEST
       for kv in "$@"; do eval "$kv"; done
-      # A row that is the main experiment's MFPO job (same spec but for its name and paths,
+      # A row that is one of the main experiment's jobs (same spec but for its name and paths,
       # same world, byte-identical datagen manifest) reuses that finished run.
-      MAIN_RUN=$MAIN_OUT/mfpo-s$s
+      MAIN_RUN=$MAIN_OUT/$VARIANT-s$s
       if [ "$EXPERIMENT" != main ] && [ -e "$MAIN_RUN/eval/report.json" ] && [ -e "$MAIN_RUN.yaml" ] &&
          cmp -s "$MANIFEST_USED" "$MAIN_OUT/datagen/$(basename "$MANIFEST_USED")" &&
          cmp -s "$WORLD/world.json" "$MAIN_OUT/world/world.json" &&
-         preference_spec "main-mfpo-s$s" "$MAIN_RUN" "$MAIN_OUT/datagen/$(basename "$MANIFEST_USED")" "$MAIN_OUT/world" |
+         preference_spec "main-$VARIANT-s$s" "$MAIN_RUN" "$MAIN_OUT/datagen/$(basename "$MANIFEST_USED")" "$MAIN_OUT/world" |
            cmp -s - "$MAIN_RUN.yaml"; then
-        echo "== the main experiment's MFPO run of seed $s has this spec: reusing $MAIN_RUN" >&2
+        echo "== the main experiment's $VARIANT run of seed $s has this spec: reusing $MAIN_RUN" >&2
         echo "$MAIN_RUN"
       else
         preference_job "$EXPERIMENT-$name-s$s" "$OUT/$name-s$s" "$MANIFEST_USED" "$WORLD" >&2
@@ -127,6 +129,8 @@ case $EXPERIMENT in
     run "delta 0.4" delta-0.4 DELTA=0.4
     FOCUS="delta 0" ;;
   table7)
+    run "DPO end-to-end" dpo-end-to-end VARIANT=dpo CURRICULUM=end_to_end
+    run "DPO easy-to-hard" dpo-easy-to-hard VARIANT=dpo CURRICULUM=easy_to_hard
     run "end-to-end" end-to-end CURRICULUM=end_to_end
     run "easy-to-hard" easy-to-hard CURRICULUM=easy_to_hard
     FOCUS="easy-to-hard" ;;
@@ -136,7 +140,7 @@ case $EXPERIMENT in
       run "$g" "$g" "MANIFEST_USED=$M"
     done
     M=$(image_preferences "$WORLD" "$OUT/datagen-inpaint" regions inpaint)
-    run "regions, inpainted" inpaint "MANIFEST_USED=$M"
+    run "inpainted regions" inpaint "MANIFEST_USED=$M"
     run "regions" regions
     FOCUS="regions" ;;
 esac
