@@ -29,7 +29,7 @@
 # and mode).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-usage() { sed -n 2,28p "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n 2,29p "$0" | sed 's/^# \{0,1\}//'; }
 EXPERIMENT=${1:-}
 case $EXPERIMENT in
   main|table4|table5|table7|table8) shift ;;
