@@ -89,7 +89,12 @@ std::string CommandHelp(const std::string& program, const CommandFlags& command,
 
 int ExitCode(const absl::Status& status, const char* program) {
   if (status.ok()) return 0;
-  std::cerr << program << ": " << status.message() << "\n";
+  // Messages that already name the program (CheckCommandFlags's) are not prefixed twice.
+  const absl::string_view message = status.message();
+  if (absl::StartsWith(message, absl::StrCat(program, ": ")) || absl::StartsWith(message, absl::StrCat(program, " ")))
+    std::cerr << message << "\n";
+  else
+    std::cerr << program << ": " << message << "\n";
   return absl::IsInvalidArgument(status) ? 2 : 1;
 }
 

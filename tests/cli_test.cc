@@ -575,6 +575,8 @@ TEST_F(CliTest, EachCommandHasItsOwnHelpAndRefusesOtherCommandsFlags) {
   Result foreign = Mfpo("world --out " + (*dir_ / "w_foreign").string() + " --max-new-tokens 5");
   EXPECT_EQ(foreign.code, 2);
   EXPECT_TRUE(absl::StrContains(foreign.all, "--max_new_tokens is not a flag of this command")) << foreign.all;
+  EXPECT_TRUE(absl::StrContains(foreign.all, "mfpo world: --max_new_tokens")) << foreign.all;
+  EXPECT_FALSE(absl::StrContains(foreign.all, "mfpo: mfpo world")) << "prefixed twice: " << foreign.all;
   EXPECT_FALSE(fs::exists(*dir_ / "w_foreign"));
   Result negated = Mfpo("world --out " + (*dir_ / "w_foreign").string() + " --nojson");
   EXPECT_EQ(negated.code, 2) << negated.all;
@@ -709,6 +711,7 @@ TEST_F(CliTest, UnknownFlagsAndVersion) {
   Result datagen = RunShell(std::string(MFPO_DATAGEN_BIN) + " --manifest x --feathr 3", 60);
   EXPECT_EQ(datagen.code, 2) << datagen.all;
   EXPECT_TRUE(absl::StrContains(datagen.all, "--feathr is not a flag of this program")) << datagen.all;
+  EXPECT_FALSE(absl::StrContains(datagen.all, "mfpo-datagen: mfpo-datagen")) << "prefixed twice: " << datagen.all;
   Result version = Mfpo("--version");
   EXPECT_EQ(version.code, 0);
   EXPECT_TRUE(absl::StartsWith(version.out, "mfpo ")) << version.out;
