@@ -78,12 +78,12 @@ int main(int argc, char** argv) {
       std::cout << "mfpo-datagen " << MFPO_VERSION << "\n";
       return 0;
     }
-  if (absl::Status s = mfpo::CheckCommandFlags("mfpo-datagen", command, {}, mfpo::GivenFlagNames(normalised)); !s.ok())
+  const std::vector<std::string> given = mfpo::GivenFlagNames(normalised);
+  if (absl::Status s = mfpo::CheckCommandFlags("mfpo-datagen", command, {}, given); !s.ok())
     return mfpo::ExitCode(s, "mfpo-datagen");
   // An agent's shard settings come from each job's spec (datagen.*): a perturb flag given here
   // would be ignored, so it is refused.
-  if (const std::vector<std::string> given = mfpo::GivenFlagNames(normalised);
-      std::find(given.begin(), given.end(), "coordinator") != given.end()) {
+  if (std::find(given.begin(), given.end(), "coordinator") != given.end()) {
     const std::vector<std::string> shard_settings = mfpo::PerturbFlagNames();
     for (const std::string& f : given)
       if (f != "threads" && std::find(shard_settings.begin(), shard_settings.end(), f) != shard_settings.end())

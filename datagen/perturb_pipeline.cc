@@ -187,7 +187,6 @@ absl::StatusOr<PerturbedImage> PerturbImage(const cv::Mat& rgb, const std::strin
   // region's border, and with a feather wider than the object nothing is left of it).
   out.mask = out.fallback ? cv::Mat(rgb.size(), CV_8UC1, cv::Scalar(255))
                           : cv::Mat(cv::max(FeatherMask(grounded.mask, options.feather), grounded.mask));
-  out.coverage = static_cast<double>(cv::countNonZero(out.mask)) / (static_cast<double>(rgb.rows) * rgb.cols);
   out.seed = SampleSeed(options.seed, seed_key);
   // Inpainting needs known pixels around the region and an image of at least 2 x 2 (OpenCV's
   // Telea reads outside a single row or column); otherwise (and for fallbacks) noise. A feather
@@ -195,11 +194,11 @@ absl::StatusOr<PerturbedImage> PerturbImage(const cv::Mat& rgb, const std::strin
   const auto partial = [](const cv::Mat& m) { return cv::countNonZero(m) < static_cast<int>(m.total()); };
   if (options.fill == PerturbFill::kInpaint && !out.fallback && rgb.rows >= 2 && rgb.cols >= 2 &&
       partial(grounded.mask)) {
-    if (!partial(out.mask)) {
-      out.mask = grounded.mask.clone();
-      out.coverage = static_cast<double>(cv::countNonZero(out.mask)) / (static_cast<double>(rgb.rows) * rgb.cols);
-    }
     out.fill = PerturbFill::kInpaint;
+    if (!partial(out.mask)) out.mask = grounded.mask.clone();
+  }
+  out.coverage = static_cast<double>(cv::countNonZero(out.mask)) / (static_cast<double>(rgb.rows) * rgb.cols);
+  if (out.fill == PerturbFill::kInpaint) {
     out.rejected = InpaintMasked(rgb, out.mask);
     return out;
   }
